@@ -1,0 +1,52 @@
+# Durakube: the two commands a newcomer needs are `make demo` and `make test`.
+# Everything they need is installed from this file and pyproject.toml.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Control-plane and helm builds are cached outside the tree, once per machine.
+export DURAKUBE_CACHE ?= $(HOME)/.cache/durakube
+
+.PHONY: setup controlplane test test-unit test-e2e lint demo cluster-up cluster-down bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Compiles etcd, kube-apiserver, kube-controller-manager and kube-scheduler into one
+# binary from the Go module proxy (devcluster/controlplane/go.mod pins the versions).
+controlplane: $(STAMP)
+	$(BIN)/python -m devcluster.build controlplane
+
+test: setup controlplane
+	$(BIN)/pytest -q
+
+test-unit: setup
+	$(BIN)/pytest -q tests/unit
+
+test-e2e: setup controlplane
+	$(BIN)/pytest -q tests/e2e
+
+lint: setup
+	$(BIN)/ruff check sdk operator devcluster tests bench examples
+	$(BIN)/mypy sdk/durakube operator/durakube_operator
+
+demo: setup controlplane
+	$(BIN)/python -m devcluster.demo
+
+cluster-up: setup controlplane
+	$(BIN)/durakube-devcluster up
+
+cluster-down: setup
+	$(BIN)/durakube-devcluster down
+
+bench: setup
+	$(BIN)/python bench/step_checkpoint.py
+
+clean:
+	rm -rf $(VENV) .devcluster .pytest_cache .mypy_cache .ruff_cache

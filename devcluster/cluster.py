@@ -1,0 +1,304 @@
+"""Starts and stops one local test bed: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and the process node, in that order, as envtest does it.
+
+Every component is a real program (the first four from the control-plane binary
+built by `devcluster.build`, the node from `devcluster.node`); ports are chosen
+free at start, so two test beds can run side by side. All state (certificates,
+kubeconfigs, etcd data, logs) lives in one folder given by the caller.
+
+Called by the test fixtures and by `durakube-devcluster`; it knows nothing of
+Durakube itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devcluster import build, kubeconfigs, pki, ports
+
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+# How long a NotReady or unreachable node's pods stay before the taint manager evicts
+# them (the apiserver's DefaultTolerationSeconds plugin; Kubernetes' default is 300 s).
+# Short here so that node-loss tests finish in reasonable time; the path is the real one.
+NODE_TOLERATION_SECONDS = 20
+NODE_MONITOR_GRACE_PERIOD = "16s"
+
+
+class StartError(RuntimeError):
+    """A component did not come up; the message names it and the tail of its log."""
+
+
+@dataclass
+class Component:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, grace: float = 15.0) -> None:
+        if not self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@dataclass
+class Cluster:
+    """A running test bed. `kubeconfig` is the admin's (system:masters)."""
+
+    state_dir: Path
+    api_port: int
+    kubeconfig: Path
+    ca: pki.Authority
+    components: dict[str, Component] = field(default_factory=dict)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a program that talks to this cluster as admin."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def start_node(self, name: str, *, extra_args: tuple[str, ...] = ()) -> Component:
+        """Starts a process node (a kubelet stand-in) registered as `name`."""
+        client = self.ca.issue(f"node-{name}", f"system:node:{name}", organization="system:nodes")
+        serving = self.ca.issue(f"node-{name}-serving", f"system:node:{name}",
+                                server_names=("127.0.0.1", "localhost", name))
+        kubeconfig = kubeconfigs.write(self.state_dir / f"node-{name}.kubeconfig",
+                                       self.server, self.ca.cert_path, client)
+        node_dir = self.state_dir / "nodes" / name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        component = _spawn(
+            f"node-{name}",
+            [sys.executable, "-m", "devcluster.node.agent",
+             "--kubeconfig", str(kubeconfig), "--node-name", name, "--state-dir", str(node_dir),
+             "--serving-cert", str(serving.cert), "--serving-key", str(serving.key),
+             "--apiserver-port", str(self.api_port), *extra_args],
+            self.state_dir,
+        )
+        self.components[component.name] = component
+        return component
+
+    def stop(self) -> None:
+        # Nodes first (they stop their pods), then the control plane in reverse order.
+        for name in reversed(list(self.components)):
+            self.components[name].stop()
+        self.components.clear()
+
+    def api_get(self, path: str) -> object:
+        """GET on the apiserver as admin; for readiness checks and tests."""
+        return json.loads(_get(self, path))
+
+
+def _spawn(name: str, argv: list[str], state_dir: Path, env: dict[str, str] | None = None) -> Component:
+    log = state_dir / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env,
+        )
+    return Component(name, process, log)
+
+
+def _ssl_context(cluster: Cluster) -> ssl.SSLContext:
+    admin = pki.KeyPair(cluster.state_dir / "pki" / "admin.crt", cluster.state_dir / "pki" / "admin.key")
+    context = ssl.create_default_context(cafile=str(cluster.ca.cert_path))
+    context.load_cert_chain(str(admin.cert), str(admin.key))
+    return context
+
+
+def _get(cluster: Cluster, path: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(cluster.server + path, context=_ssl_context(cluster),
+                                timeout=timeout) as response:
+        return bytes(response.read())
+
+
+def _wait(what: str, component: Component, ready: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not component.alive():
+            raise StartError(f"{what} exited with {component.process.returncode}:\n{component.log_tail()}")
+        try:
+            if callable(ready) and ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise StartError(f"{what} not ready after {timeout:.0f}s:\n{component.log_tail()}")
+
+
+def start(state_dir: Path, *, nodes: tuple[str, ...] = ("node-1",)) -> Cluster:
+    """Starts a whole test bed in `state_dir`; on failure nothing is left running."""
+    binary = str(build.binary())
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ca = pki.Authority(state_dir / "pki")
+    api_port = ports.free_port()
+    admin = ca.issue("admin", "durakube-admin", organization="system:masters")
+    cluster = Cluster(state_dir, api_port,
+                      kubeconfigs.write(state_dir / "admin.kubeconfig",
+                                        f"https://127.0.0.1:{api_port}", ca.cert_path, admin),
+                      ca)
+    try:
+        _start_etcd_and_apiserver(cluster, binary)
+        _start_controllers(cluster, binary)
+        for name in nodes:
+            node = cluster.start_node(name)
+            _wait(f"node {name}", node, lambda n=name: _node_ready(cluster, n), 60)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _start_etcd_and_apiserver(cluster: Cluster, binary: str) -> None:
+    state_dir, ca = cluster.state_dir, cluster.ca
+    etcd_port, peer_port = ports.free_port(), ports.free_port()
+    etcd = _spawn("etcd", [
+        binary, "etcd",
+        "--name", "default",
+        "--data-dir", str(state_dir / "etcd"),
+        "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+        "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+        "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+        "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
+        # A throwaway store on a test machine: skipping fsync makes writes fast.
+        "--unsafe-no-fsync",
+        "--log-level", "warn",
+    ], state_dir)
+    cluster.components["etcd"] = etcd
+    _wait("etcd", etcd, lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"), 30)
+
+    serving = ca.issue("apiserver", "kube-apiserver", server_names=(
+        "127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default",
+        "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"))
+    kubelet_client = ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                              organization="system:masters")
+    sa_key = str(pki.service_account_key(state_dir / "pki"))
+    apiserver = _spawn("kube-apiserver", [
+        binary, "kube-apiserver",
+        "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
+        "--bind-address", "127.0.0.1",
+        "--advertise-address", "127.0.0.1",
+        "--secure-port", str(cluster.api_port),
+        "--cert-dir", str(state_dir / "pki"),
+        "--tls-cert-file", str(serving.cert),
+        "--tls-private-key-file", str(serving.key),
+        "--client-ca-file", str(ca.cert_path),
+        "--service-account-key-file", sa_key,
+        "--service-account-signing-key-file", sa_key,
+        "--service-account-issuer", SERVICE_ISSUER,
+        "--service-cluster-ip-range", SERVICE_CIDR,
+        "--authorization-mode", "RBAC,Node",
+        "--enable-admission-plugins", "NodeRestriction",
+        "--allow-privileged=true",
+        "--kubelet-client-certificate", str(kubelet_client.cert),
+        "--kubelet-client-key", str(kubelet_client.key),
+        "--kubelet-preferred-address-types", "InternalIP",
+        "--default-not-ready-toleration-seconds", str(NODE_TOLERATION_SECONDS),
+        "--default-unreachable-toleration-seconds", str(NODE_TOLERATION_SECONDS),
+        "--endpoint-reconciler-type", "none",
+        "--v", "1",
+    ], state_dir)
+    cluster.components["kube-apiserver"] = apiserver
+    _wait("kube-apiserver", apiserver, lambda: _get(cluster, "/readyz") == b"ok", 120)
+
+
+def _start_controllers(cluster: Cluster, binary: str) -> None:
+    state_dir, ca = cluster.state_dir, cluster.ca
+    sa_key = str(state_dir / "pki" / "sa.key")
+    controller_kubeconfig = kubeconfigs.write(
+        state_dir / "controller-manager.kubeconfig", cluster.server, ca.cert_path,
+        ca.issue("controller-manager", "system:kube-controller-manager"))
+    controller_manager = _spawn("kube-controller-manager", [
+        binary, "kube-controller-manager",
+        "--kubeconfig", str(controller_kubeconfig),
+        "--authentication-kubeconfig", str(controller_kubeconfig),
+        "--authorization-kubeconfig", str(controller_kubeconfig),
+        "--bind-address", "127.0.0.1",
+        "--secure-port", str(ports.free_port()),
+        "--cert-dir", str(state_dir / "pki" / "controller-manager"),
+        "--service-account-private-key-file", sa_key,
+        "--root-ca-file", str(ca.cert_path),
+        "--use-service-account-credentials",
+        "--service-cluster-ip-range", SERVICE_CIDR,
+        "--cluster-signing-cert-file", str(ca.cert_path),
+        "--cluster-signing-key-file", str(state_dir / "pki" / "ca.key"),
+        "--controllers", "*",
+        "--leader-elect=false",
+        "--node-monitor-grace-period", NODE_MONITOR_GRACE_PERIOD,
+        "--v", "1",
+    ], state_dir)
+    cluster.components["kube-controller-manager"] = controller_manager
+
+    scheduler_kubeconfig = kubeconfigs.write(
+        state_dir / "scheduler.kubeconfig", cluster.server, ca.cert_path,
+        ca.issue("scheduler", "system:kube-scheduler"))
+    scheduler = _spawn("kube-scheduler", [
+        binary, "kube-scheduler",
+        "--kubeconfig", str(scheduler_kubeconfig),
+        "--authentication-kubeconfig", str(scheduler_kubeconfig),
+        "--authorization-kubeconfig", str(scheduler_kubeconfig),
+        "--bind-address", "127.0.0.1",
+        "--secure-port", str(ports.free_port()),
+        "--cert-dir", str(state_dir / "pki" / "scheduler"),
+        "--leader-elect=false",
+        "--v", "1",
+    ], state_dir)
+    cluster.components["kube-scheduler"] = scheduler
+    # The service-account controller creates each namespace's "default" account; pods
+    # cannot be admitted before it exists, so its appearance shows the controllers work.
+    _wait("kube-controller-manager", controller_manager,
+          lambda: _exists(cluster, "/api/v1/namespaces/default/serviceaccounts/default"), 90)
+
+
+def _exists(cluster: Cluster, path: str) -> bool:
+    try:
+        _get(cluster, path)
+        return True
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise
+
+
+def _node_ready(cluster: Cluster, name: str) -> bool:
+    try:
+        node = json.loads(_get(cluster, f"/api/v1/nodes/{name}"))
+    except urllib.error.HTTPError:
+        return False
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in node.get("status", {}).get("conditions", []))
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return bool(response.status == 200)

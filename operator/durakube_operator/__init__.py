@@ -1,0 +1,1 @@
+"""The Durakube operator (kopf)."""

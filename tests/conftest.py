@@ -1,0 +1,82 @@
+"""Session fixtures: the real components every test of the product runs against.
+
+Postgres starts once per test session (a fresh database per test where isolation
+matters); the Kubernetes test bed (control plane and process node) starts once,
+on first use, for the end-to-end tests only, so a run of unit tests alone stays
+fast.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+
+from devcluster import cluster as devcluster_cluster
+from devcluster import postgres
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="durakube-test-") as path:
+        yield Path(path)
+
+
+@pytest.fixture(scope="session")
+def pg_server(session_dir: Path) -> Iterator[postgres.PostgresServer]:
+    """One real Postgres server for the whole session."""
+    server = postgres.start(session_dir / "postgres")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database_dsn(pg_server: postgres.PostgresServer) -> str:
+    """A fresh, empty database of its own for one test."""
+    return pg_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def cluster(session_dir: Path) -> Iterator[devcluster_cluster.Cluster]:
+    """The real test bed: etcd, kube-apiserver, controller-manager, scheduler and one
+    process node, started on first use and stopped at the end of the session."""
+    bed = devcluster_cluster.start(session_dir / "cluster")
+    try:
+        yield bed
+    finally:
+        bed.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: devcluster_cluster.Cluster) -> Iterator[kubernetes.client.ApiClient]:
+    """A Kubernetes API client authenticated as the cluster's admin."""
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(cluster.kubeconfig),
+                                       client_configuration=config)
+    with kubernetes.client.ApiClient(config) as client:
+        yield client
+
+
+@pytest.fixture
+def namespace(kube: kubernetes.client.ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (without waiting)."""
+    core = kubernetes.client.CoreV1Api(kube)
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core.create_namespace(kubernetes.client.V1Namespace(metadata={"name": name}))
+    # Pods are admitted only once the service-account controller made "default".
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespaced_service_account("default", name)
+            break
+        except kubernetes.client.ApiException:
+            time.sleep(0.1)
+    yield name
+    core.delete_namespace(name)
