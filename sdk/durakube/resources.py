@@ -1,0 +1,197 @@
+"""The custom resources' shapes (Task, TaskRun) as pydantic models.
+
+These models are the single source of the CRDs: `durakube.crds` turns them into
+the structural OpenAPI schemas in `crds/`, and a test proves the files are
+current. The operator parses objects with them; the client builds objects with
+them. Field names are camelCase on the wire (Kubernetes conventions) and
+snake_case in Python.
+
+Pure data: no I/O here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from durakube import retry
+
+GROUP = "durakube.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# "30s", "10m", "7d", "1h30m", "250ms": the durations users write in manifests.
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["30s", "10m", "7d"])]
+# Kubernetes object names (DNS-1123 subdomain).
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# Task ids as written in @task(id=...): lowercase words joined by dashes, dots or underscores.
+TASK_ID_PATTERN = r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"
+
+FreeObject = dict[str, Any]
+
+
+class Resource(BaseModel):
+    """Base of every wire model: camelCase aliases, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class RetrySpec(Resource):
+    """Retry policy: delay = min(maxTimeout, minTimeout * factor ** (attempt - 1))."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=1000, description="Attempts in all, the first included.")] = 3
+    factor: Annotated[float, Field(ge=1, le=100, description="Growth of the delay between attempts.")] = 2.0
+    min_timeout: Annotated[Duration, Field(description="Delay before the second attempt.")] = "1s"
+    max_timeout: Annotated[Duration, Field(description="Longest delay between attempts.")] = "60s"
+    randomize: Annotated[bool, Field(description="Add jitter to each delay.")] = True
+    on: Annotated[list[str], Field(description="Exception type names retried besides RetryableError.",
+                                   max_length=64)] = []
+
+    def to_policy(self) -> retry.Retry:
+        """The runtime policy (durations parsed); raises if the values are inconsistent."""
+        return retry.Retry.model_validate({
+            "max_attempts": self.max_attempts, "factor": self.factor,
+            "min_timeout": self.min_timeout, "max_timeout": self.max_timeout,
+            "randomize": self.randomize, "on": tuple(self.on)})
+
+
+class PodTemplate(Resource):
+    """What the attempt pods of a task get besides the worker container."""
+
+    resources: Annotated[FreeObject | None, Field(
+        description="Container resources (requests, limits).")] = None
+    env: Annotated[list[FreeObject] | None, Field(description="Extra container env (EnvVar).")] = None
+    env_from: Annotated[list[FreeObject] | None, Field(description="EnvFromSource list.")] = None
+    service_account_name: Annotated[str | None, Field(pattern=NAME_PATTERN)] = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[FreeObject] | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class TaskSpec(Resource):
+    """A registered task: which image runs it and how it is retried and timed."""
+
+    image: Annotated[str, Field(min_length=1, description="Image with the SDK and the task's code.")]
+    entrypoint: Annotated[str, Field(pattern=TASK_ID_PATTERN, max_length=200,
+                                     description="The task id inside the image (@task(id=...)).")]
+    modules: Annotated[list[str] | None, Field(
+        description="Python modules the worker imports to find the task.")] = None
+    queue: Annotated[str | None, Field(pattern=NAME_PATTERN, max_length=63)] = None
+    retry: RetrySpec | None = None
+    timeout: Annotated[Duration | None, Field(description="Longest duration of one attempt.")] = None
+    infrastructure_retries: Annotated[int, Field(
+        ge=0, le=100, description="Retries after pod loss, eviction or OOM; separate from retry.")] = 5
+    input_schema: Annotated[FreeObject | None, Field(
+        description="JSON schema of the payload, checked by the operator before any pod runs.")] = None
+    pod_template: PodTemplate | None = None
+
+
+class TaskRef(Resource):
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=253)]
+
+
+class TaskRunSpec(Resource):
+    """One request to run a task with a payload."""
+
+    task_ref: TaskRef
+    payload: Annotated[FreeObject, Field(description="The task's input: any JSON object.")] = {}
+    queue: Annotated[str | None, Field(pattern=NAME_PATTERN, max_length=63)] = None
+    concurrency_key: Annotated[str | None, Field(max_length=253)] = None
+    priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    idempotency_key: Annotated[str | None, Field(max_length=253)] = None
+    delay: Duration | None = None
+    ttl: Annotated[Duration | None, Field(description="Expire if still queued after this long.")] = None
+    retry: RetrySpec | None = None
+    timeout: Annotated[Duration | None, Field(description="Overrides the task's attempt timeout.")] = None
+    cancel: Annotated[bool, Field(description="Set to true to cancel the run.")] = False
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    BACKING_OFF = "BackingOff"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+    TIMED_OUT = "TimedOut"
+    EXPIRED = "Expired"
+
+
+FINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELED, Phase.TIMED_OUT, Phase.EXPIRED})
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Resource):
+    type: str
+    status: ConditionStatus
+    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    message: str = ""
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+class RunError(Resource):
+    type: str
+    message: str
+    retryable: bool = False
+
+
+class TaskRunStatus(Resource):
+    """What the operator reports; phase is for people, the Succeeded condition for tools."""
+
+    phase: Phase | None = None
+    conditions: list[Condition] = []
+    observed_generation: int | None = None
+    run_id: str | None = None
+    attempt: Annotated[int, Field(ge=0)] = 0
+    infrastructure_failures: Annotated[int, Field(ge=0)] = 0
+    pod_name: str | None = None
+    current_step: str | None = None
+    completed_steps: Annotated[int, Field(ge=0)] = 0
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    next_attempt_at: datetime | None = None
+    waiting_for: FreeObject | None = None
+    queue_position: int | None = None
+    last_error: RunError | None = None
+    output: Annotated[FreeObject | None, Field(description="A small preview of the output.")] = None
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata the models read; the apiserver owns the rest."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+class Task(Resource):
+    api_version: str = API_VERSION
+    kind: str = "Task"
+    metadata: ObjectMeta
+    spec: TaskSpec
+
+
+class TaskRun(Resource):
+    api_version: str = API_VERSION
+    kind: str = "TaskRun"
+    metadata: ObjectMeta
+    spec: TaskRunSpec
+    status: TaskRunStatus = TaskRunStatus()
