@@ -26,6 +26,14 @@ from pathlib import Path
 
 from devcluster import build, kubeconfigs, pki, ports
 
+REPO = Path(__file__).resolve().parent.parent
+# Images built from this repository (examples/Dockerfile and the tests' task image)
+# and the folder each one copies to /app.
+PROJECT_IMAGES = {
+    "durakube/examples": "examples",
+    "durakube/test-tasks": "tests/e2e/tasks",
+}
+
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
@@ -86,6 +94,17 @@ class Cluster:
         """Environment for a program that talks to this cluster as admin."""
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
+    def image_map(self) -> Path:
+        """The project's own images as local commands: each is the worker entrypoint with
+        the image's task modules on the path, as the image's ENV would put them."""
+        path = self.state_dir / "image-map.json"
+        if not path.exists():
+            worker = str(Path(sys.executable).parent / "durakube-worker")
+            path.write_text(json.dumps({
+                repository: ["env", f"PYTHONPATH={REPO / folder}", worker]
+                for repository, folder in PROJECT_IMAGES.items()}, indent=2))
+        return path
+
     def start_node(self, name: str, *, extra_args: tuple[str, ...] = ()) -> Component:
         """Starts a process node (a kubelet stand-in) registered as `name`."""
         client = self.ca.issue(f"node-{name}", f"system:node:{name}", organization="system:nodes")
@@ -100,7 +119,8 @@ class Cluster:
             [sys.executable, "-m", "devcluster.node.agent",
              "--kubeconfig", str(kubeconfig), "--node-name", name, "--state-dir", str(node_dir),
              "--serving-cert", str(serving.cert), "--serving-key", str(serving.key),
-             "--apiserver-port", str(self.api_port), *extra_args],
+             "--apiserver-port", str(self.api_port), "--image-map", str(self.image_map()),
+             *extra_args],
             self.state_dir,
         )
         self.components[component.name] = component
@@ -155,9 +175,24 @@ def _wait(what: str, component: Component, ready: object, timeout: float) -> Non
     raise StartError(f"{what} not ready after {timeout:.0f}s:\n{component.log_tail()}")
 
 
+def let_pods_run_the_project() -> None:
+    """Lets the unprivileged users that pods run as (runAsUser) traverse down to this
+    project's interpreter and files, as an image's files are readable by its user.
+
+    Adds only the search bit (o+x) on the folders above them that lack it, such as a
+    root-only home folder holding pyenv's Python; lists and files stay as they are.
+    """
+    for target in (Path(os.path.realpath(sys.executable)), REPO):
+        for folder in reversed(target.parents):
+            mode = folder.stat().st_mode
+            if not mode & 0o001:
+                folder.chmod(mode | 0o001)
+
+
 def start(state_dir: Path, *, nodes: tuple[str, ...] = ("node-1",)) -> Cluster:
     """Starts a whole test bed in `state_dir`; on failure nothing is left running."""
     binary = str(build.binary())
+    let_pods_run_the_project()
     state_dir.mkdir(parents=True, exist_ok=True)
     ca = pki.Authority(state_dir / "pki")
     api_port = ports.free_port()

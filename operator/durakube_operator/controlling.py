@@ -1,0 +1,73 @@
+"""The controller: one work queue of runs, a few workers reconciling them.
+
+Started in kopf's start-up handler and stopped in its clean-up handler; kopf's
+watch handlers only add keys to the queue. A pass that raises is retried with a
+per-run backoff (1 s doubling to 60 s) and logged; nothing escapes unclassified,
+and `asyncio.CancelledError` always propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from durakube.store import pools, schema
+
+from durakube_operator import kubeapi, reconciling, workqueue
+from durakube_operator import settings as settings_module
+
+logger = logging.getLogger(__name__)
+
+_ERROR_BACKOFF_START = 1.0
+_ERROR_BACKOFF_MAX = 60.0
+
+
+class Controller:
+    def __init__(self, context: reconciling.Context) -> None:
+        self.context = context
+        self.queue = workqueue.WorkQueue()
+        self._failures: dict[workqueue.Key, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def start(cls, settings: settings_module.Settings) -> Controller:
+        db = await pools.connect(settings.database_url, min_size=1,
+                                 max_size=max(4, settings.workers + 2))
+        await schema.migrate(db)
+        api = kubeapi.KubeApi(kubeapi.load_client(), settings.api_qps)
+        controller = cls(reconciling.Context(api=api, db=db, settings=settings))
+        controller._tasks.append(asyncio.create_task(controller.queue.run_delays()))
+        for index in range(settings.workers):
+            controller._tasks.append(asyncio.create_task(controller._work(), name=f"worker-{index}"))
+        return controller
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.context.db.close()
+
+    async def _work(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                result = await reconciling.reconcile(self.context, *key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(_ERROR_BACKOFF_MAX, _ERROR_BACKOFF_START * 2 ** (failures - 1))
+                logger.warning("reconciling %s/%s failed (%s: %s); retrying in %.0fs",
+                               *key, reconciling.error_reason(error), error, delay,
+                               exc_info=failures == 1)
+                self.queue.add_after(key, delay)
+            else:
+                self._failures.pop(key, None)
+                if result.requeue_after is not None:
+                    self.queue.add_after(key, result.requeue_after)
+            finally:
+                self.queue.done(key)

@@ -1,0 +1,57 @@
+"""kopf's side of the operator: watch handlers that feed the controller's queue.
+
+Only `kopf.on.event` handlers, which write nothing to the watched objects (no
+progress annotations, no finalizers; kopf #1087), and start-up/clean-up handlers
+that own the controller and its Postgres pool (kept in `memo`). Decisions happen
+in `reconciling`, never here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from durakube import resources
+
+from durakube_operator import controlling, pods
+from durakube_operator import settings as settings_module
+
+
+@kopf.on.startup()
+async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo,
+                           **_: Any) -> None:
+    # Watch streams can die silently (kopf #1276): bound them so they are re-opened.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.posting.level = logging.WARNING
+    memo.controller = await controlling.Controller.start(settings_module.from_environment())
+
+
+@kopf.on.cleanup()
+async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
+    controller = memo.get("controller")
+    if controller is not None:
+        await controller.stop()
+
+
+@kopf.on.event(resources.GROUP, resources.VERSION, "taskruns")
+async def taskrun_changed(type: str, name: str, namespace: str | None, memo: Any,
+                          **_: Any) -> None:
+    if type != "DELETED" and namespace is not None:
+        memo.controller.queue.add((namespace, name))
+
+
+@kopf.on.event("", "v1", "pods", labels={pods.LABEL_MANAGED_BY: pods.MANAGER})
+async def attempt_pod_changed(meta: kopf.Meta, namespace: str | None, memo: Any,
+                              **_: Any) -> None:
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("controller") and owner.get("kind") == "TaskRun" and namespace:
+            memo.controller.queue.add((namespace, owner["name"]))
+
+
+@kopf.on.probe(id="queued")
+async def queued_runs(memo: kopf.Memo, **_: Any) -> int:
+    controller = memo.get("controller")
+    return len(controller.queue) if controller is not None else 0

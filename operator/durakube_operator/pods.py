@@ -1,0 +1,150 @@
+"""Builds the pod of one attempt of a TaskRun.
+
+One pod per attempt, named deterministically from the run and the attempt number,
+so that "already exists" means "adopt it" and never a second pod. The pod is owned
+by its TaskRun (garbage-collected with it), runs the worker image's entrypoint with
+the run id and attempt in its env, reads the Postgres DSN from a Secret (never from
+the custom resource), and gets a restrictive security context.
+
+Pure functions: building a manifest does no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from durakube import resources
+
+from durakube_operator import settings as settings_module
+
+LABEL_RUN = "durakube.io/run"
+LABEL_RUN_UID = "durakube.io/run-uid"
+LABEL_TASK = "durakube.io/task"
+LABEL_QUEUE = "durakube.io/queue"
+LABEL_ATTEMPT = "durakube.io/attempt"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "durakube"
+CONTAINER = "task"
+# Where the worker writes its one-line outcome hint for `kubectl describe pod`.
+TERMINATION_LOG = "/dev/termination-log"
+
+_NAME_LIMIT = 63
+
+
+def attempt_pod_name(run_name: str, attempt: int) -> str:
+    """`<run>-<attempt>`, shortened with a hash when the run's name is long, so the
+    pod name stays a valid label value and the same inputs always give the same name."""
+    suffix = f"-{attempt}"
+    name = f"{run_name}{suffix}"
+    if len(name) <= _NAME_LIMIT:
+        return name
+    digest = hashlib.sha256(run_name.encode()).hexdigest()[:8]
+    keep = _NAME_LIMIT - len(suffix) - len(digest) - 1
+    return f"{run_name[:keep].rstrip('-.')}-{digest}{suffix}"
+
+
+def label_value(value: str) -> str:
+    """A label value (at most 63 characters) that stays unique for long inputs."""
+    if len(value) <= _NAME_LIMIT:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{value[:_NAME_LIMIT - 9].rstrip('-._')}-{digest}"
+
+
+def duration_seconds(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from durakube import durations
+
+    return max(1, round(durations.parse_duration(text)))
+
+
+def build_attempt_pod(
+    run: resources.TaskRun,
+    task: resources.Task,
+    attempt: int,
+    settings: settings_module.Settings,
+) -> dict[str, Any]:
+    """The manifest of attempt `attempt` (1-based) of `run`."""
+    meta = run.metadata
+    assert meta.uid is not None, "a stored TaskRun has a uid"
+    template = task.spec.pod_template or resources.PodTemplate()
+    queue = run.spec.queue or task.spec.queue or settings.default_queue
+    labels = {
+        **(template.labels or {}),
+        LABEL_RUN: label_value(meta.name),
+        LABEL_RUN_UID: meta.uid,
+        LABEL_TASK: label_value(task.metadata.name),
+        LABEL_QUEUE: label_value(queue),
+        LABEL_ATTEMPT: str(attempt),
+        LABEL_MANAGED_BY: MANAGER,
+    }
+    env: list[dict[str, Any]] = [
+        {"name": "DURAKUBE_RUN_ID", "value": meta.uid},
+        {"name": "DURAKUBE_ATTEMPT", "value": str(attempt)},
+        {"name": "DURAKUBE_TASK_ID", "value": task.spec.entrypoint},
+        {"name": "DURAKUBE_DATABASE_URL", "valueFrom": {"secretKeyRef": {
+            "name": settings.database_secret_name, "key": settings.database_secret_key}}},
+        {"name": "DURAKUBE_TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
+        {"name": "DURAKUBE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    if task.spec.modules:
+        env.append({"name": "DURAKUBE_TASK_MODULES", "value": ",".join(task.spec.modules)})
+    env.extend(template.env or [])
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": task.spec.image,
+        "env": env,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if template.env_from:
+        container["envFrom"] = template.env_from
+    if template.resources:
+        container["resources"] = template.resources
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.worker_uid,
+            "runAsGroup": settings.worker_uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+    }
+    timeout = duration_seconds(run.spec.timeout or task.spec.timeout)
+    if timeout is not None:
+        spec["activeDeadlineSeconds"] = timeout
+    if template.service_account_name:
+        spec["serviceAccountName"] = template.service_account_name
+    if template.node_selector:
+        spec["nodeSelector"] = template.node_selector
+    if template.tolerations:
+        spec["tolerations"] = template.tolerations
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": attempt_pod_name(meta.name, attempt),
+            "namespace": meta.namespace,
+            "labels": labels,
+            "annotations": dict(template.annotations or {}),
+            "ownerReferences": [{
+                "apiVersion": resources.API_VERSION,
+                "kind": "TaskRun",
+                "name": meta.name,
+                "uid": meta.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": spec,
+    }

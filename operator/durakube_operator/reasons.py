@@ -1,0 +1,41 @@
+"""Reasons: the CamelCase words that status conditions, Events and metrics share.
+
+One module, so a reason reads the same in `kubectl get`, `kubectl describe` and
+Grafana. Pure constants.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Succeeded=Unknown while the run is active.
+PENDING: Final = "Pending"
+QUEUED: Final = "Queued"
+RUNNING: Final = "Running"
+BACKING_OFF: Final = "BackingOff"
+SUSPENDED: Final = "Suspended"
+
+# Succeeded=True.
+SUCCEEDED: Final = "Succeeded"
+
+# Succeeded=False.
+FAILED: Final = "Failed"  # the task raised a permanent error
+RETRIES_EXHAUSTED: Final = "RetriesExhausted"  # retryable errors used up maxAttempts
+INFRASTRUCTURE_FAILED: Final = "InfrastructureFailed"  # pods kept dying without an outcome
+TIMED_OUT: Final = "TimedOut"  # the last attempt ran past its timeout
+CANCELED: Final = "Canceled"
+INVALID: Final = "Invalid"  # the TaskRun cannot run as written
+TASK_NOT_FOUND: Final = "TaskNotFound"
+INVALID_PAYLOAD: Final = "InvalidPayload"
+NON_DETERMINISTIC_REPLAY: Final = "NonDeterministicReplay"
+NON_SERIALIZABLE_STATE: Final = "NonSerializableState"
+
+# Why an attempt ended without the worker recording an outcome (infrastructure).
+POD_DELETED: Final = "PodDeleted"
+POD_EVICTED: Final = "PodEvicted"
+OOM_KILLED: Final = "OOMKilled"
+DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
+WORKER_CRASHED: Final = "WorkerCrashed"
+
+# Events only.
+ATTEMPT_STARTED: Final = "AttemptStarted"

@@ -1,0 +1,64 @@
+"""Validation of a TaskRun against its Task, beyond what the CRD schema can say.
+
+The CRD's OpenAPI schema refuses malformed objects at `kubectl apply`; what needs
+another object (the Task) or Python's parsers is checked here, before any pod is
+created: the Task itself, the payload against the Task's input schema, retry and
+timeout overrides. A problem becomes phase Failed with a reason and a message; it
+never raises, so an invalid run cannot crash-loop the operator.
+
+Pure functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+from durakube import durations, errors, resources, schemas
+
+from durakube_operator import reasons
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+def validate_run(run: resources.TaskRun, task_body: dict[str, Any]) -> Problem | None:
+    """The first problem that keeps `run` from running, or None."""
+    try:
+        task = resources.Task.model_validate(task_body)
+    except pydantic.ValidationError as error:
+        return Problem(reasons.INVALID, f"Task {run.spec.task_ref.name!r} is invalid: {error}")
+    for where, policy in (("Task", task.spec.retry), ("TaskRun", run.spec.retry)):
+        if policy is None:
+            continue
+        try:
+            policy.to_policy()
+        except (pydantic.ValidationError, errors.InvalidDuration) as error:
+            return Problem(reasons.INVALID, f"{where} retry policy is invalid: {_first(error)}")
+    for where, text in (("Task timeout", task.spec.timeout), ("TaskRun timeout", run.spec.timeout),
+                        ("delay", run.spec.delay), ("ttl", run.spec.ttl)):
+        if text is None:
+            continue
+        try:
+            if durations.parse_duration(text) <= 0:
+                return Problem(reasons.INVALID, f"{where} must be longer than zero, got {text!r}")
+        except errors.InvalidDuration as error:
+            return Problem(reasons.INVALID, f"{where} is invalid: {error}")
+    if task.spec.input_schema:
+        found = schemas.problems(run.spec.payload, task.spec.input_schema)
+        if found:
+            shown = "; ".join(found[:5]) + (f" (and {len(found) - 5} more)" if len(found) > 5 else "")
+            return Problem(reasons.INVALID_PAYLOAD,
+                           f"payload does not match the input of task {task.spec.entrypoint!r}: {shown}")
+    return None
+
+
+def _first(error: Exception) -> str:
+    if isinstance(error, pydantic.ValidationError):
+        first = error.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(error)

@@ -1,0 +1,263 @@
+"""TaskRuns end to end: kubectl apply -> operator -> attempt pods -> Postgres -> status.
+
+Every test runs on the real test bed (control plane, process node, Postgres) with
+the operator as its real entry point in its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import kubernetes
+import pytest
+from helpers import OperatorProcess, get_taskrun, kubectl, load_yaml, wait_for, wait_for_phase
+
+from devcluster import cluster as devcluster_cluster
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
+
+ROOT = Path(__file__).resolve().parents[3]
+TEST_IMAGE = "ghcr.io/durakube/test-tasks:dev"
+
+
+def task_manifest(name: str, entrypoint: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "durakube.io/v1alpha1", "kind": "Task", "metadata": {"name": name},
+            "spec": {"image": TEST_IMAGE, "entrypoint": entrypoint, "modules": ["behaviours"],
+                     **spec}}
+
+
+def run_manifest(name: str, task: str, payload: dict[str, Any] | None = None,
+                 **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "durakube.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name},
+            "spec": {"taskRef": {"name": task}, "payload": payload or {}, **spec}}
+
+
+def create(custom: kubernetes.client.CustomObjectsApi, namespace: str,
+           *objects: dict[str, Any]) -> None:
+    for body in objects:
+        plural = {"Task": "tasks", "TaskRun": "taskruns"}[body["kind"]]
+        custom.create_namespaced_custom_object("durakube.io", "v1alpha1", namespace, plural, body)
+
+
+def attempt_pods(core: kubernetes.client.CoreV1Api, namespace: str) -> list[Any]:
+    return list(core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/managed-by=durakube").items)
+
+
+def effects(database_url: str, run_id: str) -> dict[str, int]:
+    async def read() -> dict[str, int]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            rows = await connection.fetch(
+                "SELECT step, count FROM public.test_effects WHERE run_id = $1", run_id)
+        finally:
+            await connection.close()
+        return {row["step"]: row["count"] for row in rows}
+
+    return asyncio.run(read())
+
+
+def event_reasons(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> list[str]:
+    return [event.reason for event in core.list_namespaced_event(namespace).items
+            if event.involved_object.name == name]
+
+
+def condition(run: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in run["status"]["conditions"] if c["type"] == "Succeeded")
+
+
+def test_example_taskrun_applied_with_kubectl_succeeds(
+        cluster: devcluster_cluster.Cluster, namespace: str,
+        custom: kubernetes.client.CustomObjectsApi) -> None:
+    kubectl(cluster, "apply", "-n", namespace, "-f", str(ROOT / "examples" / "process-document.yaml"))
+    run = wait_for_phase(custom, namespace, "process-quarterly-report", {"Succeeded", "Failed"})
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert condition(run)["status"] == "True"
+    assert run["status"]["output"]["documentId"] == "quarterly-report"
+    assert run["status"]["output"]["dimensions"] == 64
+    assert run["status"]["completedSteps"] == 4
+    assert run["status"]["currentStep"] == "store_embedding"
+    assert run["status"]["attempt"] == 1
+    table = kubectl(cluster, "get", "taskruns", "-n", namespace).stdout
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "TASK", "QUEUE", "ATTEMPT", "STEP", "REASON", "AGE"]
+    assert "Succeeded" in table.splitlines()[1]
+    # The short name and the category reach the same objects.
+    assert "process-quarterly-report" in kubectl(cluster, "get", "tr", "-n", namespace).stdout
+    assert "process-quarterly-report" in kubectl(cluster, "get", "durakube", "-n", namespace).stdout
+
+
+def test_killed_worker_resumes_from_last_checkpoint_in_a_new_pod(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+    create(custom, namespace, task_manifest("crasher", "crash-after-two"),
+           run_manifest("crash-1", "crasher"))
+    run = wait_for_phase(custom, namespace, "crash-1", {"Succeeded", "Failed"})
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["attempt"] == 2
+    assert run["status"]["infrastructureFailures"] == 1
+    # Steps 1 and 2 finished in the killed pod and were replayed, not re-run.
+    assert effects(operator.database_url, run["metadata"]["uid"]) == {
+        "step-1": 1, "step-2": 1, "step-3": 1, "step-4": 1}
+    assert run["status"]["output"] == {"counts": [1, 1, 1, 1]}
+    names = sorted(pod.metadata.name for pod in attempt_pods(core, namespace))
+    assert names == ["crash-1-1", "crash-1-2"]
+
+
+def test_retryable_error_backs_off_then_succeeds(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        operator: OperatorProcess) -> None:
+    create(custom, namespace,
+           task_manifest("flaky", "flaky", retry={"maxAttempts": 5, "minTimeout": "1s",
+                                                   "maxTimeout": "2s", "randomize": False}),
+           run_manifest("flaky-1", "flaky", {"succeed_on": 3}))
+    backing_off = wait_for_phase(custom, namespace, "flaky-1", {"BackingOff", "Succeeded"})
+    if backing_off["status"]["phase"] == "BackingOff":
+        assert backing_off["status"]["nextAttemptAt"]
+        assert backing_off["status"]["lastError"]["retryable"] is True
+    run = wait_for_phase(custom, namespace, "flaky-1", {"Succeeded", "Failed"})
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["attempt"] == 3
+    assert run["status"]["output"] == {"attempt": 3}
+    # The step before the failure ran once; later attempts replayed it.
+    assert effects(operator.database_url, run["metadata"]["uid"]) == {"before": 1}
+
+
+def test_retries_exhausted_fails_the_run(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
+    create(custom, namespace,
+           task_manifest("flaky", "flaky", retry={"maxAttempts": 2, "minTimeout": "1s",
+                                                   "maxTimeout": "1s", "randomize": False}),
+           run_manifest("flaky-2", "flaky", {"succeed_on": 10}))
+    run = wait_for_phase(custom, namespace, "flaky-2", {"Succeeded", "Failed"})
+    assert run["status"]["phase"] == "Failed"
+    assert condition(run)["reason"] == "RetriesExhausted"
+    assert run["status"]["attempt"] == 2
+    assert "transient failure on attempt 2" in condition(run)["message"]
+
+
+def test_uncaught_exception_fails_at_once_without_retry(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api) -> None:
+    create(custom, namespace, task_manifest("broken", "broken"),
+           run_manifest("broken-1", "broken", {"item": "invoice-7"}))
+    run = wait_for_phase(custom, namespace, "broken-1", {"Succeeded", "Failed"})
+    assert run["status"]["phase"] == "Failed"
+    assert run["status"]["attempt"] == 1
+    assert run["status"]["lastError"]["type"] == "ValueError"
+    assert run["status"]["lastError"]["message"] == "cannot process invoice-7"
+    assert run["status"]["lastError"]["retryable"] is False
+    assert len(attempt_pods(core, namespace)) == 1
+    reasons = event_reasons(core, namespace, "broken-1")
+    assert "Running" in reasons and "Failed" in reasons
+
+
+def test_attempt_timeout_retries_from_checkpoint(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+    create(custom, namespace,
+           task_manifest("sleepy", "sleepy", timeout="3s",
+                         retry={"maxAttempts": 2, "minTimeout": "1s", "randomize": False}),
+           run_manifest("sleepy-1", "sleepy", {"seconds": 600}))
+    run = wait_for_phase(custom, namespace, "sleepy-1", {"Succeeded", "Failed", "TimedOut"})
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["attempt"] == 2
+    assert "TimedOut" in event_reasons(core, namespace, "sleepy-1")
+    assert effects(operator.database_url, run["metadata"]["uid"]) == {"first": 1, "second": 1}
+
+
+def test_invalid_payload_fails_before_any_pod(
+        cluster: devcluster_cluster.Cluster, namespace: str,
+        custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api) -> None:
+    task, _ = load_yaml((ROOT / "examples" / "process-document.yaml").read_text())
+    create(custom, namespace, task,
+           run_manifest("bad-payload", "process-document", {"documentId": "NOT VALID!"}))
+    run = wait_for_phase(custom, namespace, "bad-payload", {"Failed", "Succeeded"})
+    assert condition(run)["reason"] == "InvalidPayload"
+    assert "payload.documentId" in condition(run)["message"]
+    assert attempt_pods(core, namespace) == []
+
+
+def test_missing_task_fails_with_a_clear_reason(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
+    create(custom, namespace, run_manifest("orphan", "no-such-task"))
+    run = wait_for_phase(custom, namespace, "orphan", {"Failed"})
+    assert condition(run)["reason"] == "TaskNotFound"
+    assert "no-such-task" in condition(run)["message"]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"timeout": "5 minutes"}, "spec.timeout"),
+    ({"priority": 5000}, "spec.priority"),
+    ({"retry": {"maxAttempts": 0}}, "spec.retry.maxAttempts"),
+    ({"taskRef": {"name": "Bad_Name"}}, "spec.taskRef.name"),
+], ids=["duration", "priority", "max-attempts", "task-name"])
+def test_crd_schema_refuses_malformed_taskruns(
+        cluster: devcluster_cluster.Cluster, namespace: str, spec: dict[str, Any],
+        message: str) -> None:
+    body = run_manifest("malformed", "whatever")
+    body["spec"].update(spec)
+    result = kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=json.dumps(body),
+                     check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_cancel_stops_the_pod_and_ends_canceled(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api) -> None:
+    create(custom, namespace, task_manifest("sleepy", "sleepy"),
+           run_manifest("cancel-me", "sleepy", {"seconds": 600}))
+    wait_for(lambda: get_taskrun(custom, namespace, "cancel-me").get("status", {})
+             .get("currentStep") == "first", what="the first step recorded")
+    custom.patch_namespaced_custom_object("durakube.io", "v1alpha1", namespace, "taskruns",
+                                          "cancel-me", {"spec": {"cancel": True}})
+    run = wait_for_phase(custom, namespace, "cancel-me", {"Canceled"})
+    assert condition(run)["status"] == "False"
+    wait_for(lambda: all(pod.status.phase in ("Succeeded", "Failed")
+                         for pod in attempt_pods(core, namespace))
+             or not attempt_pods(core, namespace), what="the attempt pod stopped")
+
+
+def test_operator_killed_mid_run_continues_without_duplicate_pods(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+    create(custom, namespace, task_manifest("flaky", "flaky"),
+           *[run_manifest(f"restart-{i}", "flaky", {"succeed_on": 2}) for i in range(3)])
+    wait_for(lambda: len(attempt_pods(core, namespace)) >= 2, what="attempt pods")
+    operator.kill()
+    operator.start()
+    for i in range(3):
+        run = wait_for_phase(custom, namespace, f"restart-{i}", {"Succeeded", "Failed"}, 120)
+        assert run["status"]["phase"] == "Succeeded", run["status"]
+        assert run["status"]["attempt"] == 2
+    names = sorted(pod.metadata.name for pod in attempt_pods(core, namespace))
+    assert names == sorted(f"restart-{i}-{a}" for i in range(3) for a in (1, 2))
+
+
+def test_deleting_a_taskrun_removes_its_pods_and_keeps_its_history(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+    create(custom, namespace, task_manifest("flaky", "flaky"),
+           run_manifest("short-lived", "flaky", {"succeed_on": 1}))
+    run = wait_for_phase(custom, namespace, "short-lived", {"Succeeded"})
+    custom.delete_namespaced_custom_object("durakube.io", "v1alpha1", namespace, "taskruns",
+                                           "short-lived")
+    wait_for(lambda: not attempt_pods(core, namespace), what="the garbage collector")
+
+    async def history() -> Any:
+        connection = await asyncpg.connect(operator.database_url)
+        try:
+            return await connection.fetchrow(
+                "SELECT output, (SELECT count(*) FROM durakube.steps s WHERE s.run_id = r.run_id)"
+                " AS steps FROM durakube.runs r WHERE run_id = $1", run["metadata"]["uid"])
+        finally:
+            await connection.close()
+
+    row = asyncio.run(history())
+    assert json.loads(row["output"]) == {"attempt": 1}
+    assert row["steps"] == 1

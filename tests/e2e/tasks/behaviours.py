@@ -1,0 +1,56 @@
+"""Tasks whose behaviour the end-to-end tests provoke: crashes, errors, timeouts, sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import durakube
+from effects import count
+
+
+@durakube.task(id="crash-after-two")
+async def crash_after_two(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Four steps; the first attempt's process is SIGKILLed right after step 2."""
+    results = []
+    for index in range(1, 5):
+        results.append(await ctx.step(f"step-{index}", count, ctx, f"step-{index}"))
+        if index == 2 and ctx.attempt == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return {"counts": results}
+
+
+@durakube.task(id="flaky", retry=durakube.Retry(max_attempts=5, min_timeout=1, max_timeout=2,
+                                                 randomize=False))
+async def flaky(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Fails with a retryable error until attempt `payload["succeed_on"]`."""
+    await ctx.step("before", count, ctx, "before")
+    if ctx.attempt < int(payload["succeed_on"]):
+        retry_in = payload.get("retry_in")
+        retry_at = datetime.now(UTC) + timedelta(seconds=retry_in) if retry_in else None
+        raise durakube.RetryableError(f"transient failure on attempt {ctx.attempt}",
+                                      retry_at=retry_at)
+    return {"attempt": ctx.attempt}
+
+
+@durakube.task(id="broken")
+async def broken(ctx: durakube.TaskContext, payload: dict[str, Any]) -> None:
+    """Raises an ordinary exception: permanent by default."""
+    raise ValueError(f"cannot process {payload.get('item', 'nothing')}")
+
+
+@durakube.task(id="sleepy")
+async def sleepy(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Step one, then sleeps in step two for `payload["seconds"]` on the first attempt only."""
+    await ctx.step("first", count, ctx, "first")
+
+    async def nap() -> int:
+        if ctx.attempt == 1:
+            await asyncio.sleep(float(payload["seconds"]))
+        return await count(ctx, "second")
+
+    await ctx.step("second", nap)
+    return {"attempt": ctx.attempt}

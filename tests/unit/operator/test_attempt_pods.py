@@ -1,0 +1,75 @@
+"""The attempt pod: deterministic name, ownership, env, and a restrictive security context."""
+
+from __future__ import annotations
+
+import pytest
+from durakube import resources
+from durakube_operator import pods, settings
+
+SETTINGS = settings.Settings(database_url="postgresql://db/durakube")
+
+
+def make_run(name: str = "report-7", timeout: str | None = None) -> resources.TaskRun:
+    return resources.TaskRun.model_validate({
+        "metadata": {"name": name, "namespace": "team-a", "uid": "uid-1", "generation": 1},
+        "spec": {"taskRef": {"name": "process-document"}, "payload": {"documentId": "d"},
+                 **({"timeout": timeout} if timeout else {})},
+    })
+
+
+TASK = resources.Task.model_validate({
+    "metadata": {"name": "process-document", "namespace": "team-a"},
+    "spec": {"image": "ghcr.io/acme/tasks:1.2", "entrypoint": "process-document",
+             "modules": ["acme.tasks"], "timeout": "10m",
+             "podTemplate": {"resources": {"limits": {"memory": "256Mi"}}}},
+})
+
+
+def test_pod_name_is_run_and_attempt() -> None:
+    assert pods.build_attempt_pod(make_run(), TASK, 3, SETTINGS)["metadata"]["name"] == "report-7-3"
+
+
+def test_long_run_names_give_stable_valid_pod_names() -> None:
+    long = "x" * 60 + "-run"
+    first = pods.attempt_pod_name(long, 12)
+    assert first == pods.attempt_pod_name(long, 12)
+    assert len(first) <= 63 and first.endswith("-12")
+    assert first != pods.attempt_pod_name(long.replace("x", "y"), 12)
+
+
+def test_pod_is_owned_by_its_taskrun_and_never_restarts() -> None:
+    pod = pods.build_attempt_pod(make_run(), TASK, 1, SETTINGS)
+    owner = pod["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "TaskRun", "report-7", "uid-1", True)
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["metadata"]["labels"][pods.LABEL_ATTEMPT] == "1"
+
+
+def test_database_url_comes_from_a_secret_never_from_the_resource() -> None:
+    env = {e["name"]: e for e in pods.build_attempt_pod(make_run(), TASK, 1, SETTINGS)
+           ["spec"]["containers"][0]["env"]}
+    assert env["DURAKUBE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "durakube-database", "key": "url"}
+    assert "value" not in env["DURAKUBE_DATABASE_URL"]
+    assert env["DURAKUBE_RUN_ID"]["value"] == "uid-1"
+    assert env["DURAKUBE_TASK_MODULES"]["value"] == "acme.tasks"
+
+
+def test_security_context_is_restrictive() -> None:
+    pod = pods.build_attempt_pod(make_run(), TASK, 1, SETTINGS)
+    spec, container = pod["spec"], pod["spec"]["containers"][0]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]}}
+    assert container["resources"] == {"limits": {"memory": "256Mi"}}
+
+
+@pytest.mark.parametrize(("run_timeout", "deadline"), [(None, 600), ("90s", 90), ("1h", 3600)],
+                         ids=["task", "run-seconds", "run-hours"])
+def test_attempt_timeout_becomes_active_deadline(run_timeout: str | None, deadline: int) -> None:
+    pod = pods.build_attempt_pod(make_run(timeout=run_timeout), TASK, 1, SETTINGS)
+    assert pod["spec"]["activeDeadlineSeconds"] == deadline

@@ -1,0 +1,40 @@
+"""The work queue: deduplicated keys, one worker per key, earliest deadline wins."""
+
+from __future__ import annotations
+
+import asyncio
+
+from durakube_operator import workqueue
+
+
+async def test_a_key_added_twice_is_handed_out_once() -> None:
+    queue = workqueue.WorkQueue()
+    queue.add(("ns", "a"))
+    queue.add(("ns", "a"))
+    queue.add(("ns", "b"))
+    assert await queue.get() == ("ns", "a")
+    assert await queue.get() == ("ns", "b")
+    assert len(queue) == 0
+
+
+async def test_a_key_re_added_while_active_comes_back_after_done() -> None:
+    queue = workqueue.WorkQueue()
+    queue.add(("ns", "a"))
+    key = await queue.get()
+    queue.add(key)  # an event while a worker holds the key
+    assert len(queue) == 0  # not handed to a second worker meanwhile
+    queue.done(key)
+    assert await asyncio.wait_for(queue.get(), 1) == key
+
+
+async def test_delayed_keys_keep_only_their_earliest_deadline() -> None:
+    queue = workqueue.WorkQueue()
+    runner = asyncio.create_task(queue.run_delays())
+    try:
+        queue.add_after(("ns", "a"), 60)
+        queue.add_after(("ns", "a"), 0.05)
+        queue.add_after(("ns", "a"), 30)
+        assert len(queue) == 1
+        assert await asyncio.wait_for(queue.get(), 2) == ("ns", "a")
+    finally:
+        runner.cancel()
