@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Control-plane and helm builds are cached outside the tree, once per machine.
 export DURAKUBE_CACHE ?= $(HOME)/.cache/durakube
 
-.PHONY: setup controlplane test test-unit test-e2e lint demo cluster-up cluster-down bench clean
+.PHONY: setup controlplane crds test test-unit test-e2e lint demo cluster-up cluster-down bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 # binary from the Go module proxy (devcluster/controlplane/go.mod pins the versions).
 controlplane: $(STAMP)
 	$(BIN)/python -m devcluster.build controlplane
+
+# Regenerates crds/ and the chart's copy from sdk/durakube/resources.py.
+crds: setup
+	$(BIN)/python -m durakube.crds crds charts/durakube/crds
 
 test: setup controlplane
 	$(BIN)/pytest -q
