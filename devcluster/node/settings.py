@@ -1,0 +1,42 @@
+"""The process node's settings, read from its command line by `agent`.
+
+Data only: every other module receives a `Settings` and never parses arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from devcluster.node import cgroups
+
+
+@dataclass(frozen=True)
+class Settings:
+    node_name: str
+    state_dir: Path
+    kubeconfig: Path
+    serving_cert: Path
+    serving_key: Path
+    apiserver_port: int
+    serving_port: int = 0
+    image_map: Path | None = None
+    # Kubelet-like restart back-off, capped low for a test bed: the first restart is
+    # immediate, then `backoff_initial` doubling up to `backoff_max`.
+    backoff_initial: float = 10.0
+    backoff_max: float = 40.0
+    lease_duration: int = 40
+    lease_renew_interval: float = 10.0
+    node_status_interval: float = 30.0
+    watch_timeout: int = 60
+    # How long containers get between SIGTERM and SIGKILL when the agent stops.
+    shutdown_grace: float = 5.0
+
+    @property
+    def pods_dir(self) -> Path:
+        return self.state_dir / "pods"
+
+    @property
+    def cgroup_parent(self) -> str:
+        """Name of the node's parent memory cgroup."""
+        return cgroups.parent_name(self.node_name, self.state_dir)
