@@ -56,10 +56,11 @@ def main() -> int:
             _say("installing the CRDs")
             print(_kubectl(bed, "apply", "-f", str(ROOT / "crds")))
             _kubectl(bed, "wait", "--for=condition=Established", "--timeout=60s",
-                     "crd/tasks.durakube.io", "crd/taskruns.durakube.io")
+                     "crd/tasks.durakube.io", "crd/taskruns.durakube.io",
+                     "crd/taskqueues.durakube.io")
 
             _say("starting the operator (durakube-operator)")
-            log = open(state / "operator.log", "wb")  # noqa: SIM115 - lives as long as the operator
+            log = open(state / "operator.log", "wb")
             operator = subprocess.Popen(
                 [str(BIN / "durakube-operator")], stdout=log, stderr=subprocess.STDOUT,
                 env={**bed.env(), "DURAKUBE_DATABASE_URL": dsn, "DURAKUBE_LIVENESS_PORT": "0"},

@@ -110,7 +110,7 @@ def start(data_dir: Path, port: int | None = None) -> PostgresServer:
             check=True, capture_output=True, user=user,
         )
     port = port or ports.free_port()
-    log = open(data_dir.parent / f"{data_dir.name}.log", "ab")  # noqa: SIM115 - owned by the server's lifetime
+    log = open(data_dir.parent / f"{data_dir.name}.log", "ab")  # owned by the server's lifetime
     process = subprocess.Popen(
         [str(bin_dir / "postgres"), "-D", str(data_dir), "-p", str(port),
          "-h", "127.0.0.1", "-k", str(data_dir),

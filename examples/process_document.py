@@ -19,8 +19,9 @@ import re
 from pathlib import Path
 
 import asyncpg
-import durakube
 from pydantic import BaseModel, ConfigDict, Field
+
+import durakube
 
 DOCUMENTS = Path(__file__).resolve().parent / "documents"
 DIMENSIONS = 64

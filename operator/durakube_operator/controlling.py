@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 
-from durakube.store import pools, schema
+import prometheus_client
 
-from durakube_operator import kubeapi, reconciling, workqueue
+from durakube.store import pools, queues, schema
+from durakube_operator import admitting, kubeapi, reconciling, workqueue
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -27,8 +28,45 @@ class Controller:
     def __init__(self, context: reconciling.Context) -> None:
         self.context = context
         self.queue = workqueue.WorkQueue()
+        self.admission = admitting.AdmissionLoop(context.db, self._admitted)
+        context.poke_admission = self.admission.poke
         self._failures: dict[workqueue.Key, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._queue_status: dict[str, tuple[int, int]] = {}
+
+    def _admitted(self, run: queues.Waiting) -> None:
+        self.queue.add((run.namespace, run.name))
+
+    async def _publish_queue_counts(self) -> None:
+        """Keeps each TaskQueue's status.running/queued current, patching on change only."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                for queue, (running, waiting, _) in self.admission.counts.items():
+                    if self._queue_status.get(queue) == (running, waiting):
+                        continue
+                    namespace, name = queue.split("/", 1)
+                    await self.context.api.patch_taskqueue_status(
+                        namespace, name, {"running": running, "queued": waiting})
+                    self._queue_status[queue] = (running, waiting)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.warning("could not publish queue counts: %s", error)
+
+    async def release_orphans(self) -> None:
+        """Gives back slots and places in line of runs whose TaskRun is gone (deleted while
+        no operator watched): the start-up reconciliation of the ledger."""
+        held = [(slot.run_id, slot.namespace, slot.name) for slot in await queues.load_slots(self.context.db)]
+        held += [(w.run_id, w.namespace, w.name) for w in await queues.load_waiting(self.context.db)]
+        for run_id, namespace, name in held:
+            body = await self.context.api.get_taskrun(namespace or "", name or "") if name else None
+            if body is None or body["metadata"].get("uid") != run_id:
+                logger.info("releasing the slot of deleted run %s/%s", namespace, name)
+                await queues.release(self.context.db, run_id)
+            elif namespace and name:
+                self.queue.add((namespace, name))
+        self.admission.poke()
 
     @classmethod
     async def start(cls, settings: settings_module.Settings) -> Controller:
@@ -37,7 +75,12 @@ class Controller:
         await schema.migrate(db)
         api = kubeapi.KubeApi(kubeapi.load_client(), settings.api_qps)
         controller = cls(reconciling.Context(api=api, db=db, settings=settings))
+        if settings.metrics_port:
+            prometheus_client.start_http_server(settings.metrics_port)
+        await controller.release_orphans()
         controller._tasks.append(asyncio.create_task(controller.queue.run_delays()))
+        controller._tasks.append(asyncio.create_task(controller.admission.run()))
+        controller._tasks.append(asyncio.create_task(controller._publish_queue_counts()))
         for index in range(settings.workers):
             controller._tasks.append(asyncio.create_task(controller._work(), name=f"worker-{index}"))
         return controller

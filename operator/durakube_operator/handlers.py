@@ -12,8 +12,9 @@ import logging
 from typing import Any
 
 import kopf
-from durakube import resources
 
+from durakube import resources
+from durakube.store import queues
 from durakube_operator import controlling, pods
 from durakube_operator import settings as settings_module
 
@@ -37,10 +38,34 @@ async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "taskruns")
-async def taskrun_changed(type: str, name: str, namespace: str | None, memo: Any,
+async def taskrun_changed(type: str, name: str, namespace: str | None, uid: str, memo: Any,
                           **_: Any) -> None:
-    if type != "DELETED" and namespace is not None:
-        memo.controller.queue.add((namespace, name))
+    if namespace is None:
+        return
+    if type == "DELETED":
+        # Its pods go with it (owner references); its slot and place in line go now.
+        if await queues.release(memo.controller.context.db, uid):
+            memo.controller.admission.poke()
+        return
+    memo.controller.queue.add((namespace, name))
+
+
+@kopf.on.event(resources.GROUP, resources.VERSION, "taskqueues")
+async def taskqueue_changed(type: str, name: str, namespace: str | None, body: kopf.Body,
+                            memo: Any, **_: Any) -> None:
+    if namespace is None:
+        return
+    queue = f"{namespace}/{name}"
+    db, settings = memo.controller.context.db, memo.controller.context.settings
+    if type == "DELETED":
+        await queues.undefine_queue(db, queue, settings.default_concurrency_limit)
+    else:
+        spec = resources.TaskQueueSpec.model_validate(body.get("spec") or {})
+        await queues.define_queue(db, queue, concurrency_limit=spec.concurrency_limit,
+                                  concurrency_limit_per_key=spec.concurrency_limit_per_key,
+                                  paused=spec.paused)
+    # A raised limit admits waiting runs at once; a lowered one never stops running pods.
+    memo.controller.admission.poke(queue)
 
 
 @kopf.on.event("", "v1", "pods", labels={pods.LABEL_MANAGED_BY: pods.MANAGER})

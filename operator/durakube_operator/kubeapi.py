@@ -17,10 +17,11 @@ import time
 from typing import Any
 
 import kubernetes
+from kubernetes.client import ApiException
+
 from durakube import resources
 
 logger = logging.getLogger(__name__)
-from kubernetes.client import ApiException
 
 NotFound = 404
 Conflict = 409
@@ -97,6 +98,15 @@ class KubeApi:
                              {"status": status})
         except ApiException as error:
             if error.status != NotFound:  # deleted meanwhile: nothing left to report on
+                raise
+
+    async def patch_taskqueue_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            await self._call(self.custom.patch_namespaced_custom_object_status,
+                             resources.GROUP, resources.VERSION, namespace, "taskqueues", name,
+                             {"status": status})
+        except ApiException as error:
+            if error.status != NotFound:  # a queue no TaskQueue defines has no status to keep
                 raise
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:

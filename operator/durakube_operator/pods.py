@@ -15,7 +15,6 @@ import hashlib
 from typing import Any
 
 from durakube import resources
-
 from durakube_operator import settings as settings_module
 
 LABEL_RUN = "durakube.io/run"

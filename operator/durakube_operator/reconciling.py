@@ -16,16 +16,17 @@ everything before it is safe to repeat.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic
-from durakube import errors, resources
-from durakube import retry as retry_module
-from durakube.store import attempts, pools, runs
 
-from durakube_operator import conditions, kubeapi, pods, progress, reasons, validating
+from durakube import durations, errors, resources
+from durakube import retry as retry_module
+from durakube.store import attempts, pools, queues, runs
+from durakube_operator import conditions, kubeapi, metrics, pods, progress, reasons, validating
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ class Context:
     api: kubeapi.KubeApi
     db: pools.Database
     settings: settings_module.Settings
+    # Asks the admission loop for a pass over a queue (a run joined its line or left a slot).
+    poke_admission: Callable[[str | None], None] = lambda queue: None
+    # Namespaces where the database Secret is known to exist (saves a GET per pass).
+    secrets_ensured: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,9 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> Result:
     if before.phase in resources.FINAL_PHASES:
         return Result()
     status, requeue = await _next_status(ctx, body, run)
+    if status.phase in resources.FINAL_PHASES or status.phase == resources.Phase.BACKING_OFF:
+        # Finished, canceled or waiting to retry: no slot and no place in line.
+        await _release_slot(ctx, status.run_id or "", None)
     await _publish(ctx, body, before, status)
     return Result(requeue)
 
@@ -99,12 +107,13 @@ async def _next_status(ctx: Context, body: dict[str, Any],
                                      problem.message, generation), None
     task = resources.Task.model_validate(task_body)
 
+    queue = queue_of(run, task, ctx.settings)
     await runs.register_run(ctx.db, run_id=meta.uid, namespace=meta.namespace, name=meta.name,
-                            task_id=task.spec.entrypoint, payload=run.spec.payload,
-                            queue=run.spec.queue or task.spec.queue or ctx.settings.default_queue)
-    if ctx.settings.manage_database_secret:
+                            task_id=task.spec.entrypoint, payload=run.spec.payload, queue=queue)
+    if ctx.settings.manage_database_secret and meta.namespace not in ctx.secrets_ensured:
         await ctx.api.ensure_secret(meta.namespace, ctx.settings.database_secret_name,
                                     {ctx.settings.database_secret_key: ctx.settings.database_url})
+        ctx.secrets_ensured.add(meta.namespace)
 
     attempt = status.attempt
     pod = await ctx.api.get_pod(meta.namespace, status.pod_name) if status.pod_name else None
@@ -116,15 +125,19 @@ async def _next_status(ctx: Context, body: dict[str, Any],
             return status, 1.0  # look again once the pod is gone
         return _canceled(status, generation), None
 
-    if attempt == 0 or status.phase == resources.Phase.BACKING_OFF:
-        due = status.next_attempt_at
+    if attempt == 0 or status.phase in (resources.Phase.BACKING_OFF, resources.Phase.QUEUED):
+        due = status.next_attempt_at or _first_attempt_due(run)
         if due is not None and due > conditions.now():
             return status, (due - conditions.now()).total_seconds()
-        return await _start_attempt(ctx, run, task, status, attempt + 1), None
+        # A slot first: the pod of an attempt exists only while its run holds one.
+        if await queues.holds_slot(ctx.db, meta.uid):
+            return await _start_attempt(ctx, run, task, status, attempt + 1), None
+        return await _wait_in_line(ctx, run, status, queue)
 
     # An attempt is under way (or ended): observe its pod.
     if pod is None and status.pod_name:
         # The pod may be gone (deleted, evicted and collected); its outcome may not.
+        await _release_slot(ctx, meta.uid, queue)
         outcome = await attempts.read_outcome(ctx.db, meta.uid, attempt)
         if outcome is None:
             return _infrastructure_failure(status, task, reasons.POD_DELETED,
@@ -135,6 +148,8 @@ async def _next_status(ctx: Context, body: dict[str, Any],
     if not _pod_finished(pod):
         status = await progress.observe(ctx.db, status, meta.uid, pod)
         return status, ctx.settings.resync_seconds
+    # The pod has ended: its slot goes back to the queue before anything else.
+    await _release_slot(ctx, meta.uid, queue)
     outcome = await attempts.read_outcome(ctx.db, meta.uid, attempt)
     if outcome is None:
         reason, message = _why_pod_ended(pod)
@@ -142,6 +157,60 @@ async def _next_status(ctx: Context, body: dict[str, Any],
             return _timed_out(run, task, status, message, generation), 0.0
         return _infrastructure_failure(status, task, reason, message, generation), 0.0
     return await _conclude(ctx, run, task, status, outcome), 0.0
+
+
+def queue_of(run: resources.TaskRun, task: resources.Task, settings: settings_module.Settings) -> str:
+    """The run's queue as "<namespace>/<name>": the run's, else the task's, else the default."""
+    return f"{run.metadata.namespace}/{run.spec.queue or task.spec.queue or settings.default_queue}"
+
+
+def _first_attempt_due(run: resources.TaskRun) -> datetime | None:
+    """When `spec.delay` lets the first attempt start (None: at once)."""
+    created = run.metadata.model_extra.get("creationTimestamp") if run.metadata.model_extra else None
+    if run.status.attempt or not run.spec.delay or not created:
+        return None
+    return _parse_time(created) + timedelta(seconds=durations.parse_duration(run.spec.delay))
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def _wait_in_line(ctx: Context, run: resources.TaskRun, status: resources.TaskRunStatus,
+                        queue: str) -> tuple[resources.TaskRunStatus, float | None]:
+    meta = run.metadata
+    assert meta.uid is not None and meta.namespace is not None
+    created = meta.model_extra.get("creationTimestamp") if meta.model_extra else None
+    created_at = _parse_time(created) if created else conditions.now()
+    if run.spec.ttl and status.attempt == 0:
+        expires = created_at + timedelta(seconds=durations.parse_duration(run.spec.ttl))
+        if expires <= conditions.now():
+            await _release_slot(ctx, meta.uid, queue)
+            return conditions.transition(
+                status, resources.Phase.EXPIRED, reasons.EXPIRED,
+                f"still waiting in queue {queue} after its ttl of {run.spec.ttl}",
+                meta.generation), None
+    await queues.enqueue_run(ctx.db, run_id=meta.uid, queue=queue, namespace=meta.namespace,
+                             name=meta.name, concurrency_key=run.spec.concurrency_key,
+                             priority=run.spec.priority, created_at=created_at,
+                             default_limit=ctx.settings.default_concurrency_limit)
+    ctx.poke_admission(queue)
+    place = await queues.position(ctx.db, meta.uid)
+    if place is None:
+        # Admitted between the enqueue and now: the next pass starts the attempt.
+        return status, 0.0
+    message = f"waiting for a slot in queue {queue} ({place[0]} of {place[1]} waiting)"
+    status = status.model_copy(update={"queue_position": place[0]})
+    status = conditions.transition(status, resources.Phase.QUEUED, reasons.QUEUED, message,
+                                   meta.generation)
+    if run.spec.ttl and status.attempt == 0:
+        return status, (expires - conditions.now()).total_seconds()
+    return status, ctx.settings.resync_seconds
+
+
+async def _release_slot(ctx: Context, run_id: str, queue: str | None) -> None:
+    if await queues.release(ctx.db, run_id):
+        ctx.poke_admission(queue)
 
 
 async def _start_attempt(ctx: Context, run: resources.TaskRun, task: resources.Task,
@@ -157,7 +226,7 @@ async def _start_attempt(ctx: Context, run: resources.TaskRun, task: resources.T
     if not created:
         logger.info("adopting existing pod %s/%s", meta.namespace, pod_name)
     status = status.model_copy(update={"attempt": attempt, "pod_name": pod_name,
-                                       "next_attempt_at": None})
+                                       "next_attempt_at": None, "queue_position": None})
     return conditions.transition(status, resources.Phase.RUNNING, reasons.RUNNING,
                                  f"attempt {attempt} running in pod {pod_name}",
                                  meta.generation)
@@ -297,8 +366,25 @@ async def _publish(ctx: Context, body: dict[str, Any], before: resources.TaskRun
     if conditions.changed(before, after):
         condition = conditions.succeeded(after)
         assert condition is not None
+        _count_transition(body, before, after, condition.reason)
         event_type = "Warning" if condition.status == resources.ConditionStatus.FALSE else "Normal"
         await ctx.api.create_event(body, "TaskRun", condition.reason, condition.message, event_type)
+
+
+def _count_transition(body: dict[str, Any], before: resources.TaskRunStatus,
+                      after: resources.TaskRunStatus, reason: str) -> None:
+    task = str(((body.get("spec") or {}).get("taskRef") or {}).get("name", ""))
+    queue = f"{body['metadata']['namespace']}/{(body.get('spec') or {}).get('queue') or ''}"
+    if after.phase == resources.Phase.BACKING_OFF:
+        metrics.RETRIES.labels(task=task, reason=reason).inc()
+    elif after.phase in resources.FINAL_PHASES:
+        metrics.RUNS_FINISHED.labels(task=task, queue=queue, outcome=str(after.phase)).inc()
+        created = body["metadata"].get("creationTimestamp")
+        if created and after.completion_time is not None:
+            metrics.RUN_DURATION.labels(task=task, queue=queue, outcome=str(after.phase)).observe(
+                (after.completion_time - _parse_time(created)).total_seconds())
+    elif before.phase is None:
+        metrics.RUNS_STARTED.labels(task=task, queue=queue).inc()
 
 
 async def _fail_invalid(ctx: Context, body: dict[str, Any], status: resources.TaskRunStatus,

@@ -27,6 +27,8 @@ class Settings:
     manage_database_secret: bool = True
     worker_uid: int = 65532
     default_queue: str = "default"
+    # The limit of a queue that runs name but no TaskQueue defines.
+    default_concurrency_limit: int = 100
     # How many runs are reconciled at once, and the ceiling of API calls per second.
     workers: int = 8
     api_qps: float = 50.0
@@ -80,6 +82,7 @@ def from_environment() -> Settings:
         manage_database_secret=_bool("DURAKUBE_MANAGE_DATABASE_SECRET", True),
         worker_uid=_int("DURAKUBE_WORKER_UID", 65532),
         default_queue=os.environ.get("DURAKUBE_DEFAULT_QUEUE", "default"),
+        default_concurrency_limit=_int("DURAKUBE_DEFAULT_CONCURRENCY_LIMIT", 100),
         workers=_int("DURAKUBE_WORKERS", 8),
         api_qps=_float("DURAKUBE_API_QPS", 50.0),
         metrics_port=_int("DURAKUBE_METRICS_PORT", 8080),

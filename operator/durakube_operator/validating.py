@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
-from durakube import durations, errors, resources, schemas
 
+from durakube import durations, errors, resources, schemas
 from durakube_operator import reasons
 
 

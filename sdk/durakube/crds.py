@@ -136,6 +136,15 @@ def definitions() -> dict[str, dict[str, Any]]:
                 _column("Queue", ".spec.queue"),
                 age,
             ]),
+        "taskqueues.durakube.io.yaml": _definition(
+            "TaskQueue", "taskqueues", ["tq"], resources.TaskQueueSpec, resources.TaskQueueStatus, [
+                _column("Limit", ".spec.concurrencyLimit", "integer"),
+                _column("Per Key", ".spec.concurrencyLimitPerKey", "integer"),
+                _column("Paused", ".spec.paused", "boolean"),
+                _column("Running", ".status.running", "integer"),
+                _column("Queued", ".status.queued", "integer"),
+                age,
+            ]),
         "taskruns.durakube.io.yaml": _definition(
             "TaskRun", "taskruns", ["tr", "dtr"], resources.TaskRunSpec, resources.TaskRunStatus, [
                 _column("Phase", ".status.phase"),

@@ -170,6 +170,25 @@ class TaskRunStatus(Resource):
     output: Annotated[FreeObject | None, Field(description="A small preview of the output.")] = None
 
 
+class TaskQueueSpec(Resource):
+    """How many runs of a queue execute at once."""
+
+    concurrency_limit: Annotated[int, Field(
+        ge=0, le=100_000, description="Runs executing at once; 0 admits nothing (paused).")]
+    concurrency_limit_per_key: Annotated[int | None, Field(
+        ge=1, le=100_000,
+        description="Runs executing at once per concurrencyKey (e.g. per tenant).")] = None
+    paused: Annotated[bool, Field(description="Admit nothing new; running pods go on.")] = False
+
+
+class TaskQueueStatus(Resource):
+    running: Annotated[int, Field(ge=0)] = 0
+    queued: Annotated[int, Field(ge=0)] = 0
+    suspended: Annotated[int, Field(ge=0)] = 0
+    conditions: list[Condition] = []
+    observed_generation: int | None = None
+
+
 class ObjectMeta(BaseModel):
     """The part of metadata the models read; the apiserver owns the rest."""
 
@@ -187,6 +206,14 @@ class Task(Resource):
     kind: str = "Task"
     metadata: ObjectMeta
     spec: TaskSpec
+
+
+class TaskQueue(Resource):
+    api_version: str = API_VERSION
+    kind: str = "TaskQueue"
+    metadata: ObjectMeta
+    spec: TaskQueueSpec
+    status: TaskQueueStatus = TaskQueueStatus()
 
 
 class TaskRun(Resource):

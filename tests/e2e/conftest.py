@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def crds(cluster: devcluster_cluster.Cluster) -> None:
     kubectl(cluster, "apply", "-f", str(ROOT / "crds"))
     kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/tasks.durakube.io", "crd/taskruns.durakube.io")
+            "crd/tasks.durakube.io", "crd/taskruns.durakube.io", "crd/taskqueues.durakube.io")
 
 
 @pytest.fixture(scope="session")

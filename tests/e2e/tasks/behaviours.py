@@ -8,8 +8,9 @@ import signal
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import durakube
 from effects import count
+
+import durakube
 
 
 @durakube.task(id="crash-after-two")
@@ -54,3 +55,15 @@ async def sleepy(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str
 
     await ctx.step("second", nap)
     return {"attempt": ctx.attempt}
+
+
+@durakube.task(id="nap")
+async def nap(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps `payload["seconds"]` in one step: a run that holds its slot for a while."""
+
+    async def sleep() -> float:
+        await asyncio.sleep(float(payload["seconds"]))
+        return float(payload["seconds"])
+
+    await ctx.step("sleep", sleep)
+    return {"slept": payload["seconds"], "tenant": payload.get("tenant")}

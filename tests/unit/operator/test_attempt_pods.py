@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from durakube import resources
 from durakube_operator import pods, settings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from durakube import resources
 from durakube_operator import validating
 

@@ -1,0 +1,125 @@
+"""Admission: which waiting runs get a queue slot, granted in one Postgres transaction.
+
+One loop of our own (not a kopf handler per object: kopf has no cross-object lock)
+admits runs queue by queue. Each pass locks the queue's row, counts the slots in
+use, picks runs with `select_runs`, and writes the grants, all in one transaction,
+so the limit holds however many operators run and however often they restart.
+Admitted runs are handed to the controller's work queue, whose reconciler creates
+their pods.
+
+`select_runs` is pure: priority first, then fairness across concurrency keys
+(round-robin by when each key was last served), then FIFO by creation time within
+a key, within the queue's limit and its per-key limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from durakube.store import pools, queues
+from durakube_operator import metrics
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def select_runs(waiting: Sequence[queues.Waiting], *, limit: int, per_key_limit: int | None,
+                running: dict[str, int], last_served: dict[str, datetime]) -> list[queues.Waiting]:
+    """The runs to admit now, in admission order.
+
+    `waiting` is ordered by priority (highest first) then creation time (oldest
+    first); `running` counts slots in use per concurrency key ("" for runs without
+    one); `last_served` is when each key last got a slot.
+    """
+    capacity = limit - sum(running.values())
+    lines: dict[str, list[queues.Waiting]] = {}
+    for run in waiting:
+        lines.setdefault(run.concurrency_key, []).append(run)
+    in_use = dict(running)
+    # Sort key of "served longest ago": earlier passes by time, then this pass's turns.
+    order: dict[str, tuple[int, datetime, int]] = {k: (0, t, 0) for k, t in last_served.items()}
+    never = (0, _EPOCH, 0)
+    admitted: list[queues.Waiting] = []
+    turn = 0
+    while capacity > 0:
+        candidates = [key for key, line in lines.items() if line and (
+            # The per-key limit applies to runs that name a key; keyless runs share the queue.
+            per_key_limit is None or key == "" or in_use.get(key, 0) < per_key_limit)]
+        if not candidates:
+            break
+        # Highest waiting priority first; among equals, the key served longest ago.
+        key = min(candidates, key=lambda k: (-lines[k][0].priority, order.get(k, never), k))
+        run = lines[key].pop(0)
+        admitted.append(run)
+        in_use[key] = in_use.get(key, 0) + 1
+        turn += 1
+        order[key] = (1, _EPOCH, turn)
+        capacity -= 1
+    return admitted
+
+
+async def admit_next_runs(db: pools.Database, queue: str) -> list[queues.Waiting]:
+    """One admission pass over `queue`, in one transaction; returns the runs admitted."""
+    async with pools.transaction(db) as conn:
+        settings = await queues.lock_queue_txn(conn, queue)
+        if settings is None or settings.paused or settings.concurrency_limit == 0:
+            return []
+        running = await queues.running_per_key_txn(conn, queue)
+        if sum(running.values()) >= settings.concurrency_limit:
+            return []
+        waiting = await queues.waiting_txn(conn, queue)
+        chosen = select_runs(waiting, limit=settings.concurrency_limit,
+                             per_key_limit=settings.concurrency_limit_per_key, running=running,
+                             last_served=await queues.last_served_txn(conn, queue))
+        await queues.grant_slots_txn(conn, queue, chosen)
+    now = datetime.now(UTC)
+    for run in chosen:
+        metrics.QUEUE_WAIT.labels(queue=queue).observe((now - run.enqueued_at).total_seconds())
+    return chosen
+
+
+class AdmissionLoop:
+    """Runs admission passes when poked (a run enqueued, a slot released, a limit
+    changed) and every `interval` seconds as a safety net."""
+
+    def __init__(self, db: pools.Database, on_admitted: Callable[[queues.Waiting], None],
+                 interval: float = 2.0) -> None:
+        self.db = db
+        self.on_admitted = on_admitted
+        self.interval = interval
+        self._poked: set[str] = set()
+        self._wakeup = asyncio.Event()
+        self.counts: dict[str, tuple[int, int, int | None]] = {}
+
+    def poke(self, queue: str | None = None) -> None:
+        """Asks for a pass soon: over `queue`, or over every queue with waiting runs."""
+        if queue is not None:
+            self._poked.add(queue)
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.interval)
+            self._wakeup.clear()
+            try:
+                await self.admit_everywhere()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Postgres may be restarting: the ledger is intact; try again next round.
+                logger.exception("admission pass failed; retrying")
+                await asyncio.sleep(1)
+
+    async def admit_everywhere(self) -> None:
+        poked, self._poked = self._poked, set()
+        for queue in sorted(poked | set(await queues.queues_with_waiting_runs(self.db))):
+            for run in await admit_next_runs(self.db, queue):
+                self.on_admitted(run)
+        self.counts = await queues.counts(self.db)
+        metrics.observe_queues(self.counts)

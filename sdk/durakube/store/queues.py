@@ -1,0 +1,208 @@
+"""Queues: their limits, the runs waiting in them, and the slot ledger.
+
+A run waits in `queue_waiting` until the operator's admission pass grants it a row
+in `queue_slots`; it holds that slot only while its attempt's pod exists. A grant
+happens in the same transaction that counts the slots in use, under a row lock on
+the queue (`lock_queue`), so a limit holds across operator restarts and even with
+two operators briefly active: the ledger, not any memory, is the truth.
+
+The choice of which waiting runs to admit is the operator's (`admitting`); this
+module only reads and writes rows. Functions ending in `_txn` expect a connection
+inside the caller's transaction; the others open their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from durakube.store import pools
+
+
+@dataclass(frozen=True)
+class Queue:
+    queue: str  # "<namespace>/<name>"
+    concurrency_limit: int
+    concurrency_limit_per_key: int | None
+    paused: bool
+    defined: bool
+
+
+@dataclass(frozen=True)
+class Waiting:
+    run_id: str
+    namespace: str
+    name: str
+    concurrency_key: str  # "" when the run has none
+    priority: int
+    created_at: datetime
+    enqueued_at: datetime
+
+
+@dataclass(frozen=True)
+class Slot:
+    run_id: str
+    queue: str
+    namespace: str | None
+    name: str | None
+    concurrency_key: str
+    granted_at: datetime
+
+
+async def define_queue(db: pools.Database, queue: str, *, concurrency_limit: int,
+                       concurrency_limit_per_key: int | None, paused: bool) -> None:
+    """Records a TaskQueue's settings (from its custom resource)."""
+    async with pools.connection(db) as conn:
+        await conn.execute("""
+            INSERT INTO durakube.queues (queue, concurrency_limit, concurrency_limit_per_key,
+                                         paused, defined, updated_at)
+            VALUES ($1, $2, $3, $4, true, now())
+            ON CONFLICT (queue) DO UPDATE SET
+                concurrency_limit = EXCLUDED.concurrency_limit,
+                concurrency_limit_per_key = EXCLUDED.concurrency_limit_per_key,
+                paused = EXCLUDED.paused, defined = true, updated_at = now()""",
+            queue, concurrency_limit, concurrency_limit_per_key, paused)
+
+
+async def undefine_queue(db: pools.Database, queue: str, default_limit: int) -> None:
+    """The TaskQueue was deleted: its runs fall back to the default limit."""
+    async with pools.connection(db) as conn:
+        await conn.execute("""
+            UPDATE durakube.queues SET concurrency_limit = $2, concurrency_limit_per_key = NULL,
+                                       paused = false, defined = false, updated_at = now()
+            WHERE queue = $1""", queue, default_limit)
+
+
+async def enqueue_run(db: pools.Database, *, run_id: str, queue: str, namespace: str, name: str,
+                      concurrency_key: str | None, priority: int, created_at: datetime,
+                      default_limit: int) -> None:
+    """Puts a run in line for a slot (idempotent: a run waits at most once)."""
+    async with pools.transaction(db) as conn:
+        # A queue nobody defined yet exists with the default limit (documented in README).
+        await conn.execute("""
+            INSERT INTO durakube.queues (queue, concurrency_limit) VALUES ($1, $2)
+            ON CONFLICT (queue) DO NOTHING""", queue, default_limit)
+        await conn.execute("""
+            INSERT INTO durakube.queue_waiting (run_id, queue, namespace, name, concurrency_key,
+                                                priority, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (run_id) DO NOTHING""",
+            run_id, queue, namespace, name, concurrency_key or "", priority, created_at)
+
+
+async def holds_slot(db: pools.Database, run_id: str) -> bool:
+    async with pools.connection(db) as conn:
+        return bool(await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM durakube.queue_slots WHERE run_id = $1)", run_id))
+
+
+async def release(db: pools.Database, run_id: str) -> bool:
+    """Gives back the run's slot and takes it out of line; True if it held a slot."""
+    async with pools.transaction(db) as conn:
+        await conn.execute("DELETE FROM durakube.queue_waiting WHERE run_id = $1", run_id)
+        status = await conn.execute("DELETE FROM durakube.queue_slots WHERE run_id = $1", run_id)
+    return bool(status == "DELETE 1")
+
+
+async def position(db: pools.Database, run_id: str) -> tuple[int, int] | None:
+    """(1-based place in line, runs waiting) in the run's queue; None if not waiting."""
+    async with pools.connection(db) as conn:
+        record = await conn.fetchrow("""
+            WITH me AS (SELECT queue, concurrency_key, priority, created_at
+                        FROM durakube.queue_waiting WHERE run_id = $1)
+            SELECT (SELECT count(*) FROM durakube.queue_waiting w, me
+                    WHERE w.queue = me.queue
+                      AND (w.priority > me.priority
+                           OR (w.priority = me.priority AND w.created_at < me.created_at))) + 1
+                       AS place,
+                   (SELECT count(*) FROM durakube.queue_waiting w, me WHERE w.queue = me.queue)
+                       AS total
+            FROM me""", run_id)
+    return None if record is None else (int(record["place"]), int(record["total"]))
+
+
+async def queues_with_waiting_runs(db: pools.Database) -> list[str]:
+    async with pools.connection(db) as conn:
+        return [r["queue"] for r in await conn.fetch(
+            "SELECT DISTINCT queue FROM durakube.queue_waiting ORDER BY queue")]
+
+
+async def counts(db: pools.Database) -> dict[str, tuple[int, int, int | None]]:
+    """Queue -> (running, waiting, limit) for every known queue."""
+    async with pools.connection(db) as conn:
+        records = await conn.fetch("""
+            SELECT q.queue, q.concurrency_limit, q.paused,
+                   (SELECT count(*) FROM durakube.queue_slots s WHERE s.queue = q.queue) AS running,
+                   (SELECT count(*) FROM durakube.queue_waiting w WHERE w.queue = q.queue) AS waiting
+            FROM durakube.queues q""")
+    return {r["queue"]: (int(r["running"]), int(r["waiting"]),
+                         0 if r["paused"] else int(r["concurrency_limit"])) for r in records}
+
+
+async def load_slots(db: pools.Database) -> list[Slot]:
+    async with pools.connection(db) as conn:
+        records = await conn.fetch(
+            "SELECT run_id, queue, namespace, name, coalesce(concurrency_key, '') AS concurrency_key,"
+            " granted_at FROM durakube.queue_slots ORDER BY granted_at")
+    return [Slot(**dict(r)) for r in records]
+
+
+async def load_waiting(db: pools.Database) -> list[Waiting]:
+    async with pools.connection(db) as conn:
+        return await _load_waiting_txn(conn, None)
+
+
+# --- the pieces of one admission transaction, composed by the operator ---------------
+
+
+async def lock_queue_txn(conn: Any, queue: str) -> Queue | None:
+    """Locks the queue's row until the transaction ends; None if the queue is unknown."""
+    record = await conn.fetchrow("""
+        SELECT queue, concurrency_limit, concurrency_limit_per_key, paused, defined
+        FROM durakube.queues WHERE queue = $1 FOR UPDATE""", queue)
+    return None if record is None else Queue(**dict(record))
+
+
+async def running_per_key_txn(conn: Any, queue: str) -> dict[str, int]:
+    records = await conn.fetch("""
+        SELECT coalesce(concurrency_key, '') AS key, count(*) AS running
+        FROM durakube.queue_slots WHERE queue = $1 GROUP BY 1""", queue)
+    return {r["key"]: int(r["running"]) for r in records}
+
+
+async def _load_waiting_txn(conn: Any, queue: str | None, limit: int = 10_000) -> list[Waiting]:
+    records = await conn.fetch("""
+        SELECT run_id, namespace, name, concurrency_key, priority, created_at, enqueued_at
+        FROM durakube.queue_waiting WHERE ($1::text IS NULL OR queue = $1)
+        ORDER BY priority DESC, created_at, run_id LIMIT $2""", queue, limit)
+    return [Waiting(**dict(r)) for r in records]
+
+
+async def waiting_txn(conn: Any, queue: str, limit: int = 10_000) -> list[Waiting]:
+    """The queue's waiting runs, highest priority first, then oldest first."""
+    return await _load_waiting_txn(conn, queue, limit)
+
+
+async def last_served_txn(conn: Any, queue: str) -> dict[str, datetime]:
+    records = await conn.fetch(
+        "SELECT concurrency_key, last_admitted_at FROM durakube.queue_keys WHERE queue = $1", queue)
+    return {r["concurrency_key"]: r["last_admitted_at"] for r in records}
+
+
+async def grant_slots_txn(conn: Any, queue: str, granted: list[Waiting]) -> None:
+    """Moves `granted` from the line into the ledger and notes when each key was served."""
+    if not granted:
+        return
+    await conn.executemany("""
+        INSERT INTO durakube.queue_slots (queue, run_id, namespace, name, concurrency_key)
+        VALUES ($1, $2, $3, $4, $5)""",
+        [(queue, w.run_id, w.namespace, w.name, w.concurrency_key) for w in granted])
+    await conn.execute("DELETE FROM durakube.queue_waiting WHERE run_id = ANY($1::text[])",
+                       [w.run_id for w in granted])
+    # clock_timestamp() moves within the transaction, so keys served later sort later.
+    await conn.executemany("""
+        INSERT INTO durakube.queue_keys (queue, concurrency_key, last_admitted_at)
+        VALUES ($1, $2, clock_timestamp())
+        ON CONFLICT (queue, concurrency_key) DO UPDATE SET last_admitted_at = clock_timestamp()""",
+        [(queue, w.concurrency_key) for w in granted])
