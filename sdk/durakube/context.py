@@ -1,0 +1,269 @@
+"""The task context: what a running task sees as `ctx`, and where steps are checkpointed.
+
+The worker builds one `TaskContext` per attempt, with the run's recorded steps
+loaded from Postgres, and activates it (a contextvar) while the task runs, so that
+`@step` functions find it. `ctx.step(name, fn, ...)` is check -> run -> record,
+keyed by (run id, seq), seq being the step's 1-based position in execution order:
+
+- check: a step recorded under this seq is replayed, never run again: its result
+  is returned (re-validated into the function's pydantic return type, if any) or
+  its error re-raised; a different name is `NonDeterministicReplay`;
+- run: the function is awaited; steps it calls in turn are part of it (not
+  checkpointed on their own, since a replay never enters it);
+- record: the result and `ctx.state` are written in one round trip.
+
+A step that raises a user exception raises `StepFailed` (the same exception its
+replay raises). Its record is held back until the task goes on (the next step
+records it first) or ends (the worker records it in the outcome's transaction);
+a retryable error is never recorded, so the next attempt runs the step again.
+`NonDeterministicReplay` and `NonSerializableState` are fatal: kept in `fatal`,
+they fail the run even if the task code catches them.
+
+Does not decide outcomes; that is the worker's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from durakube import durations, errors, retry, serializing, waiting
+from durakube.store import pools, steps
+
+_current: ContextVar[TaskContext | None] = ContextVar("durakube_task_context", default=None)
+# (seq, name) of the step whose function is running in this asyncio task, if any.
+_active_step: ContextVar[tuple[int, str] | None] = ContextVar("durakube_step", default=None)
+
+CheckpointHook = Callable[[steps.Step], None]
+
+
+def current() -> TaskContext | None:
+    """The context of the task running in this asyncio task, or None outside tasks."""
+    return _current.get()
+
+
+@contextmanager
+def activated(ctx: TaskContext) -> Iterator[TaskContext]:
+    """Makes `ctx` the current context for the duration of the block."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+class TaskContext:
+    """One attempt of one run, as the task sees it."""
+
+    def __init__(self, *, pool: pools.Database, run_id: str, attempt: int, payload: Any,
+                 recorded: Iterable[steps.Step] = (), retry_policy: retry.Retry | None = None,
+                 on_checkpoint: CheckpointHook | None = None) -> None:
+        self.pool = pool
+        self.run_id = run_id
+        self.attempt = attempt
+        self.payload = payload
+        # Plain JSON saved with every checkpoint; on replay, restored step by step.
+        self.state: dict[str, Any] = {}
+        self.retry_policy = retry_policy or retry.Retry()
+        self.on_checkpoint = on_checkpoint
+        self.checkpoints = 0
+        self.replayed = 0
+        self.fatal: errors.DurakubeError | None = None
+        self.pending_step: steps.Step | None = None
+        self._recorded = {step.seq: step for step in recorded}
+        self._next_seq = 1
+        # One connection held for the attempt's checkpoints: the pool's acquire and
+        # release cost about as much as the checkpoint itself.
+        self._connection: Any = None
+        self._connection_lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        """Returns the checkpoint connection to the pool; the worker calls it at the end."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await self.pool.release(connection)
+
+    async def sleep(self, duration: durations.Duration) -> None:
+        """Waits `duration` ("30s", "3d", seconds); a long one suspends the run (no pod)."""
+        await waiting.sleep(self, duration)
+
+    async def sleep_until(self, when: datetime) -> None:
+        await waiting.sleep_until(self, when)
+
+    async def wait_for_event(self, key: str, timeout: durations.Duration | None = None) -> Any:
+        """The data of the next event sent to `key` (or one sent before and buffered);
+        raises `WaitTimedOut` when none arrives within `timeout`."""
+        return await waiting.wait_for_event(self, key, timeout)
+
+    async def create_token(self, timeout: durations.Duration | None = None) -> str:
+        """A waitpoint token to hand out (an approval link, a callback)."""
+        return await waiting.create_token(self, timeout)
+
+    async def wait_for_token(self, token: str) -> Any:
+        """The data the token was completed with; raises `WaitTimedOut` after its timeout."""
+        return await waiting.wait_for_token(self, token)
+
+    def idempotency_key(self, step: str | None = None) -> str:
+        """A key stable across attempts for the running step (or, outside one, the next).
+
+        Pass it to external APIs so that a step re-run after a crash (at-least-once)
+        does not repeat its side effect: "<run_id>:<seq>[:<step name>]".
+        """
+        active = _active_step.get()
+        seq, name = active if active is not None else (self._next_seq, None)
+        name = step or name
+        return f"{self.run_id}:{seq}:{name}" if name else f"{self.run_id}:{seq}"
+
+    async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Runs `fn(*args, **kwargs)` as the checkpointed step `name`, or replays it."""
+        if self.fatal is not None:
+            # The task swallowed a fatal error: no further step may run.
+            raise self.fatal
+        if _active_step.get() is not None:
+            # Inside another step: part of it, since replay never enters that step.
+            return await _call(fn, args, kwargs)
+        # The seq is taken before any await, so concurrent steps number deterministically.
+        seq = self._next_seq
+        self._next_seq += 1
+        await self._flush_pending()
+        recorded = self._recorded.get(seq)
+        if recorded is not None:
+            return self._replay(recorded, name, fn)
+
+        token = _active_step.set((seq, name))
+        started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        try:
+            value = await _call(fn, args, kwargs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._fail(seq, name, error, started_at, started)
+        finally:
+            _active_step.reset(token)
+        return await self._record(seq, name, fn, value, started_at, started)
+
+    async def _record(self, seq: int, name: str, fn: Callable[..., Any], value: Any,
+                      started_at: datetime, started: float) -> Any:
+        result = self._encode(value, f"step {seq} {name!r} result")
+        step = steps.Step(
+            run_id=self.run_id, seq=seq, name=name, status="succeeded", result=result,
+            error=None, state=self._encode_state(seq, name), attempt=self.attempt,
+            started_at=started_at, finished_at=datetime.now(UTC),
+            duration_ms=(time.perf_counter() - started) * 1000)
+        if not await self._write(step):
+            # Another writer recorded this seq first (a zombie attempt): its record stands.
+            existing = await steps.load_step(self.pool, self.run_id, seq)
+            if existing is not None:
+                return self._replay(existing, name, fn)
+        self._count_checkpoint(step)
+        annotation = serializing.return_annotation(fn)
+        if isinstance(annotation, type) and annotation is not Any and isinstance(value, annotation):
+            return value
+        # Otherwise the JSON form: what a replay returns, so both paths behave alike.
+        return serializing.decode(result, annotation)
+
+    def _fail(self, seq: int, name: str, error: Exception, started_at: datetime,
+              started: float) -> NoReturn:
+        retryable = retry.is_retryable(self.retry_policy, error)
+        raised: errors.DurakubeError
+        if isinstance(error, errors.DurakubeError):
+            raised = error
+        else:
+            raised = errors.StepFailed(name, seq, errors.qualified_name(type(error)),
+                                       str(error) or repr(error), retryable)
+        raised.traceback = errors.traceback_tail(error)
+        if not retryable:
+            self.pending_step = steps.Step(
+                run_id=self.run_id, seq=seq, name=name, status="failed", result=None,
+                error=raised.to_json(), state=self._encode_state(seq, name),
+                attempt=self.attempt, started_at=started_at, finished_at=datetime.now(UTC),
+                duration_ms=(time.perf_counter() - started) * 1000)
+        if raised is error:
+            raise error
+        raise raised from error
+
+    def _replay(self, recorded: steps.Step, name: str, fn: Callable[..., Any]) -> Any:
+        if recorded.name != name:
+            mismatch = errors.NonDeterministicReplay(recorded.seq, recorded.name, name)
+            self.fatal = mismatch
+            raise mismatch
+        self.state = _sync_in_place(self.state, copy.deepcopy(recorded.state))
+        self.replayed += 1
+        if recorded.status == "failed":
+            raise errors.rebuild_exception(recorded.error or {})
+        return serializing.decode(recorded.result, serializing.return_annotation(fn))
+
+    async def _flush_pending(self) -> None:
+        """Records a failed step the task caught and went on from."""
+        pending, self.pending_step = self.pending_step, None
+        if pending is not None and await self._write(pending):
+            self._count_checkpoint(pending)
+
+    async def _write(self, step: steps.Step) -> bool:
+        if pools.is_pool(self.pool) and self._connection_lock.locked():
+            # Concurrent steps: the held connection is busy, take another from the pool.
+            return await steps.record_step(self.pool, step)
+        async with self._connection_lock:
+            if not pools.is_pool(self.pool):
+                return await steps.record_step(self.pool, step)
+            if self._connection is None:
+                self._connection = await self.pool.acquire()
+            return await steps.record_step(self._connection, step)
+
+    def _count_checkpoint(self, step: steps.Step) -> None:
+        self.checkpoints += 1
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(step)
+
+    def _encode_state(self, seq: int, name: str) -> dict[str, Any]:
+        where = f"ctx.state after step {seq} {name!r}"
+        if not isinstance(self.state, dict):
+            self._fatal(errors.NonSerializableState(where, errors.qualified_name_of(self.state)))
+        encoded: dict[str, Any] = self._encode(self.state, where)
+        return encoded
+
+    def _encode(self, value: Any, where: str) -> Any:
+        try:
+            return serializing.encode(value, where)
+        except errors.NonSerializableState as error:
+            self._fatal(error)
+
+    def _fatal(self, error: errors.DurakubeError) -> NoReturn:
+        self.fatal = error
+        raise error
+
+
+def _sync_in_place(live: Any, recorded: Any) -> Any:
+    """Makes `live` equal `recorded`, keeping its containers' identity where both agree.
+
+    Task code may hold references into ctx.state taken before a step (a list it
+    appends to): restoring by replacement would detach them, so containers are
+    updated in place. Returns the value to keep at this position.
+    """
+    if isinstance(live, dict) and isinstance(recorded, dict):
+        for key in [key for key in live if key not in recorded]:
+            del live[key]
+        for key, value in recorded.items():
+            live[key] = _sync_in_place(live.get(key), value)
+        return live
+    if isinstance(live, list) and isinstance(recorded, list):
+        kept = [_sync_in_place(live[index] if index < len(live) else None, value)
+                for index, value in enumerate(recorded)]
+        live[:] = kept
+        return live
+    return recorded
+
+
+async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result

@@ -1,0 +1,87 @@
+"""Runs: one row per TaskRun, holding its payload, latest state, output and error.
+
+The operator registers a run (`register_run`) before it starts the first pod and
+moves its `status` (`set_run_status`); the worker loads it (`load_run`), and its
+steps and outcomes update `state`, `output` and `error` (see `steps` and
+`attempts`). Functions take a pool or a connection; none commits on behalf of a
+caller's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from durakube.store import pools
+
+# Phases after which a run changes no more (finished_at is set on entering one).
+TERMINAL_STATUSES = frozenset({"Succeeded", "Failed", "Canceled", "TimedOut", "Expired"})
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    namespace: str
+    name: str
+    task_id: str
+    queue: str | None
+    payload: dict[str, Any]
+    status: str
+    attempt: int
+    state: dict[str, Any]
+    output: Any
+    error: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def from_record(cls, record: Any) -> Run:
+        return cls(**dict(record))
+
+
+async def register_run(db: pools.Database, *, run_id: str, namespace: str, name: str,
+                       task_id: str, payload: dict[str, Any], queue: str | None = None,
+                       status: str = "Pending") -> Run:
+    """Creates the run's row, or returns the existing one unchanged (idempotent)."""
+    async with pools.transaction(db) as conn:
+        return await _register_run_txn(conn, run_id, namespace, name, task_id, payload,
+                                       queue, status)
+
+
+async def _register_run_txn(conn: pools.Database, run_id: str, namespace: str, name: str,
+                            task_id: str, payload: dict[str, Any], queue: str | None,
+                            status: str) -> Run:
+    record = await conn.fetchrow("""
+        INSERT INTO durakube.runs (run_id, namespace, name, task_id, queue, payload, status)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (run_id) DO NOTHING
+        RETURNING *""", run_id, namespace, name, task_id, queue, payload, status)
+    if record is None:
+        # Registered before (a handler running again): the first registration stands.
+        record = await conn.fetchrow("SELECT * FROM durakube.runs WHERE run_id = $1", run_id)
+    return Run.from_record(record)
+
+
+async def load_run(db: pools.Database, run_id: str) -> Run | None:
+    """The run's row, or None when no run has this id."""
+    async with pools.connection(db) as conn:
+        record = await conn.fetchrow("SELECT * FROM durakube.runs WHERE run_id = $1", run_id)
+    return None if record is None else Run.from_record(record)
+
+
+async def set_run_status(db: pools.Database, run_id: str, status: str) -> Run | None:
+    """Moves the run to `status` (stamping finished_at on a terminal one); None if absent."""
+    async with pools.transaction(db) as conn:
+        return await _set_run_status_txn(conn, run_id, status)
+
+
+async def _set_run_status_txn(conn: pools.Database, run_id: str, status: str) -> Run | None:
+    record = await conn.fetchrow("""
+        UPDATE durakube.runs
+        SET status = $2, updated_at = now(),
+            finished_at = CASE WHEN $3 THEN coalesce(finished_at, now()) END
+        WHERE run_id = $1
+        RETURNING *""", run_id, status, status in TERMINAL_STATUSES)
+    return None if record is None else Run.from_record(record)

@@ -1,0 +1,167 @@
+"""Task and step decorators, and the registry of tasks a worker can run.
+
+Users write:
+
+    @durakube.task(id="embed-docs", retry=durakube.Retry(max_attempts=5), timeout="10m")
+    async def embed_docs(ctx: durakube.TaskContext, payload: EmbedDocs) -> Summary: ...
+
+    @durakube.step
+    async def fetch(url: str) -> Page: ...
+
+`@task` registers a `TaskDefinition` (id, function, input model, retry policy,
+timeout, queue) in a `Registry` (the module-level `registry` unless given one) and
+returns the function unchanged. `@step` wraps a function so that, inside a running
+task, each call goes through the current context's checkpointing; outside a task
+it simply runs the function. The worker looks tasks up here and validates
+payloads with `validate_payload`. No I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, overload
+
+import pydantic
+
+from durakube import context, durations, errors, retry
+
+P = ParamSpec("P")
+R = TypeVar("R")
+TaskFunction = Callable[[context.TaskContext, Any], Awaitable[Any]]
+F = TypeVar("F", bound=TaskFunction)
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    """A registered task: what the worker needs to run it, and the operator to schedule it."""
+
+    id: str
+    fn: TaskFunction
+    input_model: type[pydantic.BaseModel] | None  # None: the payload is a plain dict
+    retry: retry.Retry
+    timeout: float | None  # seconds per attempt; None: no limit from the task
+    queue: str | None
+
+
+class Registry:
+    """Task ids to definitions; registering one id twice is an error."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskDefinition] = {}
+
+    def register(self, definition: TaskDefinition) -> None:
+        existing = self._tasks.get(definition.id)
+        if existing is not None and existing.fn is not definition.fn:
+            raise ValueError(
+                f"task id {definition.id!r} is already registered by "
+                f"{existing.fn.__module__}.{existing.fn.__qualname__}: task ids must be unique")
+        self._tasks[definition.id] = definition
+
+    def get(self, task_id: str) -> TaskDefinition:
+        """The task `task_id`; raises `errors.TaskNotFound` listing the known ids."""
+        try:
+            return self._tasks[task_id]
+        except KeyError:
+            raise errors.TaskNotFound(task_id, list(self._tasks)) from None
+
+    def ids(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def __iter__(self) -> Iterator[TaskDefinition]:
+        return iter(list(self._tasks.values()))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+_DEFAULT_REGISTRY = Registry()
+registry = _DEFAULT_REGISTRY
+DEFAULT_RETRY = retry.Retry()
+
+
+def task(*, id: str | None = None, retry: retry.Retry | None = None,
+         timeout: durations.Duration | None = None, queue: str | None = None,
+         registry: Registry | None = None) -> Callable[[F], F]:
+    """Registers an `async def fn(ctx, payload)` as a task; `id` defaults to its name."""
+    policy = retry
+
+    def register(fn: F) -> F:
+        if not _is_async(fn):
+            raise TypeError(f"@task needs an async function, got {fn!r}")
+        definition = TaskDefinition(
+            id=id or fn.__name__, fn=fn, input_model=_input_model(fn),
+            retry=policy or DEFAULT_RETRY,
+            timeout=None if timeout is None else durations.parse_duration(timeout),
+            queue=queue)
+        (registry if registry is not None else _DEFAULT_REGISTRY).register(definition)
+        return fn
+
+    return register
+
+
+def _is_async(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
+def _input_model(fn: TaskFunction) -> type[pydantic.BaseModel] | None:
+    """The payload's pydantic model from the second parameter's annotation, if any."""
+    parameters = list(inspect.signature(fn).parameters.values())
+    if len(parameters) != 2:
+        raise TypeError(f"a task takes (ctx, payload); {fn.__qualname__} takes {len(parameters)}")
+    hints = typing.get_type_hints(fn)
+    annotation = hints.get(parameters[1].name)
+    if annotation is None or annotation is Any:
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (dict, typing.Mapping) or annotation in (dict,
+                                                                                  typing.Mapping):
+        return None
+    raise TypeError(
+        f"the payload of task {fn.__qualname__} must be annotated as a pydantic model or a "
+        f"dict, not {annotation!r}")
+
+
+def validate_payload(definition: TaskDefinition, data: Any) -> Any:
+    """The payload as the task receives it; raises `errors.InvalidPayload` if it is not one."""
+    if definition.input_model is None:
+        if not isinstance(data, dict):
+            raise errors.InvalidPayload(
+                definition.id, f"expected a JSON object, got {errors.qualified_name_of(data)}")
+        return data
+    try:
+        return definition.input_model.model_validate(data)
+    except pydantic.ValidationError as error:
+        raise errors.InvalidPayload(definition.id, str(error)) from None
+
+
+@overload
+def step(fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
+
+
+@overload
+def step(*, name: str | None = None
+         ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
+
+
+def step(fn: Callable[P, Awaitable[R]] | None = None, /, *, name: str | None = None) -> Any:
+    """Makes an async function a checkpointed step: `@step` or `@step(name="fetch")`."""
+
+    def wrap(target: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        step_name = name or target.__name__
+
+        @functools.wraps(target)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            ctx = context.current()
+            if ctx is None:
+                return await target(*args, **kwargs)
+            result: R = await ctx.step(step_name, target, *args, **kwargs)
+            return result
+
+        return run
+
+    return wrap if fn is None else wrap(fn)

@@ -1,0 +1,287 @@
+"""The worker: the entrypoint of every attempt pod (`durakube-worker`).
+
+The operator starts one pod per attempt with this environment:
+
+    DURAKUBE_RUN_ID                 the run to execute (required)
+    DURAKUBE_ATTEMPT                the attempt number, 1-based (required)
+    DURAKUBE_DATABASE_URL           Postgres DSN (required)
+    DURAKUBE_TASK_MODULES           comma-separated modules that register the tasks
+                                    (also `--module NAME`, repeatable)
+    DURAKUBE_TERMINATION_MESSAGE_PATH   where to write the outcome hint
+                                    (default /dev/termination-log; skipped if unwritable)
+    DURAKUBE_POD_NAME               the pod's name for the attempt row (default: $HOSTNAME)
+    DURAKUBE_STATEMENT_CACHE_SIZE   asyncpg's statement cache; 0 behind PgBouncer
+
+The worker loads the run and its recorded steps, imports the task modules,
+validates the payload, runs the task (replaying recorded steps), and records the
+attempt's outcome in Postgres: succeeded (the output), failed (permanent), or
+retry (a `RetryableError`, an `AttemptTimedOut`, or a type listed in the task's
+`retry.on`, with the suggested `retry_at`). The outcome goes in the same
+transaction as a failed step that ended the attempt. The worker does not decide
+whether retries are left, nor move the run's phase: the operator does, reading
+the outcome.
+
+Exit code 0 means an outcome was recorded (of any kind); non-zero means none
+could be, and the operator treats the attempt as an infrastructure failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from durakube import context, errors, retry, serializing, tasks, waiting
+from durakube.store import attempts, pools, runs, steps
+
+log = logging.getLogger("durakube.worker")
+
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+# Kubernetes keeps at most 4096 bytes of a termination message.
+TERMINATION_MESSAGE_LIMIT = 4096
+CONNECT_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    run_id: str
+    attempt: int
+    database_url: str
+    task_modules: tuple[str, ...]
+    termination_message_path: str
+    pod_name: str | None
+    statement_cache_size: int | None
+
+
+async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
+                      registry: tasks.Registry, *, pod_name: str | None = None,
+                      on_checkpoint: context.CheckpointHook | None = None) -> attempts.Outcome:
+    """Runs one attempt of the run and records its outcome; returns the outcome.
+
+    Raises only when nothing could be recorded (the run is unknown, Postgres is
+    unreachable) or when cancelled (a pod being killed): the operator then finds no
+    outcome and resumes the run from its last checkpoint.
+    """
+    run = await runs.load_run(pool, run_id)
+    if run is None:
+        raise errors.RunNotFound(run_id)
+    await attempts.start_attempt(pool, run_id, attempt, pod_name)
+    # A restarted container of an attempt that already ended changes nothing.
+    earlier = await attempts.read_outcome(pool, run_id, attempt)
+    if earlier is not None:
+        return earlier
+
+    policy = retry.Retry()
+    ctx: context.TaskContext | None = None
+    state: dict[str, Any] | None = None
+    try:
+        definition = registry.get(run.task_id)
+        policy = definition.retry
+        payload = tasks.validate_payload(definition, run.payload)
+        recorded = await steps.load_steps(pool, run_id)
+        ctx = context.TaskContext(pool=pool, run_id=run_id, attempt=attempt, payload=payload,
+                                  recorded=recorded, retry_policy=policy,
+                                  on_checkpoint=on_checkpoint)
+        output = await _run_task(definition, ctx, payload)
+        state = serializing.encode(ctx.state, "ctx.state at the end of the task")
+        outcome = attempts.Outcome("succeeded", output=output)
+    except asyncio.CancelledError:
+        if ctx is not None:
+            await ctx.close()
+        raise
+    except waiting.Suspend as suspended:
+        # A long wait: the waitpoint is recorded; this pod ends and the operator resumes
+        # the run in a new one when the wait is over.
+        outcome = attempts.Outcome("suspended", output=suspended.waitpoint.describe())
+        state = _encodable_state(ctx)
+    except Exception as error:
+        # A fatal error (non-determinism, non-serializable state) wins over what the task did.
+        cause: Exception = ctx.fatal if ctx is not None and ctx.fatal is not None else error
+        outcome = classify_error(cause, policy, attempt, datetime.now(UTC))
+        state = _encodable_state(ctx)
+    if ctx is not None:
+        await ctx.close()
+
+    await attempts.record_outcome(pool, run_id, attempt, outcome, state=state,
+                                  last_step=ctx.pending_step if ctx is not None else None)
+    log.info("run %s attempt %d: %s", run_id, attempt, outcome.kind)
+    return outcome
+
+
+async def _run_task(definition: tasks.TaskDefinition, ctx: context.TaskContext,
+                    payload: Any) -> Any:
+    """Runs the task under its timeout; returns its output as JSON."""
+    with context.activated(ctx):
+        try:
+            async with asyncio.timeout(definition.timeout) as deadline:
+                output = await definition.fn(ctx, payload)
+        except TimeoutError:
+            if deadline.expired() and definition.timeout is not None:
+                raise errors.AttemptTimedOut(definition.timeout) from None
+            raise
+    if ctx.fatal is not None:
+        # The task caught a fatal error and returned anyway: the run still fails.
+        raise ctx.fatal
+    return serializing.encode(output, "task output")
+
+
+def classify_error(error: Exception, policy: retry.Retry, attempt: int,
+                   now: datetime) -> attempts.Outcome:
+    """The outcome of an attempt that raised `error`: retry or failed."""
+    if retry.is_retryable(policy, error):
+        return attempts.Outcome(
+            "retry", error=errors.describe_exception(error, retryable=True),
+            retry_at=retry.next_attempt_at(policy, attempt, now, error))
+    return attempts.Outcome("failed", error=errors.describe_exception(error, retryable=False))
+
+
+def _encodable_state(ctx: context.TaskContext | None) -> dict[str, Any] | None:
+    """The final ctx.state when it can be stored; None keeps the last checkpoint's."""
+    if ctx is None:
+        return None
+    try:
+        state: dict[str, Any] = serializing.encode(ctx.state, "ctx.state")
+        return state
+    except errors.NonSerializableState:
+        return None
+
+
+async def record_failure(pool: pools.Database, run_id: str, attempt: int, error: Exception,
+                         *, pod_name: str | None = None) -> attempts.Outcome:
+    """Records a permanent failure that happened before the task could start."""
+    if await runs.load_run(pool, run_id) is None:
+        raise errors.RunNotFound(run_id)
+    await attempts.start_attempt(pool, run_id, attempt, pod_name)
+    outcome = attempts.Outcome("failed", error=errors.describe_exception(error, retryable=False))
+    if not await attempts.record_outcome(pool, run_id, attempt, outcome):
+        recorded = await attempts.read_outcome(pool, run_id, attempt)
+        return recorded or outcome
+    return outcome
+
+
+def import_task_modules(names: Iterable[str]) -> None:
+    """Imports the modules whose `@task` decorators fill the registry."""
+    # As with `python -m`, the working directory is importable.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        importlib.import_module(name)
+
+
+def termination_message(outcome: attempts.Outcome, attempt: int) -> str:
+    """A short JSON hint for the pod's termination message (under 4096 bytes)."""
+    hint: dict[str, Any] = {"outcome": outcome.kind, "attempt": attempt}
+    if outcome.error is not None:
+        hint["error"] = {"type": outcome.error.get("type"),
+                         "message": str(outcome.error.get("message", ""))[:1024],
+                         "retryable": outcome.error.get("retryable", False)}
+    if outcome.retry_at is not None:
+        hint["retryAt"] = outcome.retry_at.isoformat()
+    return json.dumps(hint)[:TERMINATION_MESSAGE_LIMIT]
+
+
+def write_termination_message(path: str, message: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(message)
+    except OSError as error:
+        # Outside Kubernetes the default path may not exist: the hint is only a hint.
+        log.debug("termination message not written to %s: %s", path, error)
+
+
+def read_settings(environ: Mapping[str, str], modules: Sequence[str] = ()) -> Settings:
+    """The worker's settings from the environment; raises ValueError naming what is wrong."""
+    missing = [name for name in ("DURAKUBE_RUN_ID", "DURAKUBE_ATTEMPT", "DURAKUBE_DATABASE_URL")
+               if not environ.get(name)]
+    if missing:
+        raise ValueError(f"missing environment variables: {', '.join(missing)}")
+    try:
+        attempt = int(environ["DURAKUBE_ATTEMPT"])
+    except ValueError:
+        raise ValueError(f"DURAKUBE_ATTEMPT must be an integer, "
+                         f"got {environ['DURAKUBE_ATTEMPT']!r}") from None
+    if attempt < 1:
+        raise ValueError(f"DURAKUBE_ATTEMPT starts at 1, got {attempt}")
+    from_env = [name.strip() for name in environ.get("DURAKUBE_TASK_MODULES", "").split(",")]
+    cache = environ.get("DURAKUBE_STATEMENT_CACHE_SIZE")
+    return Settings(
+        run_id=environ["DURAKUBE_RUN_ID"], attempt=attempt,
+        database_url=environ["DURAKUBE_DATABASE_URL"],
+        task_modules=tuple(dict.fromkeys(name for name in [*from_env, *modules] if name)),
+        termination_message_path=environ.get("DURAKUBE_TERMINATION_MESSAGE_PATH")
+        or DEFAULT_TERMINATION_MESSAGE_PATH,
+        pod_name=environ.get("DURAKUBE_POD_NAME") or environ.get("HOSTNAME"),
+        statement_cache_size=int(cache) if cache else None)
+
+
+async def _connect(settings: Settings) -> Any:
+    """A pool, retrying for a while: Postgres may be restarting as the pod starts."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT_SECONDS
+    delay = 0.2
+    while True:
+        try:
+            return await pools.connect(settings.database_url, min_size=1, max_size=5,
+                                       statement_cache_size=settings.statement_cache_size)
+        except pools.TRANSIENT_CONNECT_ERRORS as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Postgres not reachable yet (%s); retrying in %.1fs", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _main(settings: Settings) -> int:
+    import_error: Exception | None = None
+    try:
+        import_task_modules(settings.task_modules)
+    except Exception as error:
+        log.exception("importing the task modules failed")
+        import_error = error
+    try:
+        pool = await _connect(settings)
+    except Exception:
+        log.exception("cannot connect to Postgres: no outcome recorded")
+        return 1
+    try:
+        if import_error is not None:
+            outcome = await record_failure(pool, settings.run_id, settings.attempt, import_error,
+                                           pod_name=settings.pod_name)
+        else:
+            outcome = await run_attempt(pool, settings.run_id, settings.attempt, tasks.registry,
+                                        pod_name=settings.pod_name)
+    except Exception:
+        log.exception("run %s attempt %d: no outcome recorded", settings.run_id,
+                      settings.attempt)
+        return 1
+    finally:
+        await pool.close()
+    write_termination_message(settings.termination_message_path,
+                              termination_message(outcome, settings.attempt))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `durakube-worker` console script."""
+    parser = argparse.ArgumentParser(prog="durakube-worker",
+                                     description="Runs one attempt of a Durakube TaskRun.")
+    parser.add_argument("--module", action="append", default=[], metavar="NAME",
+                        help="a module registering tasks (repeatable; adds to "
+                             "DURAKUBE_TASK_MODULES)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("DURAKUBE_LOG_LEVEL", "INFO"), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = read_settings(os.environ, args.module)
+    except ValueError as error:
+        log.error("%s", error)
+        return 2
+    return asyncio.run(_main(settings))

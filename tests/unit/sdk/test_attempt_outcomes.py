@@ -1,0 +1,230 @@
+"""Attempt outcomes: classified, recorded once, and atomic with the last checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pydantic
+import pytest
+
+from durakube import context, errors, retry, tasks, worker
+from durakube.store import attempts, runs, steps
+
+
+class Order(pydantic.BaseModel):
+    order_id: str
+    amount: int = pydantic.Field(gt=0)
+
+
+RETRY_AT = datetime(2031, 1, 1, tzinfo=UTC)
+
+
+async def raise_retryable(ctx: context.TaskContext, payload: dict[str, Any]) -> None:
+    raise errors.RetryableError("rate limited", retry_at=RETRY_AT)
+
+
+async def raise_listed(ctx: context.TaskContext, payload: dict[str, Any]) -> None:
+    raise ConnectionResetError("peer reset")
+
+
+async def raise_plain(ctx: context.TaskContext, payload: dict[str, Any]) -> None:
+    raise ValueError("bad input")
+
+
+async def raise_permanent(ctx: context.TaskContext, payload: dict[str, Any]) -> None:
+    raise errors.PermanentError("account closed")
+
+
+async def sleep_too_long(ctx: context.TaskContext, payload: dict[str, Any]) -> None:
+    await asyncio.sleep(5)
+
+
+@pytest.mark.parametrize(
+    ("fn", "kind", "error_type", "task_timeout"),
+    [
+        (raise_retryable, "retry", "durakube.errors.RetryableError", None),
+        (raise_listed, "retry", "ConnectionResetError", None),
+        (raise_plain, "failed", "ValueError", None),
+        (raise_permanent, "failed", "durakube.errors.PermanentError", None),
+        (sleep_too_long, "retry", "durakube.errors.AttemptTimedOut", 0.05),
+    ],
+    ids=["retryable-error", "listed-in-retry-on", "plain-exception", "permanent", "timeout"],
+)
+async def test_errors_become_retry_or_failed_outcomes(
+        pool: Any, new_run: Any, fn: Any, kind: str, error_type: str,
+        task_timeout: float | None) -> None:
+    registry = tasks.Registry()
+    policy = retry.Retry(on=["ConnectionError"], min_timeout=10, max_timeout=10)
+    tasks.task(id="failing", registry=registry, retry=policy, timeout=task_timeout)(fn)
+    run_id = await new_run("failing")
+    before = datetime.now(UTC)
+
+    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+
+    assert outcome.kind == kind
+    assert outcome.error is not None and outcome.error["type"] == error_type
+    assert outcome.error["retryable"] is (kind == "retry")
+    if fn is raise_retryable:
+        assert outcome.retry_at == RETRY_AT
+    elif kind == "retry":
+        assert outcome.retry_at is not None
+        assert before + timedelta(seconds=5) <= outcome.retry_at <= datetime.now(UTC) + (
+            timedelta(seconds=10))
+    else:
+        assert outcome.retry_at is None
+    assert await attempts.read_outcome(pool, run_id, 1) == outcome
+    run = await runs.load_run(pool, run_id)
+    assert run is not None and run.error == outcome.error and run.status == "Pending"
+
+
+async def test_retryable_step_error_is_not_recorded_so_the_step_runs_again(
+        pool: Any, new_run: Any) -> None:
+    registry = tasks.Registry()
+    calls = Counter[str]()
+
+    async def flaky() -> str:
+        calls["flaky"] += 1
+        if calls["flaky"] == 1:
+            raise errors.RetryableError("try later")
+        return "ok"
+
+    @tasks.task(id="flaky", registry=registry)
+    async def flaky_task(ctx: context.TaskContext, payload: dict[str, Any]) -> str:
+        result: str = await ctx.step("flaky", flaky)
+        return result
+
+    run_id = await new_run("flaky")
+    assert (await worker.run_attempt(pool, run_id, 1, registry)).kind == "retry"
+    assert await steps.load_steps(pool, run_id) == []
+    assert await worker.run_attempt(pool, run_id, 2, registry) == attempts.Outcome(
+        "succeeded", output="ok")
+    assert calls == {"flaky": 2}
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind", "message"),
+    [
+        ({"order_id": "o-1", "amount": 3}, "succeeded", None),
+        ({"order_id": "o-1", "amount": 0}, "failed", "amount\n  Input should be greater than 0"),
+        ({"amount": 3}, "failed", "order_id\n  Field required"),
+    ],
+    ids=["valid", "out-of-range", "missing-field"],
+)
+async def test_payload_is_validated_against_the_input_model(
+        pool: Any, new_run: Any, payload: dict[str, Any], kind: str, message: str | None) -> None:
+    registry = tasks.Registry()
+
+    @tasks.task(id="bill", registry=registry)
+    async def bill(ctx: context.TaskContext, payload: Order) -> Order:
+        return payload
+
+    run_id = await new_run("bill", payload)
+    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    assert outcome.kind == kind
+    if message is None:
+        assert outcome.output == payload
+    else:
+        assert outcome.error is not None and outcome.error["code"] == "InvalidPayload"
+        assert message in outcome.error["message"]
+
+
+async def test_unknown_task_fails_the_attempt_listing_known_tasks(
+        pool: Any, new_run: Any) -> None:
+    registry = tasks.Registry()
+    tasks.task(id="known", registry=registry)(raise_plain)
+    run_id = await new_run("unknown")
+    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    assert outcome.kind == "failed" and outcome.error is not None
+    assert outcome.error["code"] == "TaskNotFound"
+    assert "'known'" in outcome.error["message"]
+
+
+async def test_unknown_run_records_nothing(pool: Any) -> None:
+    with pytest.raises(errors.RunNotFound, match="'nope' is not in the database"):
+        await worker.run_attempt(pool, "nope", 1, tasks.Registry())
+
+
+async def test_outcome_is_recorded_once(pool: Any, new_run: Any) -> None:
+    registry = tasks.Registry()
+    calls = Counter[str]()
+
+    @tasks.task(id="once", registry=registry)
+    async def once(ctx: context.TaskContext, payload: dict[str, Any]) -> int:
+        calls["ran"] += 1
+        return calls["ran"]
+
+    run_id = await new_run("once")
+    first = await worker.run_attempt(pool, run_id, 1, registry)
+    again = await worker.run_attempt(pool, run_id, 1, registry)  # a restarted container
+    assert first == again == attempts.Outcome("succeeded", output=1)
+    assert calls == {"ran": 1}
+    assert not await attempts.record_outcome(pool, run_id, 1, attempts.Outcome("failed"))
+    assert await attempts.read_outcome(pool, run_id, 1) == first
+
+
+async def test_outcome_is_written_atomically_with_the_last_checkpoint(
+        pool: Any, new_run: Any) -> None:
+    registry = tasks.Registry()
+    calls = Counter[str]()
+
+    async def charge() -> None:
+        calls["charge"] += 1
+        raise ValueError("declined")
+
+    @tasks.task(id="atomic", registry=registry)
+    async def atomic(ctx: context.TaskContext, payload: dict[str, Any]) -> None:
+        ctx.state["tried"] = True
+        await ctx.step("charge", charge)
+
+    run_id = await new_run("atomic")
+    # Make writing any outcome fail, as a lost connection at commit time would.
+    async with pool.acquire() as conn:
+        await conn.execute("""
+            CREATE FUNCTION durakube.refuse_outcome() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'outcome refused'; END $$;
+            CREATE TRIGGER refuse_outcome BEFORE UPDATE ON durakube.attempts
+            FOR EACH ROW WHEN (NEW.outcome IS NOT NULL)
+            EXECUTE FUNCTION durakube.refuse_outcome();""")
+    with pytest.raises(asyncpg.RaiseError, match="outcome refused"):
+        await worker.run_attempt(pool, run_id, 1, registry)
+    # The failed step went down with the outcome: neither exists.
+    assert await steps.load_steps(pool, run_id) == []
+    assert await attempts.read_outcome(pool, run_id, 1) is None
+    run = await runs.load_run(pool, run_id)
+    assert run is not None and run.state == {} and run.error is None
+
+    async with pool.acquire() as conn:
+        await conn.execute("DROP TRIGGER refuse_outcome ON durakube.attempts")
+    outcome = await worker.run_attempt(pool, run_id, 2, registry)
+    assert outcome.kind == "failed"
+    (step,) = await steps.load_steps(pool, run_id)
+    assert (step.status, step.attempt, step.state) == ("failed", 2, {"tried": True})
+    assert calls == {"charge": 2}  # the unrecorded step ran again: at least once
+    run = await runs.load_run(pool, run_id)
+    assert run is not None and run.state == {"tried": True} and run.error == outcome.error
+
+
+async def test_success_records_output_state_and_attempt_together(
+        pool: Any, new_run: Any) -> None:
+    registry = tasks.Registry()
+
+    @tasks.task(id="sum", registry=registry)
+    async def total(ctx: context.TaskContext, payload: dict[str, Any]) -> dict[str, int]:
+        ctx.state["partial"] = await ctx.step("add", lambda: sum(payload["numbers"]))
+        ctx.state["done"] = True
+        return {"total": ctx.state["partial"]}
+
+    run_id = await new_run("sum", {"numbers": [1, 2, 3]})
+    outcome = await worker.run_attempt(pool, run_id, 1, registry, pod_name="sum-1")
+    assert outcome == attempts.Outcome("succeeded", output={"total": 6})
+    run = await runs.load_run(pool, run_id)
+    assert run is not None
+    assert (run.output, run.state, run.attempt) == ({"total": 6}, {"partial": 6, "done": True}, 1)
+    (attempt,) = await attempts.load_attempts(pool, run_id)
+    assert (attempt.pod_name, attempt.outcome, attempt.output) == ("sum-1", "succeeded",
+                                                                   {"total": 6})
+    assert attempt.finished_at is not None and attempt.finished_at >= attempt.started_at
