@@ -13,9 +13,10 @@ import contextlib
 import logging
 
 import prometheus_client
+from aiohttp import web
 
 from durakube.store import pools, queues, schema
-from durakube_operator import admitting, kubeapi, reconciling, workqueue
+from durakube_operator import admitting, delivering, kubeapi, reconciling, waking, webhooks, workqueue
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ class Controller:
         self.queue = workqueue.WorkQueue()
         self.admission = admitting.AdmissionLoop(context.db, self._admitted)
         context.poke_admission = self.admission.poke
+        self.waking = waking.WakingLoop(context.db, lambda namespace, name: self.queue.add((namespace, name)))
+        self.deliverer = delivering.Deliverer(context.db, self.waking.poke)
+        self._webhooks: web.AppRunner | None = None
         self._failures: dict[workqueue.Key, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._queue_status: dict[str, tuple[int, int]] = {}
@@ -46,8 +50,8 @@ class Controller:
                     if self._queue_status.get(queue) == (running, waiting):
                         continue
                     namespace, name = queue.split("/", 1)
-                    await self.context.api.patch_taskqueue_status(
-                        namespace, name, {"running": running, "queued": waiting})
+                    await self.context.api.patch_status(
+                        "taskqueues", namespace, name, {"running": running, "queued": waiting})
                     self._queue_status[queue] = (running, waiting)
             except asyncio.CancelledError:
                 raise
@@ -81,11 +85,17 @@ class Controller:
         controller._tasks.append(asyncio.create_task(controller.queue.run_delays()))
         controller._tasks.append(asyncio.create_task(controller.admission.run()))
         controller._tasks.append(asyncio.create_task(controller._publish_queue_counts()))
+        controller._tasks.append(asyncio.create_task(controller.waking.run()))
+        if settings.webhook_port:
+            controller._webhooks = await webhooks.serve(controller.deliverer, settings.webhook_port,
+                                                        settings.webhook_secret)
         for index in range(settings.workers):
             controller._tasks.append(asyncio.create_task(controller._work(), name=f"worker-{index}"))
         return controller
 
     async def stop(self) -> None:
+        if self._webhooks is not None:
+            await self._webhooks.cleanup()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -76,6 +76,17 @@ async def attempt_pod_changed(meta: kopf.Meta, namespace: str | None, memo: Any,
             memo.controller.queue.add((namespace, owner["name"]))
 
 
+@kopf.on.event(resources.GROUP, resources.VERSION, "taskevents")
+async def taskevent_changed(type: str, name: str, namespace: str | None, uid: str, body: kopf.Body,
+                            memo: Any, **_: Any) -> None:
+    if type == "DELETED" or namespace is None or (body.get("status") or {}).get("phase"):
+        return  # delivered (or refused) once already: a TaskEvent is a one-shot message
+    spec = resources.TaskEventSpec.model_validate(body.get("spec") or {})
+    status = await memo.controller.deliverer.deliver_task_event(spec, uid)
+    await memo.controller.context.api.patch_status(
+        "taskevents", namespace, name, status.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
 @kopf.on.probe(id="queued")
 async def queued_runs(memo: kopf.Memo, **_: Any) -> int:
     controller = memo.get("controller")

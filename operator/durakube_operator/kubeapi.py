@@ -91,22 +91,16 @@ class KubeApi:
         return await self._dict(self.custom.get_namespaced_custom_object,
                                 resources.GROUP, resources.VERSION, namespace, "tasks", name)
 
-    async def patch_taskrun_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_status(self, plural: str, namespace: str, name: str,
+                           status: dict[str, Any]) -> None:
+        """Merge-patches the status of one of our custom resources; a resource deleted
+        meanwhile (or a queue no TaskQueue defines) has no status left to keep."""
         try:
             await self._call(self.custom.patch_namespaced_custom_object_status,
-                             resources.GROUP, resources.VERSION, namespace, "taskruns", name,
+                             resources.GROUP, resources.VERSION, namespace, plural, name,
                              {"status": status})
         except ApiException as error:
-            if error.status != NotFound:  # deleted meanwhile: nothing left to report on
-                raise
-
-    async def patch_taskqueue_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        try:
-            await self._call(self.custom.patch_namespaced_custom_object_status,
-                             resources.GROUP, resources.VERSION, namespace, "taskqueues", name,
-                             {"status": status})
-        except ApiException as error:
-            if error.status != NotFound:  # a queue no TaskQueue defines has no status to keep
+            if error.status != NotFound:
                 raise
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:

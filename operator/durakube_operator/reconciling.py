@@ -25,7 +25,7 @@ import pydantic
 
 from durakube import durations, errors, resources
 from durakube import retry as retry_module
-from durakube.store import attempts, pools, queues, runs
+from durakube.store import attempts, payloads, pools, queues, runs, waitpoints
 from durakube_operator import conditions, kubeapi, metrics, pods, progress, reasons, validating
 from durakube_operator import settings as settings_module
 
@@ -108,8 +108,16 @@ async def _next_status(ctx: Context, body: dict[str, Any],
     task = resources.Task.model_validate(task_body)
 
     queue = queue_of(run, task, ctx.settings)
+    payload = run.spec.payload
+    if run.spec.payload_ref is not None:
+        stored = await payloads.get_payload(ctx.db, run.spec.payload_ref)
+        if stored is None:
+            return conditions.transition(
+                status, resources.Phase.FAILED, reasons.INVALID,
+                f"spec.payloadRef {run.spec.payload_ref} names no stored payload", generation), None
+        payload = stored
     await runs.register_run(ctx.db, run_id=meta.uid, namespace=meta.namespace, name=meta.name,
-                            task_id=task.spec.entrypoint, payload=run.spec.payload, queue=queue)
+                            task_id=task.spec.entrypoint, payload=payload, queue=queue)
     if ctx.settings.manage_database_secret and meta.namespace not in ctx.secrets_ensured:
         await ctx.api.ensure_secret(meta.namespace, ctx.settings.database_secret_name,
                                     {ctx.settings.database_secret_key: ctx.settings.database_url})
@@ -125,7 +133,11 @@ async def _next_status(ctx: Context, body: dict[str, Any],
             return status, 1.0  # look again once the pod is gone
         return _canceled(status, generation), None
 
-    if attempt == 0 or status.phase in (resources.Phase.BACKING_OFF, resources.Phase.QUEUED):
+    if status.phase == resources.Phase.SUSPENDED and not await _wait_is_over(ctx, meta.uid, status):
+        # No pod, no slot, no timer of its own: the waking loop or an event brings it back.
+        return status, None
+    if attempt == 0 or status.phase in (resources.Phase.BACKING_OFF, resources.Phase.QUEUED,
+                                        resources.Phase.SUSPENDED):
         due = status.next_attempt_at or _first_attempt_due(run)
         if due is not None and due > conditions.now():
             return status, (due - conditions.now()).total_seconds()
@@ -208,6 +220,14 @@ async def _wait_in_line(ctx: Context, run: resources.TaskRun, status: resources.
     return status, ctx.settings.resync_seconds
 
 
+async def _wait_is_over(ctx: Context, run_id: str, status: resources.TaskRunStatus) -> bool:
+    step = (status.waiting_for or {}).get("step")
+    if not isinstance(step, int):
+        return True  # nothing recorded to wait for: resume rather than hang
+    waitpoint = await waitpoints.load_waitpoint(ctx.db, run_id, step)
+    return waitpoint is None or waitpoint.completed_at is not None
+
+
 async def _release_slot(ctx: Context, run_id: str, queue: str | None) -> None:
     if await queues.release(ctx.db, run_id):
         ctx.poke_admission(queue)
@@ -226,7 +246,8 @@ async def _start_attempt(ctx: Context, run: resources.TaskRun, task: resources.T
     if not created:
         logger.info("adopting existing pod %s/%s", meta.namespace, pod_name)
     status = status.model_copy(update={"attempt": attempt, "pod_name": pod_name,
-                                       "next_attempt_at": None, "queue_position": None})
+                                       "next_attempt_at": None, "queue_position": None,
+                                       "waiting_for": None})
     return conditions.transition(status, resources.Phase.RUNNING, reasons.RUNNING,
                                  f"attempt {attempt} running in pod {pod_name}",
                                  meta.generation)
@@ -237,8 +258,9 @@ def _retry_policy(run: resources.TaskRun, task: resources.Task) -> retry_module.
 
 
 def _user_attempts(status: resources.TaskRunStatus) -> int:
-    """Attempts that count against maxAttempts: infrastructure failures do not."""
-    return int(status.attempt - status.infrastructure_failures)
+    """Attempts that count against maxAttempts: infrastructure failures and attempts
+    that ended by suspending (a wait) do not."""
+    return int(status.attempt - status.infrastructure_failures - status.resumes)
 
 
 async def _conclude(ctx: Context, run: resources.TaskRun, task: resources.Task,
@@ -247,6 +269,18 @@ async def _conclude(ctx: Context, run: resources.TaskRun, task: resources.Task,
     generation = run.metadata.generation
     assert run.metadata.uid is not None
     status = await progress.observe(ctx.db, status, run.metadata.uid, None)
+    if outcome.kind == "suspended":
+        # The pod of an attempt that ended by suspending did its work and recorded it:
+        # remove it, so a waiting run holds no pod at all, not even a finished one.
+        if status.pod_name:
+            await ctx.api.delete_pod(run.metadata.namespace or "", status.pod_name)
+        waiting_for = outcome.output if isinstance(outcome.output, dict) else {}
+        status = status.model_copy(update={"waiting_for": waiting_for,
+                                           "resumes": status.resumes + 1})
+        until = f" until {waiting_for['until']}" if waiting_for.get("until") else ""
+        return conditions.transition(status, resources.Phase.SUSPENDED, reasons.SUSPENDED,
+                                     f"waiting for {waiting_for.get('kind', 'something')}{until}; "
+                                     "no pod is held", generation)
     if outcome.kind == "succeeded":
         status = status.model_copy(update={"output": _preview(outcome.output), "last_error": None})
         return conditions.transition(status, resources.Phase.SUCCEEDED, reasons.SUCCEEDED,
@@ -362,7 +396,8 @@ async def _publish(ctx: Context, body: dict[str, Any], before: resources.TaskRun
         return
     # JSON merge patch: fields that went away are sent as null to remove them.
     patch: dict[str, Any] = {**{k: None for k in old if k not in new}, **new}
-    await ctx.api.patch_taskrun_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
+    await ctx.api.patch_status("taskruns", body["metadata"]["namespace"], body["metadata"]["name"],
+                               patch)
     if conditions.changed(before, after):
         condition = conditions.succeeded(after)
         assert condition is not None

@@ -34,6 +34,9 @@ class Settings:
     api_qps: float = 50.0
     metrics_port: int = 8080
     liveness_port: int = 8081
+    # Webhooks for tokens and events (0: off), and the bearer secret events need.
+    webhook_port: int = 8082
+    webhook_secret: str | None = None
     # Longest a run waits before its state is looked at again without any event.
     resync_seconds: float = 30.0
 
@@ -87,6 +90,8 @@ def from_environment() -> Settings:
         api_qps=_float("DURAKUBE_API_QPS", 50.0),
         metrics_port=_int("DURAKUBE_METRICS_PORT", 8080),
         liveness_port=_int("DURAKUBE_LIVENESS_PORT", 8081),
+        webhook_port=_int("DURAKUBE_WEBHOOK_PORT", 8082),
+        webhook_secret=os.environ.get("DURAKUBE_WEBHOOK_SECRET") or None,
         resync_seconds=_float("DURAKUBE_RESYNC_SECONDS", 30.0),
     )
     if settings.workers < 1:

@@ -48,7 +48,7 @@ def validate_run(run: resources.TaskRun, task_body: dict[str, Any]) -> Problem |
                 return Problem(reasons.INVALID, f"{where} must be longer than zero, got {text!r}")
         except errors.InvalidDuration as error:
             return Problem(reasons.INVALID, f"{where} is invalid: {error}")
-    if task.spec.input_schema:
+    if task.spec.input_schema and run.spec.payload_ref is None:
         found = schemas.problems(run.spec.payload, task.spec.input_schema)
         if found:
             shown = "; ".join(found[:5]) + (f" (and {len(found) - 5} more)" if len(found) > 5 else "")

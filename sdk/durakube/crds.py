@@ -21,7 +21,7 @@ CATEGORY = "durakube"
 
 # Keys of JSON schema that a structural schema keeps as they are.
 _KEPT = ("description", "pattern", "minimum", "maximum", "minLength", "maxLength", "maxItems",
-         "minItems", "enum", "format", "default")
+         "minItems", "enum", "format", "default", "x-kubernetes-validations")
 
 
 def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -143,6 +143,13 @@ def definitions() -> dict[str, dict[str, Any]]:
                 _column("Paused", ".spec.paused", "boolean"),
                 _column("Running", ".status.running", "integer"),
                 _column("Queued", ".status.queued", "integer"),
+                age,
+            ]),
+        "taskevents.durakube.io.yaml": _definition(
+            "TaskEvent", "taskevents", ["tev"], resources.TaskEventSpec, resources.TaskEventStatus, [
+                _column("Key", ".spec.key"),
+                _column("Phase", ".status.phase"),
+                _column("Delivered To", ".status.deliveredTo", "integer"),
                 age,
             ]),
         "taskruns.durakube.io.yaml": _definition(

@@ -101,6 +101,9 @@ class TaskRunSpec(Resource):
 
     task_ref: TaskRef
     payload: Annotated[FreeObject, Field(description="The task's input: any JSON object.")] = {}
+    payload_ref: Annotated[str | None, Field(
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="A payload too large for the object, stored in Postgres by the client.")] = None
     queue: Annotated[str | None, Field(pattern=NAME_PATTERN, max_length=63)] = None
     concurrency_key: Annotated[str | None, Field(max_length=253)] = None
     priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
@@ -158,6 +161,7 @@ class TaskRunStatus(Resource):
     run_id: str | None = None
     attempt: Annotated[int, Field(ge=0)] = 0
     infrastructure_failures: Annotated[int, Field(ge=0)] = 0
+    resumes: Annotated[int, Field(ge=0, description="Attempts that ended by suspending.")] = 0
     pod_name: str | None = None
     current_step: str | None = None
     completed_steps: Annotated[int, Field(ge=0)] = 0
@@ -187,6 +191,32 @@ class TaskQueueStatus(Resource):
     suspended: Annotated[int, Field(ge=0)] = 0
     conditions: list[Condition] = []
     observed_generation: int | None = None
+
+
+class TaskEventSpec(Resource):
+    """An event for the runs waiting on `key`, or the completion of one waitpoint `token`."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.key) != has(self.token)",
+         "message": "give exactly one of spec.key (an event) and spec.token (a waitpoint token)"}]})
+    key: Annotated[str | None, Field(min_length=1, max_length=253,
+                                     description="Delivered to every run waiting on this key.")] = None
+    token: Annotated[str | None, Field(pattern=r"^wpt_[A-Za-z0-9_-]{16,}$",
+                                       description="Completes the wait of this waitpoint token.")] = None
+    data: Annotated[FreeObject, Field(description="What the wait returns to the task.")] = {}
+
+
+class DeliveryPhase(StrEnum):
+    DELIVERED = "Delivered"
+    BUFFERED = "Buffered"
+    FAILED = "Failed"
+
+
+class TaskEventStatus(Resource):
+    phase: DeliveryPhase | None = None
+    delivered_to: Annotated[int, Field(ge=0)] = 0
+    delivered_at: datetime | None = None
+    message: str = ""
 
 
 class ObjectMeta(BaseModel):

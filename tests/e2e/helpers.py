@@ -48,8 +48,12 @@ class OperatorProcess:
     """The operator as a child process that tests may kill and start again."""
 
     def __init__(self, cluster: devcluster_cluster.Cluster, database_url: str, log: Path) -> None:
+        self.webhook_port = _free_port()
+        self.metrics_port = _free_port()
         self.env = {**cluster.env(), "DURAKUBE_DATABASE_URL": database_url,
-                    "DURAKUBE_METRICS_PORT": "0", "DURAKUBE_LIVENESS_PORT": str(_free_port()),
+                    "DURAKUBE_METRICS_PORT": str(self.metrics_port),
+                    "DURAKUBE_LIVENESS_PORT": str(_free_port()),
+                    "DURAKUBE_WEBHOOK_PORT": str(self.webhook_port),
                     "DURAKUBE_RESYNC_SECONDS": "5"}
         self.database_url = database_url
         self.log = log
@@ -74,6 +78,14 @@ class OperatorProcess:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.webhook_port}"
+
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

@@ -67,3 +67,26 @@ async def nap(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, A
 
     await ctx.step("sleep", sleep)
     return {"slept": payload["seconds"], "tenant": payload.get("tenant")}
+
+
+@durakube.task(id="nap-and-resume")
+async def nap_and_resume(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A step, a durable sleep (until an absolute time if given), another step."""
+    await ctx.step("before", count, ctx, "before")
+    if "until" in payload:
+        await ctx.sleep_until(datetime.fromisoformat(payload["until"]))
+    else:
+        await ctx.sleep(payload["seconds"])
+    await ctx.step("after", count, ctx, "after")
+    return {"attempt": ctx.attempt}
+
+
+@durakube.task(id="await-event")
+async def await_event(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Waits for an event on `payload["key"]`; a timeout is handled, not fatal."""
+    await ctx.step("before", count, ctx, "before")
+    try:
+        data = await ctx.wait_for_event(payload["key"], timeout=payload.get("timeout"))
+    except durakube.WaitTimedOut as error:
+        return {"timedOut": True, "message": str(error)}
+    return {"timedOut": False, "data": data}

@@ -1,0 +1,253 @@
+"""Waitpoints: what a suspended run waits for, and the events and tokens that end a wait.
+
+A task that waits longer than a few seconds records a waitpoint (its step's seq, a
+kind — sleep, event or token — and a deadline `wake_at`) and its pod exits. The
+wait ends in one of three ways, each a single UPDATE that sets `completed_at`:
+
+- its deadline passes (`fire_due_timers`, the operator's one timer loop over the
+  indexed `wake_at`): a sleep completes, an event or token wait times out;
+- an event is sent to its key (`send_event`);
+- its token is completed (`complete_token`).
+
+The operator then resumes the run (`runs_to_resume` / `mark_resumed`). Events sent
+to a key nobody waits on are buffered for a retention period, and the next wait on
+that key takes the oldest one (`wait_for_event_txn`); a per-key advisory lock makes
+"check the buffer, else start waiting" and "deliver, else buffer" exclusive, so no
+event is lost between the two.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from durakube import errors
+from durakube.store import pools
+
+Kind = Literal["sleep", "event", "token"]
+DEFAULT_EVENT_RETENTION = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Waitpoint:
+    run_id: str
+    seq: int
+    kind: Kind
+    key: str | None
+    token: str | None
+    wake_at: datetime | None
+    data: Any
+    completed_at: datetime | None
+    timed_out: bool
+
+    @classmethod
+    def from_record(cls, record: Any) -> Waitpoint:
+        return cls(run_id=record["run_id"], seq=record["seq"], kind=record["kind"],
+                   key=record["key"], token=record["token"], wake_at=record["wake_at"],
+                   data=record["data"], completed_at=record["completed_at"],
+                   timed_out=record["timed_out"])
+
+    def describe(self) -> dict[str, Any]:
+        """What `status.waitingFor` shows."""
+        shown: dict[str, Any] = {"kind": self.kind, "step": self.seq}
+        if self.key is not None:
+            shown["key"] = self.key
+        if self.token is not None:
+            shown["token"] = self.token
+        if self.wake_at is not None:
+            shown["until"] = self.wake_at.isoformat()
+        return shown
+
+
+class TokenNotFound(errors.DurakubeError):
+    """No waitpoint has this token."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(f"no waitpoint has token {token[:6]}…: check the token, it is case-sensitive")
+
+
+class TokenAlreadyCompleted(errors.DurakubeError):
+    """The token's wait has ended already (completed or timed out)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(f"the waitpoint of token {token[:6]}… was completed already")
+
+
+def new_token() -> str:
+    """An unguessable token (192 bits), safe in a URL."""
+    return "wpt_" + secrets.token_urlsafe(24)
+
+
+_COLUMNS = "run_id, seq, kind, key, token, wake_at, data, completed_at, timed_out"
+
+
+async def load_waitpoint(db: pools.Database, run_id: str, seq: int) -> Waitpoint | None:
+    async with pools.connection(db) as conn:
+        record = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM durakube.waitpoints WHERE run_id = $1 AND seq = $2", run_id, seq)
+    return None if record is None else Waitpoint.from_record(record)
+
+
+async def load_waitpoint_by_token(db: pools.Database, token: str) -> Waitpoint | None:
+    async with pools.connection(db) as conn:
+        record = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM durakube.waitpoints WHERE token = $1", token)
+    return None if record is None else Waitpoint.from_record(record)
+
+
+async def pending_waitpoint(db: pools.Database, run_id: str) -> Waitpoint | None:
+    """The run's wait still open, if any (a suspended run with none is ready to resume)."""
+    async with pools.connection(db) as conn:
+        record = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM durakube.waitpoints WHERE run_id = $1 AND completed_at IS NULL"
+            " ORDER BY seq DESC LIMIT 1", run_id)
+    return None if record is None else Waitpoint.from_record(record)
+
+
+async def create_waitpoint(db: pools.Database, *, run_id: str, seq: int, kind: Kind,
+                           wake_at: datetime | None, key: str | None = None,
+                           token: str | None = None) -> Waitpoint:
+    """Records a wait (idempotent per (run, seq): a replayed attempt gets the first one)."""
+    async with pools.transaction(db) as conn:
+        return await _create_waitpoint_txn(conn, run_id, seq, kind, wake_at, key, token)
+
+
+async def _create_waitpoint_txn(conn: Any, run_id: str, seq: int, kind: Kind,
+                                wake_at: datetime | None, key: str | None,
+                                token: str | None) -> Waitpoint:
+    await conn.execute("""
+        INSERT INTO durakube.waitpoints (run_id, seq, kind, key, token, wake_at)
+        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, seq) DO NOTHING""",
+        run_id, seq, kind, key, token, wake_at)
+    record = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM durakube.waitpoints WHERE run_id = $1 AND seq = $2", run_id, seq)
+    return Waitpoint.from_record(record)
+
+
+async def _lock_key_txn(conn: Any, key: str) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('durakube-event:' || $1, 0))", key)
+
+
+async def wait_for_event(db: pools.Database, *, run_id: str, seq: int, key: str,
+                         wake_at: datetime | None) -> Waitpoint:
+    """Starts waiting for an event on `key`, taking a buffered one if there is one
+    (then the returned waitpoint is already completed)."""
+    async with pools.transaction(db) as conn:
+        await _lock_key_txn(conn, key)
+        existing = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM durakube.waitpoints WHERE run_id = $1 AND seq = $2", run_id, seq)
+        if existing is not None:
+            return Waitpoint.from_record(existing)
+        buffered = await conn.fetchrow("""
+            UPDATE durakube.events SET consumed_by = $2, consumed_seq = $3, consumed_at = now()
+            WHERE event_id = (
+                SELECT event_id FROM durakube.events
+                WHERE key = $1 AND consumed_by IS NULL AND delivered_to = 0 AND expires_at > now()
+                ORDER BY created_at LIMIT 1 FOR UPDATE)
+            RETURNING data""", key, run_id, seq)
+        waitpoint = await _create_waitpoint_txn(conn, run_id, seq, "event", wake_at, key, None)
+        if buffered is None:
+            return waitpoint
+        await conn.execute("""
+            UPDATE durakube.waitpoints SET data = $3, completed_at = now()
+            WHERE run_id = $1 AND seq = $2""", run_id, seq, buffered["data"])
+        record = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM durakube.waitpoints WHERE run_id = $1 AND seq = $2", run_id, seq)
+        return Waitpoint.from_record(record)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What sending an event did: the runs it completed a wait of, or that it was buffered."""
+
+    event_id: str
+    run_ids: list[str]
+    buffered: bool
+
+
+async def send_event(db: pools.Database, key: str, data: Any = None, *, event_id: str | None = None,
+                     retention: timedelta = DEFAULT_EVENT_RETENTION) -> Delivery:
+    """Delivers an event to every run waiting on `key`, or buffers it for the next one.
+
+    With an `event_id` (say, a TaskEvent's uid) sending is idempotent: the same id
+    sent twice is delivered once, and the second call reports the first delivery.
+    """
+    event_id = event_id or secrets.token_hex(16)
+    async with pools.transaction(db) as conn:
+        await _lock_key_txn(conn, key)
+        inserted = await conn.fetchval("""
+            INSERT INTO durakube.events (event_id, key, data, expires_at)
+            VALUES ($1, $2, $3, now() + $4::interval) ON CONFLICT (event_id) DO NOTHING
+            RETURNING event_id""", event_id, key, data, retention)
+        if inserted is None:
+            record = await conn.fetchrow(
+                "SELECT delivered_runs, delivered_to FROM durakube.events WHERE event_id = $1", event_id)
+            runs = list(record["delivered_runs"] or [])
+            return Delivery(event_id, runs, buffered=record["delivered_to"] == 0)
+        rows = await conn.fetch("""
+            UPDATE durakube.waitpoints SET data = $2, completed_at = now()
+            WHERE kind = 'event' AND key = $1 AND completed_at IS NULL
+            RETURNING run_id""", key, data)
+        runs = [row["run_id"] for row in rows]
+        await conn.execute("""
+            UPDATE durakube.events SET delivered_to = $2, delivered_runs = $3 WHERE event_id = $1""",
+            event_id, len(runs), runs)
+    return Delivery(event_id, runs, buffered=not runs)
+
+
+async def complete_token(db: pools.Database, token: str, data: Any = None) -> str:
+    """Completes the wait of `token` with `data`; returns its run id.
+
+    Raises `TokenNotFound` for an unknown token and `TokenAlreadyCompleted` when the
+    wait has ended already, so a webhook can answer 404 or 409.
+    """
+    async with pools.transaction(db) as conn:
+        run_id = await conn.fetchval("""
+            UPDATE durakube.waitpoints SET data = $2, completed_at = now()
+            WHERE token = $1 AND completed_at IS NULL RETURNING run_id""", token, data)
+        if run_id is not None:
+            return str(run_id)
+        if await conn.fetchval("SELECT 1 FROM durakube.waitpoints WHERE token = $1", token):
+            raise TokenAlreadyCompleted(token)
+        raise TokenNotFound(token)
+
+
+async def fire_due_timers(db: pools.Database, limit: int = 1000) -> int:
+    """Ends the waits whose deadline has passed: sleeps complete, other waits time out.
+    Returns how many ended (the caller loops while it is `limit`)."""
+    async with pools.connection(db) as conn:
+        status = await conn.execute("""
+            UPDATE durakube.waitpoints w SET completed_at = now(), timed_out = (w.kind <> 'sleep')
+            FROM (SELECT run_id, seq FROM durakube.waitpoints
+                  WHERE completed_at IS NULL AND wake_at <= now()
+                  ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+            WHERE w.run_id = due.run_id AND w.seq = due.seq""", limit)
+    return int(status.split()[-1])
+
+
+async def next_wake_at(db: pools.Database) -> datetime | None:
+    async with pools.connection(db) as conn:
+        value: datetime | None = await conn.fetchval(
+            "SELECT min(wake_at) FROM durakube.waitpoints WHERE completed_at IS NULL")
+        return value
+
+
+async def runs_to_resume(db: pools.Database, limit: int = 1000) -> list[tuple[str, str, str]]:
+    """(run id, namespace, name) of runs whose wait ended and that were not resumed yet."""
+    async with pools.connection(db) as conn:
+        records = await conn.fetch("""
+            SELECT w.run_id, r.namespace, r.name FROM durakube.waitpoints w
+            JOIN durakube.runs r USING (run_id)
+            WHERE w.completed_at IS NOT NULL AND w.resumed_at IS NULL
+            ORDER BY w.completed_at LIMIT $1""", limit)
+    return [(r["run_id"], r["namespace"], r["name"]) for r in records]
+
+
+async def mark_resumed(db: pools.Database, run_ids: list[str]) -> None:
+    async with pools.connection(db) as conn:
+        await conn.execute("""
+            UPDATE durakube.waitpoints SET resumed_at = now()
+            WHERE run_id = ANY($1::text[]) AND completed_at IS NOT NULL AND resumed_at IS NULL""",
+            run_ids)

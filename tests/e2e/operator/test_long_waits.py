@@ -1,0 +1,207 @@
+"""Long waits end to end: runs suspend without a pod and resume on timers, events, tokens.
+
+The approval example is approved through each delivery path: the Python SDK's
+store call, a TaskEvent applied with kubectl, and the operator's webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from helpers import OperatorProcess, get_taskrun, kubectl, load_yaml, wait_for, wait_for_phase
+from test_taskrun_lifecycle import attempt_pods, create, effects, run_manifest, task_manifest
+
+from devcluster import cluster as devcluster_cluster
+from durakube.store import pools, waitpoints
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
+
+ROOT = Path(__file__).resolve().parents[3]
+SUSPEND_ALL_WITHIN = 240
+
+
+def start_approval(custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
+                   namespace: str) -> str:
+    """Applies the approval example and returns the token once the run waits for it."""
+    for body in load_yaml((ROOT / "examples" / "approval-workflow.yaml").read_text()):
+        create(custom, namespace, body)
+    run = wait_for_phase(custom, namespace, "approve-q3-report", {"Suspended", "Failed"})
+    assert run["status"]["phase"] == "Suspended", run["status"]
+    waiting = run["status"]["waitingFor"]
+    assert waiting["kind"] == "token"
+    # Waiting holds no pod at all, not even a finished one.
+    wait_for(lambda: not attempt_pods(core, namespace), what="the suspended attempt's pod removed")
+    return str(waiting["token"])
+
+
+def finish_approval(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> dict[str, Any]:
+    run = wait_for_phase(custom, namespace, "approve-q3-report", {"Succeeded", "Failed"})
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["output"] == {"status": "published", "reportId": "q3-report"}
+    assert run["status"]["attempt"] == 2
+    return run
+
+
+def complete_token_with_sdk(database_url: str, token: str, data: Any) -> str:
+    async def complete() -> str:
+        pool = await pools.connect(database_url)
+        try:
+            return await waitpoints.complete_token(pool, token, data)
+        finally:
+            await pool.close()
+
+    return asyncio.run(complete())
+
+
+def test_approval_completed_through_the_python_sdk(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+    token = start_approval(custom, core, namespace)
+    complete_token_with_sdk(operator.database_url, token, {"approved": True})
+    finish_approval(custom, namespace)
+    with pytest.raises(waitpoints.TokenAlreadyCompleted):
+        complete_token_with_sdk(operator.database_url, token, {"approved": False})
+
+
+def test_approval_completed_with_a_task_event(
+        cluster: devcluster_cluster.Cluster, namespace: str,
+        custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api) -> None:
+    token = start_approval(custom, core, namespace)
+    manifest = (ROOT / "examples" / "approve.yaml").read_text().replace(
+        "wpt_REPLACE_WITH_THE_TOKEN_0000", token)
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=manifest)
+    finish_approval(custom, namespace)
+    event = custom.get_namespaced_custom_object("durakube.io", "v1alpha1", namespace, "taskevents",
+                                                "approve-q3-report")
+    assert event["status"]["phase"] == "Delivered"
+
+
+def test_approval_completed_through_the_webhook(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+    token = start_approval(custom, core, namespace)
+
+    def post(path: str, data: Any) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(operator.webhook_url + path, method="POST",
+                                         data=json.dumps(data).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    assert post("/v1/tokens/wpt_notarealtoken0000000000/complete", {})[0] == 404
+    status, body = post(f"/v1/tokens/{token}/complete", {"approved": True})
+    assert status == 200, body
+    finish_approval(custom, namespace)
+    status, body = post(f"/v1/tokens/{token}/complete", {"approved": True})
+    assert status == 409 and "completed already" in body["error"]
+
+
+def test_task_event_with_bad_spec_is_refused_by_the_schema(
+        cluster: devcluster_cluster.Cluster, namespace: str) -> None:
+    manifest = {"apiVersion": "durakube.io/v1alpha1", "kind": "TaskEvent",
+                "metadata": {"name": "both"}, "spec": {"key": "k", "token": "wpt_" + "a" * 20}}
+    result = kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=json.dumps(manifest),
+                     check=False)
+    assert result.returncode != 0 and "exactly one of spec.key" in result.stderr
+
+
+def test_three_second_sleep_resumes_in_a_new_pod_without_rerunning_steps(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+    create(custom, namespace, task_manifest("napper", "nap-and-resume"),
+           run_manifest("sleeper", "napper", {"seconds": 3}))
+    suspended = wait_for_phase(custom, namespace, "sleeper", {"Suspended", "Succeeded"})
+    assert suspended["status"]["phase"] == "Suspended"
+    assert suspended["status"]["waitingFor"]["kind"] == "sleep"
+    run = wait_for_phase(custom, namespace, "sleeper", {"Succeeded", "Failed"})
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["output"] == {"attempt": 2}
+    assert effects(operator.database_url, run["metadata"]["uid"]) == {"before": 1, "after": 1}
+    assert [p.metadata.name for p in attempt_pods(core, namespace)] == ["sleeper-2"]
+
+
+def test_wait_timeout_resumes_the_run_with_an_error_it_handles(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
+    create(custom, namespace, task_manifest("waiter", "await-event"),
+           run_manifest("times-out", "waiter", {"key": "never-sent", "timeout": "3s"}))
+    run = wait_for_phase(custom, namespace, "times-out", {"Succeeded", "Failed"})
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["output"]["timedOut"] is True
+    assert "never-sent" in run["status"]["output"]["message"]
+
+
+def test_event_sent_before_the_wait_is_buffered_not_lost(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        operator: OperatorProcess) -> None:
+    key = f"order-{namespace}"
+
+    async def send() -> waitpoints.Delivery:
+        pool = await pools.connect(operator.database_url)
+        try:
+            return await waitpoints.send_event(pool, key, {"paid": True})
+        finally:
+            await pool.close()
+
+    assert asyncio.run(send()).buffered
+    create(custom, namespace, task_manifest("waiter", "await-event"),
+           run_manifest("early-bird", "waiter", {"key": key, "timeout": "1h"}))
+    run = wait_for_phase(custom, namespace, "early-bird", {"Succeeded", "Failed"})
+    assert run["status"]["output"] == {"timedOut": False, "data": {"paid": True}}
+    assert run["status"]["attempt"] == 1  # taken from the buffer: no suspension needed
+
+
+def test_cancel_a_suspended_run(namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
+    create(custom, namespace, task_manifest("waiter", "await-event"),
+           run_manifest("never", "waiter", {"key": f"nothing-{namespace}", "timeout": "7d"}))
+    wait_for_phase(custom, namespace, "never", {"Suspended"})
+    custom.patch_namespaced_custom_object("durakube.io", "v1alpha1", namespace, "taskruns", "never",
+                                          {"spec": {"cancel": True}})
+    run = wait_for_phase(custom, namespace, "never", {"Canceled"})
+    assert run["status"]["attempt"] == 1
+
+
+def test_operator_killed_with_200_runs_suspended_resumes_each_exactly_once(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+    names = [f"timer-{i}" for i in range(200)]
+    # Far enough out for 200 worker pods to start and suspend on 2 cores, then all due at once.
+    wake = (datetime.now(UTC) + timedelta(seconds=SUSPEND_ALL_WITHIN)).isoformat()
+    create(custom, namespace, task_manifest("napper", "nap-and-resume"),
+           *[run_manifest(name, "napper", {"until": wake}) for name in names])
+
+    def all_suspended() -> bool:
+        runs = custom.list_namespaced_custom_object("durakube.io", "v1alpha1", namespace,
+                                                    "taskruns")["items"]
+        return sum(1 for r in runs if (r.get("status") or {}).get("phase") == "Suspended") == 200
+
+    wait_for(all_suspended, timeout=SUSPEND_ALL_WITHIN, interval=1, what="200 runs suspended")
+    operator.kill()
+    wait_for(lambda: not [p for p in attempt_pods(core, namespace)], timeout=60,
+             what="no pod while suspended")
+    remaining = (datetime.fromisoformat(wake) - datetime.now(UTC)).total_seconds()
+    if remaining > 0:
+        asyncio.run(asyncio.sleep(remaining + 2))  # the timers fall due while no operator runs
+    operator.start()
+
+    def all_succeeded() -> list[dict[str, Any]] | None:
+        runs = custom.list_namespaced_custom_object("durakube.io", "v1alpha1", namespace,
+                                                    "taskruns")["items"]
+        done = [r for r in runs if (r.get("status") or {}).get("phase") == "Succeeded"]
+        return runs if len(done) == 200 else None
+
+    runs = wait_for(all_succeeded, timeout=300, interval=1, what="200 runs resumed and succeeded")
+    for run in runs:
+        assert run["status"]["attempt"] == 2, run["metadata"]["name"]
+        assert effects(operator.database_url, run["metadata"]["uid"]) == {"before": 1, "after": 1}
+    assert get_taskrun(custom, namespace, "timer-0")["status"]["resumes"] == 1
