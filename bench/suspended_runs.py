@@ -1,0 +1,116 @@
+"""What suspended runs cost the operator: memory and CPU while N runs wait.
+
+Starts a test bed, Postgres and the operator (its real entry point), measures the
+idle operator (the peer: same process, no runs), then submits N runs that each
+take one step and sleep for an hour, waits until all N are Suspended, checks that
+they hold no pod, and measures the operator again: resident memory, and CPU used
+over a quiet interval. Prints both and the ratios.
+
+    .venv/bin/python bench/suspended_runs.py [N]     (default 1000; about 3 pods/s on 2 cores)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from devcluster import cluster, ports, postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+QUIET_SECONDS = 30
+
+
+def kubectl(bed: cluster.Cluster, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run([str(BIN / "kubectl"), *args], env=bed.env(), input=stdin,
+                            capture_output=True, text=True, timeout=300, check=True)
+    return result.stdout
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quiet_cpu_percent(pid: int) -> float:
+    before = cpu_seconds(pid)
+    time.sleep(QUIET_SECONDS)
+    return 100 * (cpu_seconds(pid) - before) / QUIET_SECONDS
+
+
+def count_phases(bed: cluster.Cluster) -> dict[str, int]:
+    out = kubectl(bed, "get", "taskruns", "-o", "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}")
+    counts: dict[str, int] = {}
+    for phase in out.split():
+        counts[phase] = counts.get(phase, 0) + 1
+    return counts
+
+
+def main() -> int:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    with tempfile.TemporaryDirectory(prefix="durakube-bench-") as folder:
+        state = Path(folder)
+        bed = cluster.start(state / "cluster")
+        database = postgres.start(state / "postgres")
+        operator = None
+        try:
+            kubectl(bed, "apply", "-f", str(ROOT / "crds"))
+            kubectl(bed, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+            env = {**bed.env(), "DURAKUBE_DATABASE_URL": database.create_database("durakube"),
+                   "DURAKUBE_LIVENESS_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
+                   "DURAKUBE_METRICS_PORT": "0", "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": "1000"}
+            log = open(state / "operator.log", "wb")  # noqa: SIM115 - lives as long as the operator
+            operator = subprocess.Popen([str(BIN / "durakube-operator")], env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            time.sleep(5)
+            idle_rss, idle_cpu = rss_mib(operator.pid), quiet_cpu_percent(operator.pid)
+
+            task = {"apiVersion": "durakube.io/v1alpha1", "kind": "Task", "metadata": {"name": "napper"},
+                    "spec": {"image": "ghcr.io/durakube/test-tasks:dev", "entrypoint": "nap-and-resume",
+                             "modules": ["behaviours"]}}
+            runs = [{"apiVersion": "durakube.io/v1alpha1", "kind": "TaskRun",
+                     "metadata": {"name": f"waiter-{i}"},
+                     "spec": {"taskRef": {"name": "napper"}, "payload": {"seconds": 3600}}}
+                    for i in range(count)]
+            started = time.monotonic()
+            kubectl(bed, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                             "items": [task, *runs]}))
+            while count_phases(bed).get("Suspended", 0) < count:
+                time.sleep(5)
+                print(f"  {count_phases(bed)} after {time.monotonic() - started:.0f}s", flush=True)
+            suspend_seconds = time.monotonic() - started
+            pods = kubectl(bed, "get", "pods", "-l", "app.kubernetes.io/managed-by=durakube",
+                           "-o", "name").split()
+            time.sleep(10)  # let the last reconciles settle before measuring the quiet state
+            busy_rss, busy_cpu = rss_mib(operator.pid), quiet_cpu_percent(operator.pid)
+            print(f"\n{count} runs suspended in {suspend_seconds:.0f}s "
+                  f"({count / suspend_seconds:.1f} runs/s through start, step and suspend)")
+            print(f"pods held by suspended runs: {len(pods)}")
+            print(f"operator RSS:  idle {idle_rss:.1f} MiB, with {count} suspended {busy_rss:.1f} MiB "
+                  f"(+{busy_rss - idle_rss:.1f} MiB, {busy_rss / idle_rss:.2f}x)")
+            print(f"operator CPU over {QUIET_SECONDS}s: idle {idle_cpu:.2f}%, with {count} suspended "
+                  f"{busy_cpu:.2f}%")
+            return 0 if not pods else 1
+        finally:
+            if operator is not None:
+                os.killpg(operator.pid, signal.SIGTERM)
+                operator.wait(timeout=30)
+            bed.stop()
+            database.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
