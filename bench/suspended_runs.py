@@ -72,7 +72,7 @@ def main() -> int:
             env = {**bed.env(), "DURAKUBE_DATABASE_URL": database.create_database("durakube"),
                    "DURAKUBE_LIVENESS_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
                    "DURAKUBE_METRICS_PORT": "0", "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": "1000"}
-            log = open(state / "operator.log", "wb")  # noqa: SIM115 - lives as long as the operator
+            log = open(state / "operator.log", "wb")
             operator = subprocess.Popen([str(BIN / "durakube-operator")], env=env, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
             time.sleep(5)
