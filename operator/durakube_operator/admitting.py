@@ -94,7 +94,7 @@ class AdmissionLoop:
         self.interval = interval
         self._poked: set[str] = set()
         self._wakeup = asyncio.Event()
-        self.counts: dict[str, tuple[int, int, int | None]] = {}
+        self.counts: dict[str, queues.Counts] = {}
 
     def poke(self, queue: str | None = None) -> None:
         """Asks for a pass soon: over `queue`, or over every queue with waiting runs."""

@@ -36,7 +36,7 @@ class Controller:
         self._webhooks: web.AppRunner | None = None
         self._failures: dict[workqueue.Key, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._queue_status: dict[str, tuple[int, int]] = {}
+        self._queue_status: dict[str, tuple[int, int, int]] = {}
 
     def _admitted(self, run: queues.Waiting) -> None:
         self.queue.add((run.namespace, run.name))
@@ -46,13 +46,16 @@ class Controller:
         while True:
             await asyncio.sleep(1.0)
             try:
-                for queue, (running, waiting, _) in self.admission.counts.items():
-                    if self._queue_status.get(queue) == (running, waiting):
+                for queue, count in self.admission.counts.items():
+                    shown = (count.running, count.waiting, count.suspended)
+                    if self._queue_status.get(queue) == shown:
                         continue
                     namespace, name = queue.split("/", 1)
                     await self.context.api.patch_status(
-                        "taskqueues", namespace, name, {"running": running, "queued": waiting})
-                    self._queue_status[queue] = (running, waiting)
+                        "taskqueues", namespace, name,
+                        {"running": count.running, "queued": count.waiting,
+                         "suspended": count.suspended})
+                    self._queue_status[queue] = shown
             except asyncio.CancelledError:
                 raise
             except Exception as error:

@@ -398,6 +398,9 @@ async def _publish(ctx: Context, body: dict[str, Any], before: resources.TaskRun
     patch: dict[str, Any] = {**{k: None for k in old if k not in new}, **new}
     await ctx.api.patch_status("taskruns", body["metadata"]["namespace"], body["metadata"]["name"],
                                patch)
+    if before.phase != after.phase and after.run_id and after.phase is not None:
+        # Postgres mirrors the phase: history outlives the TaskRun, and queues count by it.
+        await runs.set_run_status(ctx.db, after.run_id, str(after.phase))
     if conditions.changed(before, after):
         condition = conditions.succeeded(after)
         assert condition is not None

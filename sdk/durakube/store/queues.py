@@ -128,16 +128,28 @@ async def queues_with_waiting_runs(db: pools.Database) -> list[str]:
             "SELECT DISTINCT queue FROM durakube.queue_waiting ORDER BY queue")]
 
 
-async def counts(db: pools.Database) -> dict[str, tuple[int, int, int | None]]:
-    """Queue -> (running, waiting, limit) for every known queue."""
+@dataclass(frozen=True)
+class Counts:
+    running: int
+    waiting: int
+    suspended: int
+    limit: int  # 0 when paused
+
+
+async def counts(db: pools.Database) -> dict[str, Counts]:
+    """Queue -> its counts, for every known queue."""
     async with pools.connection(db) as conn:
         records = await conn.fetch("""
             SELECT q.queue, q.concurrency_limit, q.paused,
                    (SELECT count(*) FROM durakube.queue_slots s WHERE s.queue = q.queue) AS running,
-                   (SELECT count(*) FROM durakube.queue_waiting w WHERE w.queue = q.queue) AS waiting
+                   (SELECT count(*) FROM durakube.queue_waiting w WHERE w.queue = q.queue) AS waiting,
+                   (SELECT count(*) FROM durakube.runs r
+                    WHERE r.queue = q.queue AND r.status = 'Suspended') AS suspended
             FROM durakube.queues q""")
-    return {r["queue"]: (int(r["running"]), int(r["waiting"]),
-                         0 if r["paused"] else int(r["concurrency_limit"])) for r in records}
+    return {r["queue"]: Counts(running=int(r["running"]), waiting=int(r["waiting"]),
+                               suspended=int(r["suspended"]),
+                               limit=0 if r["paused"] else int(r["concurrency_limit"]))
+            for r in records}
 
 
 async def load_slots(db: pools.Database) -> list[Slot]:

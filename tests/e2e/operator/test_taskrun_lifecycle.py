@@ -261,3 +261,18 @@ def test_deleting_a_taskrun_removes_its_pods_and_keeps_its_history(
     row = asyncio.run(history())
     assert json.loads(row["output"]) == {"attempt": 1}
     assert row["steps"] == 1
+
+
+def test_deleted_pod_is_an_infrastructure_failure_resumed_from_checkpoint(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+    create(custom, namespace, task_manifest("sleepy", "sleepy", retry={"maxAttempts": 1}),
+           run_manifest("evicted", "sleepy", {"seconds": 600}))
+    wait_for(lambda: get_taskrun(custom, namespace, "evicted").get("status", {})
+             .get("currentStep") == "first", what="the first step recorded")
+    core.delete_namespaced_pod("evicted-1", namespace)
+    run = wait_for_phase(custom, namespace, "evicted", {"Succeeded", "Failed"})
+    # maxAttempts is 1, yet the run goes on: a lost pod does not use the user's attempts.
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["infrastructureFailures"] == 1
+    assert effects(operator.database_url, run["metadata"]["uid"]) == {"first": 1, "second": 1}
