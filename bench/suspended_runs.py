@@ -68,7 +68,8 @@ def main() -> int:
         operator = None
         try:
             kubectl(bed, "apply", "-f", str(ROOT / "crds"))
-            kubectl(bed, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+            time.sleep(3)
+            kubectl(bed, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(ROOT / "crds"))
             env = {**bed.env(), "DURAKUBE_DATABASE_URL": database.create_database("durakube"),
                    "DURAKUBE_LIVENESS_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
                    "DURAKUBE_METRICS_PORT": "0", "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": "1000"}

@@ -55,9 +55,7 @@ def main() -> int:
 
             _say("installing the CRDs")
             print(_kubectl(bed, "apply", "-f", str(ROOT / "crds")))
-            _kubectl(bed, "wait", "--for=condition=Established", "--timeout=60s",
-                     "crd/tasks.durakube.io", "crd/taskruns.durakube.io",
-                     "crd/taskqueues.durakube.io")
+            _wait_established(bed)
 
             _say("starting the operator (durakube-operator)")
             log = open(state / "operator.log", "wb")
@@ -100,6 +98,20 @@ def main() -> int:
                     os.killpg(operator.pid, signal.SIGKILL)
             bed.stop()
             database.stop()
+
+
+def _wait_established(bed: cluster.Cluster, timeout: float = 90) -> None:
+    # Right after apply, a CRD may have no status yet and kubectl wait refuses it: retry.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _kubectl(bed, "wait", "--for=condition=Established", "--timeout=30s",
+                     "-f", str(ROOT / "crds"))
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _wait_for_end(bed: cluster.Cluster, timeout: float = 180) -> str:

@@ -16,7 +16,16 @@ import prometheus_client
 from aiohttp import web
 
 from durakube.store import pools, queues, schema
-from durakube_operator import admitting, delivering, kubeapi, reconciling, waking, webhooks, workqueue
+from durakube_operator import (
+    admitting,
+    delivering,
+    kubeapi,
+    reconciling,
+    spawning,
+    waking,
+    webhooks,
+    workqueue,
+)
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -32,7 +41,9 @@ class Controller:
         self.admission = admitting.AdmissionLoop(context.db, self._admitted)
         context.poke_admission = self.admission.poke
         self.waking = waking.WakingLoop(context.db, lambda namespace, name: self.queue.add((namespace, name)))
+        context.wake_waiting_runs = self.waking.poke
         self.deliverer = delivering.Deliverer(context.db, self.waking.poke)
+        self.spawning = spawning.SpawningLoop(context.db, context.api)
         self._webhooks: web.AppRunner | None = None
         self._failures: dict[workqueue.Key, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -89,6 +100,7 @@ class Controller:
         controller._tasks.append(asyncio.create_task(controller.admission.run()))
         controller._tasks.append(asyncio.create_task(controller._publish_queue_counts()))
         controller._tasks.append(asyncio.create_task(controller.waking.run()))
+        controller._tasks.append(asyncio.create_task(controller.spawning.run()))
         if settings.webhook_port:
             controller._webhooks = await webhooks.serve(controller.deliverer, settings.webhook_port,
                                                         settings.webhook_secret)

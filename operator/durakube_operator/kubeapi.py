@@ -103,6 +103,17 @@ class KubeApi:
             if error.status != NotFound:
                 raise
 
+    async def create_taskrun(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Creates a TaskRun; False when one of that name exists already."""
+        try:
+            await self._call(self.custom.create_namespaced_custom_object, resources.GROUP,
+                             resources.VERSION, namespace, "taskruns", body)
+        except ApiException as error:
+            if error.status == Conflict:
+                return False
+            raise
+        return True
+
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._dict(self.core.read_namespaced_pod, name, namespace)
 

@@ -26,7 +26,16 @@ import pydantic
 from durakube import durations, errors, resources
 from durakube import retry as retry_module
 from durakube.store import attempts, payloads, pools, queues, runs, waitpoints
-from durakube_operator import conditions, kubeapi, metrics, pods, progress, reasons, validating
+from durakube_operator import (
+    conditions,
+    kubeapi,
+    metrics,
+    pods,
+    progress,
+    reasons,
+    spawning,
+    validating,
+)
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -47,6 +56,8 @@ class Context:
     settings: settings_module.Settings
     # Asks the admission loop for a pass over a queue (a run joined its line or left a slot).
     poke_admission: Callable[[str | None], None] = lambda queue: None
+    # Asks the waking loop to resume runs whose wait just ended.
+    wake_waiting_runs: Callable[[], None] = lambda: None
     # Namespaces where the database Secret is known to exist (saves a GET per pass).
     secrets_ensured: set[str] = field(default_factory=set)
 
@@ -394,13 +405,17 @@ async def _publish(ctx: Context, body: dict[str, Any], before: resources.TaskRun
     new = after.model_dump(mode="json", by_alias=True, exclude_none=True)
     if old == new:
         return
+    if before.phase != after.phase and after.run_id and after.phase is not None:
+        # Before the status patch, which is the commit point: both writes are idempotent,
+        # and a final status patched first would never be reconciled again to make them.
+        # Postgres mirrors the phase: history outlives the TaskRun, and queues count by it.
+        await runs.set_run_status(ctx.db, after.run_id, str(after.phase))
+        if after.phase in resources.FINAL_PHASES and await spawning.report_child_end(ctx.db, body, after):
+            ctx.wake_waiting_runs()
     # JSON merge patch: fields that went away are sent as null to remove them.
     patch: dict[str, Any] = {**{k: None for k in old if k not in new}, **new}
     await ctx.api.patch_status("taskruns", body["metadata"]["namespace"], body["metadata"]["name"],
                                patch)
-    if before.phase != after.phase and after.run_id and after.phase is not None:
-        # Postgres mirrors the phase: history outlives the TaskRun, and queues count by it.
-        await runs.set_run_status(ctx.db, after.run_id, str(after.phase))
     if conditions.changed(before, after):
         condition = conditions.succeeded(after)
         assert condition is not None

@@ -23,10 +23,12 @@ from durakube.errors import (
 )
 from durakube.retry import Retry
 from durakube.tasks import Registry, TaskDefinition, step, task
+from durakube.triggering import ChildRunFailed
 from durakube.waiting import WaitTimedOut
 
 __all__ = [
     "AttemptTimedOut",
+    "ChildRunFailed",
     "DurakubeError",
     "InvalidDuration",
     "InvalidPayload",

@@ -34,7 +34,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from durakube import durations, errors, retry, serializing, waiting
+from durakube import durations, errors, retry, serializing, triggering, waiting
 from durakube.store import pools, steps
 
 _current: ContextVar[TaskContext | None] = ContextVar("durakube_task_context", default=None)
@@ -89,6 +89,20 @@ class TaskContext:
         connection, self._connection = self._connection, None
         if connection is not None:
             await self.pool.release(connection)
+
+    async def trigger(self, task: str | Callable[..., Any], payload: Any, **options: Any) -> str:
+        """Starts a child run (fire and forget); returns its TaskRun name."""
+        return await triggering.trigger(self, task, payload, **options)
+
+    async def trigger_and_wait(self, task: str | Callable[..., Any], payload: Any,
+                               **options: Any) -> Any:
+        """Runs a child and returns its output; this run holds no pod meanwhile."""
+        return await triggering.trigger_and_wait(self, task, payload, **options)
+
+    async def batch_trigger_and_wait(self, task: str | Callable[..., Any], payloads: list[Any],
+                                     **options: Any) -> list[Any]:
+        """Fans out one child per payload and returns their outputs in order."""
+        return await triggering.batch_trigger_and_wait(self, task, payloads, **options)
 
     async def sleep(self, duration: durations.Duration) -> None:
         """Waits `duration` ("30s", "3d", seconds); a long one suspends the run (no pod)."""

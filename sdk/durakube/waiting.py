@@ -74,7 +74,8 @@ def _deadline(timeout: durations.Duration | None) -> datetime | None:
     return None if timeout is None else _now() + timedelta(seconds=durations.parse_duration(timeout))
 
 
-def _seq() -> int:
+def current_seq() -> int:
+    """The sequence number of the step whose function is running (waits are steps)."""
     from durakube import context
 
     active = context._active_step.get()
@@ -87,7 +88,7 @@ async def sleep_until(ctx: TaskContext, when: datetime, name: str = "sleep") -> 
         raise ValueError("sleep_until needs an aware datetime (with a timezone)")
 
     async def wait() -> None:
-        seq = _seq()
+        seq = current_seq()
         waitpoint = await waitpoints.load_waitpoint(ctx.pool, ctx.run_id, seq)
         if waitpoint is None:
             remaining = (when - _now()).total_seconds()
@@ -111,7 +112,7 @@ async def sleep(ctx: TaskContext, duration: durations.Duration, name: str = "sle
 async def wait_for_event(ctx: TaskContext, key: str, timeout: durations.Duration | None = None,
                          name: str | None = None) -> Any:
     async def wait() -> Any:
-        seq = _seq()
+        seq = current_seq()
         waitpoint = await waitpoints.wait_for_event(ctx.pool, run_id=ctx.run_id, seq=seq, key=key,
                                                     wake_at=_deadline(timeout))
         return _outcome(waitpoint, "event", repr(key), timeout)
@@ -125,7 +126,7 @@ async def create_token(ctx: TaskContext, timeout: durations.Duration | None = No
     so a replay returns the same token."""
 
     async def create() -> str:
-        seq = _seq()
+        seq = current_seq()
         waitpoint = await waitpoints.create_waitpoint(
             ctx.pool, run_id=ctx.run_id, seq=seq, kind="token", wake_at=_deadline(timeout),
             token=waitpoints.new_token())

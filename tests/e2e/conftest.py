@@ -12,7 +12,7 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from helpers import OperatorProcess, kubectl
+from helpers import OperatorProcess, kubectl, wait_for
 
 from devcluster import cluster as devcluster_cluster
 from devcluster import postgres
@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def crds(cluster: devcluster_cluster.Cluster) -> None:
     kubectl(cluster, "apply", "-f", str(ROOT / "crds"))
-    kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/tasks.durakube.io", "crd/taskruns.durakube.io", "crd/taskqueues.durakube.io")
+    # Right after apply, a CRD may have no status yet and kubectl wait refuses it: retry.
+    wait_for(lambda: kubectl(cluster, "wait", "--for=condition=Established", "--timeout=30s",
+                             "-f", str(ROOT / "crds"), check=False).returncode == 0,
+             timeout=90, what="the CRDs established")
 
 
 @pytest.fixture(scope="session")

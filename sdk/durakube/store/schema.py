@@ -171,6 +171,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX events_buffered_idx ON durakube.events (key, created_at)
             WHERE consumed_by IS NULL AND delivered_to = 0;
     """),
+    Migration(6, "child runs a task triggers", """
+        CREATE TABLE durakube.child_runs (
+            parent_run_id  text NOT NULL REFERENCES durakube.runs (run_id) ON DELETE CASCADE,
+            seq            integer NOT NULL,
+            namespace      text NOT NULL,
+            name           text NOT NULL,
+            task           text NOT NULL,
+            payload        jsonb NOT NULL,
+            options        jsonb NOT NULL DEFAULT '{}'::jsonb,
+            created_at     timestamptz NOT NULL DEFAULT now(),
+            submitted_at   timestamptz,
+            CONSTRAINT child_runs_pkey PRIMARY KEY (parent_run_id, seq)
+        );
+        CREATE INDEX child_runs_unsubmitted_idx ON durakube.child_runs (created_at)
+            WHERE submitted_at IS NULL;
+    """),
 )
 
 

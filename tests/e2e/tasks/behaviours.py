@@ -90,3 +90,33 @@ async def await_event(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dic
     except durakube.WaitTimedOut as error:
         return {"timedOut": True, "message": str(error)}
     return {"timedOut": False, "data": data}
+
+
+@durakube.task(id="square")
+async def square(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A child: squares a number after a short nap, or fails when asked to."""
+    await asyncio.sleep(float(payload.get("seconds", 0)))
+    if payload.get("fail"):
+        raise ValueError(f"refusing to square {payload['n']}")
+    return {"n": payload["n"], "square": payload["n"] ** 2}
+
+
+@durakube.task(id="fan-out")
+async def fan_out(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A parent: three children in parallel, then their outputs summed."""
+    await ctx.step("before", count, ctx, "before")
+    results = await ctx.batch_trigger_and_wait(
+        payload.get("child_task", "square"),
+        [{"n": n, "seconds": payload.get("seconds", 3), "fail": n == payload.get("fail_n")}
+         for n in (1, 2, 3)])
+    await ctx.step("after", count, ctx, "after")
+    return {"total": sum(r["square"] for r in results)}
+
+
+@durakube.task(id="fan-out-handling-failure")
+async def fan_out_handling_failure(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    try:
+        await ctx.trigger_and_wait("square", {"n": 7, "fail": True})
+    except durakube.ChildRunFailed as error:
+        return {"failed": error.phase, "message": error.error_message}
+    return {"failed": None}

@@ -104,7 +104,7 @@ async def _noop_task(ctx: context.TaskContext, payload: dict[str, Any]) -> None:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(durakube.__all__) == [
-        "AttemptTimedOut", "DurakubeError", "InvalidDuration", "InvalidPayload",
+        "AttemptTimedOut", "ChildRunFailed", "DurakubeError", "InvalidDuration", "InvalidPayload",
         "NonDeterministicReplay", "NonSerializableState", "PermanentError", "Registry", "Retry",
         "RetryableError", "RunNotFound", "StepFailed", "TaskContext", "TaskDefinition",
         "TaskNotFound", "WaitTimedOut", "parse_duration", "step", "task",

@@ -1,0 +1,103 @@
+"""Child runs from inside a task: `ctx.trigger`, `ctx.trigger_and_wait`, batch fan-out.
+
+Triggering is a step: it records the request in Postgres (the operator creates the
+child TaskRun, since worker pods hold no Kubernetes credentials) and returns the
+child's name, the same on every replay. Waiting for a child is a wait on the
+event its end sends: the parent suspends (no pod held) until the child finishes,
+then resumes with the child's output, or with `ChildRunFailed` carrying its phase
+and error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from durakube import errors, waiting
+from durakube.store import children, waitpoints
+
+if TYPE_CHECKING:
+    from durakube.context import TaskContext
+
+
+class ChildRunFailed(errors.DurakubeError):
+    """A child run ended without succeeding."""
+
+    def __init__(self, name: str, phase: str, error_type: str = "", message: str = "") -> None:
+        detail = f": {error_type}: {message}" if error_type or message else ""
+        super().__init__(f"child run {name} ended {phase}{detail}")
+        self.name, self.phase, self.error_type, self.error_message = name, phase, error_type, message
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"name": self.name, "phase": self.phase, "error_type": self.error_type,
+                "error_message": self.error_message}
+
+    @classmethod
+    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
+        return cls(str(fields.get("name", "")), str(fields.get("phase", "")),
+                   str(fields.get("error_type", "")), str(fields.get("error_message", "")))
+
+
+def _task_id(task: str | Callable[..., Any]) -> str:
+    if isinstance(task, str):
+        return task
+    from durakube import tasks
+
+    for definition in tasks.registry:
+        if definition.fn is task:
+            return definition.id
+    raise errors.TaskNotFound(getattr(task, "__qualname__", repr(task)), tasks.registry.ids())
+
+
+async def trigger(ctx: TaskContext, task: str | Callable[..., Any], payload: Any, *,
+                  queue: str | None = None, priority: int | None = None,
+                  concurrency_key: str | None = None) -> str:
+    """Asks for a child run of `task` (a Task's name or a decorated function); returns its name."""
+    task_id = _task_id(task)
+    if hasattr(payload, "model_dump"):
+        payload = payload.model_dump(mode="json", by_alias=True)
+    options = {k: v for k, v in {"queue": queue, "priority": priority,
+                                 "concurrencyKey": concurrency_key}.items() if v is not None}
+
+    async def request() -> str:
+        seq = waiting.current_seq()
+        _, name = await children.request_child_run(ctx.pool, parent_run_id=ctx.run_id, seq=seq,
+                                                   task=task_id, payload=payload, options=options)
+        return name
+
+    name: str = await ctx.step(f"trigger:{task_id}", request)
+    return name
+
+
+async def wait_for_run(ctx: TaskContext, name: str) -> Any:
+    """The output of child run `name` once it succeeds; raises `ChildRunFailed` otherwise."""
+
+    async def wait() -> Any:
+        seq = waiting.current_seq()
+        namespace = await children.namespace_of(ctx.pool, ctx.run_id)
+        waitpoint = await waitpoints.wait_for_event(
+            ctx.pool, run_id=ctx.run_id, seq=seq, key=children.result_key(namespace, name),
+            wake_at=None)
+        if waitpoint.completed_at is None:
+            raise waiting.Suspend(waitpoint)
+        result = waitpoint.data or {}
+        if result.get("phase") != "Succeeded":
+            error = result.get("error") or {}
+            raise ChildRunFailed(name, str(result.get("phase")), str(error.get("type", "")),
+                                 str(error.get("message", "")))
+        return result.get("output")
+
+    return await ctx.step(f"wait-for-run:{name}", wait)
+
+
+async def trigger_and_wait(ctx: TaskContext, task: str | Callable[..., Any], payload: Any,
+                           **options: Any) -> Any:
+    return await wait_for_run(ctx, await trigger(ctx, task, payload, **options))
+
+
+async def batch_trigger_and_wait(ctx: TaskContext, task: str | Callable[..., Any],
+                                 payloads: Sequence[Any], **options: Any) -> list[Any]:
+    """Fans out one child per payload, all started before any is waited for, then fans in."""
+    names = [await trigger(ctx, task, payload, **options) for payload in payloads]
+    return [await wait_for_run(ctx, name) for name in names]
