@@ -48,7 +48,8 @@ def test_example_triggered_with_the_function_and_waited(
         client: Client, custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
     install_tasks(custom, namespace, "process_document", image=EXAMPLES_IMAGE)
     seen: list[RunSummary] = []
-    handle = client.trigger(process_document.process_document, {"documentId": "quarterly-report"}, tags=["demo"])
+    handle = client.trigger(process_document.process_document, {"documentId": "quarterly-report"},
+                            tags=["demo"])
     assert handle.created and handle.task == "process-document"
     summary = client.wait(handle, timeout=90, on_progress=seen.append)
     assert summary.phase == "Succeeded", summary
@@ -93,7 +94,7 @@ def test_failing_run_raises_run_failed_with_the_task_error(
 def test_unknown_task_and_invalid_payload_are_refused_before_anything_is_created(
         client: Client, custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
     install_tasks(custom, namespace, "echoing")
-    with pytest.raises(UnknownTask, match="no Task 'no-such-task'.*'echo', 'greet'"):
+    with pytest.raises(UnknownTask, match=r"no Task 'no-such-task'.*'echo', 'greet'"):
         client.trigger("no-such-task", {})
     with pytest.raises(errors.InvalidPayload, match="name"):
         client.trigger(echoing.greet, {"times": 9})

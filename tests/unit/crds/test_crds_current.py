@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from durakube import crds, resources
 
 ROOT = Path(__file__).resolve().parents[3]

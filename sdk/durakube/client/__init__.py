@@ -1,0 +1,58 @@
+"""The Durakube client: submit runs of tasks, wait for them, and manage them.
+
+    from durakube.client import Client
+
+    with Client(database_url=dsn) as client:
+        output = client.trigger_and_wait(process_document, {"documentId": "q3"}, timeout=120)
+
+`AsyncClient` is the asyncio twin. Modules: `clients` (the two clients),
+`handles` (what they return), `manifests` (TaskRun and Task bodies; pure),
+`kubeapi` (the Kubernetes calls), `history` (the Postgres reads), `failures` (the
+errors). The `durakube` CLI (`durakube.cli`) is built on `Client`.
+"""
+
+from durakube.client.clients import AsyncClient, BatchItem, Client, ProgressCallback, RunRef
+from durakube.client.failures import (
+    DatabaseNotConfigured,
+    DatabaseUnreachable,
+    NotSupported,
+    PermissionDenied,
+    RunFailed,
+    RunNotFinished,
+    TaskRunNotFound,
+    UnknownTask,
+    UnregisteredFunction,
+    WaitTimedOut,
+)
+from durakube.client.handles import (
+    AttemptLog,
+    EventDelivery,
+    RunHandle,
+    RunSummary,
+    StepSummary,
+    TriggerRequest,
+)
+
+__all__ = [
+    "AsyncClient",
+    "AttemptLog",
+    "BatchItem",
+    "Client",
+    "DatabaseNotConfigured",
+    "DatabaseUnreachable",
+    "EventDelivery",
+    "NotSupported",
+    "PermissionDenied",
+    "ProgressCallback",
+    "RunFailed",
+    "RunHandle",
+    "RunNotFinished",
+    "RunRef",
+    "RunSummary",
+    "StepSummary",
+    "TaskRunNotFound",
+    "TriggerRequest",
+    "UnknownTask",
+    "UnregisteredFunction",
+    "WaitTimedOut",
+]

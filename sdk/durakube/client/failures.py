@@ -1,0 +1,218 @@
+"""The errors the client raises: each names what went wrong and what to do about it.
+
+Every class is a `durakube.errors.DurakubeError` (a code, structured fields, a JSON
+round trip) and, where Python has a fitting built-in, that built-in too, so that
+callers may catch `TimeoutError`, `PermissionError`, `ConnectionError` or
+`LookupError` without knowing Durakube. A missing run is `TaskRunNotFound`, which
+is a `durakube.errors.RunNotFound`; an invalid payload is
+`durakube.errors.InvalidPayload` itself.
+
+Pure data: no I/O. Raised by `clients`, `kubeapi` and `history`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from durakube import errors
+
+
+class UnknownTask(errors.DurakubeError, LookupError):
+    """No Task object of that name exists in the namespace."""
+
+    def __init__(self, task: str, namespace: str, known: list[str] | None = None) -> None:
+        listed = ", ".join(repr(name) for name in sorted(known or [])) or "none"
+        super().__init__(
+            f"no Task {task!r} in namespace {namespace!r} (Tasks there: {listed}): create it "
+            f"first, e.g. `durakube manifests MODULE | kubectl apply -n {namespace} -f -`")
+        self.task = task
+        self.namespace = namespace
+        self.known = sorted(known or [])
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"task": self.task, "namespace": self.namespace, "known": self.known}
+
+    @classmethod
+    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
+        return cls(str(fields["task"]), str(fields["namespace"]), list(fields.get("known") or []))
+
+
+class UnregisteredFunction(errors.DurakubeError, LookupError):
+    """A function was given as the task, but no @task registered it."""
+
+    def __init__(self, function: str) -> None:
+        super().__init__(
+            f"{function} is not a registered task: decorate it with @durakube.task, or pass "
+            "the task id as a string")
+        self.function = function
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"function": self.function}
+
+    @classmethod
+    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
+        return cls(str(fields["function"]))
+
+
+class TaskRunNotFound(errors.RunNotFound, LookupError):
+    """Neither the API nor the run history knows this run."""
+
+    def __init__(self, run: str, namespace: str = "") -> None:
+        errors.DurakubeError.__init__(
+            self, f"no TaskRun {run!r} in namespace {namespace!r}, and no run of that name or "
+                  "id in the run history" if namespace else f"no run {run!r}")
+        self.run_id = run
+        self.namespace = namespace
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "namespace": self.namespace}
+
+    @classmethod
+    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
+        return cls(str(fields["run_id"]), str(fields.get("namespace", "")))
+
+
+class PermissionDenied(errors.DurakubeError, PermissionError):
+    """The Kubernetes API refused a request (403): the RBAC message says which rule."""
+
+    def __init__(self, action: str, detail: str) -> None:
+        super().__init__(
+            f"permission denied to {action}: {detail} (grant the verb on the resource to your "
+            "user or service account with a Role and RoleBinding)")
+        self.action = action
+        self.detail = detail
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"action": self.action, "detail": self.detail}
+
+    @classmethod
+    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
+        return cls(str(fields["action"]), str(fields["detail"]))
+
+
+class DatabaseUnreachable(errors.DurakubeError, ConnectionError):
+    """Postgres did not answer; `target` is host:port/database, never the password."""
+
+    def __init__(self, target: str, detail: str) -> None:
+        super().__init__(
+            f"cannot reach the Durakube database at {target}: {detail} (check "
+            "--database-url or DURAKUBE_DATABASE_URL, and that Postgres is reachable from here)")
+        self.target = target
+        self.detail = detail
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"target": self.target, "detail": self.detail}
+
+    @classmethod
+    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
+        return cls(str(fields["target"]), str(fields["detail"]))
+
+
+class DatabaseNotConfigured(errors.DurakubeError):
+    """An operation needs Postgres (outputs, steps, history, large payloads) but no DSN was given."""
+
+    def __init__(self, needed_for: str) -> None:
+        super().__init__(
+            f"{needed_for} needs the Durakube database: pass database_url= (CLI: "
+            "--database-url) or set DURAKUBE_DATABASE_URL")
+        self.needed_for = needed_for
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"needed_for": self.needed_for}
+
+    @classmethod
+    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
+        return cls(str(fields["needed_for"]))
+
+
+class RunFailed(errors.DurakubeError):
+    """The run ended in a phase other than Succeeded; carries its reason and last error."""
+
+    def __init__(self, name: str, phase: str, reason: str, condition_message: str = "",
+                 error_type: str | None = None, error_message: str | None = None) -> None:
+        if error_type is not None:
+            detail = f"{error_type}: {error_message or ''}"
+        else:
+            detail = condition_message or "no message"
+        super().__init__(f"run {name!r} ended {phase} ({reason}): {detail}")
+        self.name = name
+        self.phase = phase
+        self.reason = reason
+        self.condition_message = condition_message
+        self.error_type = error_type
+        self.error_message = error_message
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"name": self.name, "phase": self.phase, "reason": self.reason,
+                "condition_message": self.condition_message, "error_type": self.error_type,
+                "error_message": self.error_message}
+
+    @classmethod
+    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
+        return cls(str(fields["name"]), str(fields["phase"]), str(fields["reason"]),
+                   str(fields.get("condition_message", "")), fields.get("error_type"),
+                   fields.get("error_message"))
+
+
+class WaitTimedOut(errors.DurakubeError, TimeoutError):
+    """The run did not finish within the caller's timeout (the run itself goes on)."""
+
+    def __init__(self, name: str, timeout: float, phase: str | None) -> None:
+        super().__init__(
+            f"run {name!r} did not finish within {timeout:g}s (phase now: {phase or 'none yet'}); "
+            "it goes on running: wait again, or cancel it")
+        self.name = name
+        self.timeout = timeout
+        self.phase = phase
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"name": self.name, "timeout": self.timeout, "phase": self.phase}
+
+    @classmethod
+    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
+        return cls(str(fields["name"]), float(fields["timeout"]), fields.get("phase"))
+
+
+class NotSupported(errors.DurakubeError):
+    """The server (operator and database schema) is older than this feature."""
+
+    def __init__(self, feature: str, detail: str) -> None:
+        super().__init__(
+            f"{feature} is not supported by this server version: {detail} (upgrade the "
+            "Durakube operator, which migrates the database at start)")
+        self.feature = feature
+        self.detail = detail
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"feature": self.feature, "detail": self.detail}
+
+    @classmethod
+    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
+        return cls(str(fields["feature"]), str(fields["detail"]))
+
+
+class RunNotFinished(errors.DurakubeError):
+    """The run has no output yet: it is still active."""
+
+    def __init__(self, name: str, phase: str | None) -> None:
+        super().__init__(
+            f"run {name!r} has not finished (phase: {phase or 'none yet'}): wait for it first")
+        self.name = name
+        self.phase = phase
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"name": self.name, "phase": self.phase}
+
+    @classmethod
+    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
+        return cls(str(fields["name"]), fields.get("phase"))

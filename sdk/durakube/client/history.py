@@ -1,0 +1,128 @@
+"""The client's reads of Postgres: run history, full outputs, and the pool it opens.
+
+The store's modules serve the operator and the worker, keyed by run id; the client
+also looks runs up by (namespace, name) and lists them, which the store has no
+function for, so that SQL lives here (read-only, over `durakube.runs`, `steps` and
+`attempts`). `open_pool` turns every connection failure into
+`failures.DatabaseUnreachable` naming host:port/database, never the password.
+
+A run's phase in history: `runs.status` when it is final (the operator mirrors each
+phase there); otherwise the outcome of its latest attempt, which covers rows of
+operators that did not mirror phases yet; else `runs.status` as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from durakube.client import failures
+from durakube.store import pools
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+HISTORY_COLUMNS = """
+    r.run_id, r.namespace, r.name, r.task_id, r.queue, r.attempt, r.output, r.error,
+    r.created_at, r.finished_at,
+    CASE WHEN r.status IN ('Succeeded', 'Failed', 'Canceled', 'TimedOut', 'Expired')
+         THEN r.status
+         ELSE coalesce((SELECT CASE a.outcome WHEN 'succeeded' THEN 'Succeeded'
+                                              WHEN 'failed' THEN 'Failed' END
+                        FROM durakube.attempts a WHERE a.run_id = r.run_id
+                        ORDER BY a.attempt DESC LIMIT 1), r.status)
+    END AS phase,
+    (SELECT count(*) FROM durakube.steps s WHERE s.run_id = r.run_id) AS completed_steps,
+    (SELECT s.name FROM durakube.steps s WHERE s.run_id = r.run_id
+     ORDER BY s.seq DESC LIMIT 1) AS last_step
+"""
+
+
+def describe_target(dsn: str) -> str:
+    """host:port/database of a DSN, without user or password."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or "localhost"
+        port = parts.port or 5432
+        database = parts.path.lstrip("/") or "(default database)"
+    except ValueError:
+        return "(an unparsable DSN)"
+    return f"{host}:{port}/{database}"
+
+
+async def open_pool(dsn: str, *, max_size: int = 4) -> Any:
+    """An asyncpg pool with the store's JSON codecs; raises `DatabaseUnreachable`."""
+    target = describe_target(dsn)
+    try:
+        return await asyncio.wait_for(pools.connect(dsn, min_size=1, max_size=max_size),
+                                      CONNECT_TIMEOUT_SECONDS)
+    except asyncio.CancelledError:
+        raise
+    except TimeoutError:
+        raise failures.DatabaseUnreachable(
+            target, f"no answer within {CONNECT_TIMEOUT_SECONDS:g}s") from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        # The error's text may quote the DSN; keep its class and a password-free message.
+        detail = str(error)
+        password = urlsplit(dsn).password
+        if password:
+            detail = detail.replace(password, "***")
+        raise failures.DatabaseUnreachable(target, f"{type(error).__name__}: {detail}") from None
+
+
+async def find_run(db: pools.Database, namespace: str, run: str) -> Any | None:
+    """The newest history row whose name (in `namespace`) or run id is `run`."""
+    async with pools.connection(db) as conn:
+        return await conn.fetchrow(f"""
+            SELECT {HISTORY_COLUMNS} FROM durakube.runs r
+            WHERE (r.namespace = $1 AND r.name = $2) OR r.run_id = $2
+            ORDER BY r.created_at DESC LIMIT 1""", namespace, run)
+
+
+async def list_runs(db: pools.Database, namespace: str, *, task: str | None = None,
+                    queue: str | None = None, exclude: list[str] | None = None,
+                    limit: int = 100) -> list[Any]:
+    """History rows of `namespace`, newest first, without the run ids in `exclude`.
+
+    `queue` is the queue's name as the TaskRun names it (rows store "<ns>/<queue>").
+    Phases are filtered by the caller (the phase is derived, see the module notes).
+    """
+    async with pools.connection(db) as conn:
+        return list(await conn.fetch(f"""
+            SELECT {HISTORY_COLUMNS} FROM durakube.runs r
+            WHERE r.namespace = $1
+              AND ($2::text IS NULL OR r.task_id = $2)
+              AND ($3::text IS NULL OR r.queue = $1 || '/' || $3)
+              AND NOT (r.run_id = ANY($4::text[]))
+            ORDER BY r.created_at DESC LIMIT $5""",
+            namespace, task, queue, exclude or [], limit))
+
+
+async def read_output(db: pools.Database, run_id: str) -> tuple[bool, Any]:
+    """(found, output): the run's full output, from `runs.output` or its succeeded attempt."""
+    async with pools.connection(db) as conn:
+        record = await conn.fetchrow("""
+            SELECT r.output AS output,
+                   (SELECT a.output FROM durakube.attempts a
+                    WHERE a.run_id = r.run_id AND a.outcome = 'succeeded'
+                    ORDER BY a.attempt DESC LIMIT 1) AS attempt_output,
+                   EXISTS (SELECT 1 FROM durakube.attempts a
+                           WHERE a.run_id = r.run_id AND a.outcome = 'succeeded') AS succeeded
+            FROM durakube.runs r WHERE r.run_id = $1""", run_id)
+    if record is None or not record["succeeded"]:
+        return False, None
+    output = record["output"]
+    return True, output if output is not None else record["attempt_output"]
+
+
+async def read_payload(db: pools.Database, run_id: str) -> Any:
+    """The payload the run was registered with (references already resolved)."""
+    async with pools.connection(db) as conn:
+        return await conn.fetchval("SELECT payload FROM durakube.runs WHERE run_id = $1", run_id)
+
+
+async def has_table(db: pools.Database, table: str) -> bool:
+    async with pools.connection(db) as conn:
+        return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"durakube.{table}"))

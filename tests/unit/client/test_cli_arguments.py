@@ -1,0 +1,34 @@
+"""The CLI's argument parsing: global flags before or after the command, payload sources."""
+
+from __future__ import annotations
+
+import pytest
+
+from durakube import cli
+
+
+@pytest.mark.parametrize("argv", [
+    ["-n", "team-a", "-o", "json", "get", "r-1"],
+    ["get", "r-1", "-n", "team-a", "-o", "json"],
+    ["--namespace", "team-a", "get", "-o", "json", "r-1"],
+], ids=["before", "after", "mixed"])
+def test_global_flags_anywhere(argv: list[str]) -> None:
+    args = cli.build_parser().parse_args(argv)
+    assert (args.namespace, args.output, args.run) == ("team-a", "json", "r-1")
+
+
+def test_payload_and_payload_file_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["trigger", "t", "--payload", "{}", "--payload-file", "f"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_manifests_needs_an_image(monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("DURAKUBE_IMAGE", raising=False)
+    assert cli.main(["manifests", "json", "--image", ""]) == 1
+    assert "--image is required" in capsys.readouterr().err
+
+
+def test_no_command_prints_help() -> None:
+    assert cli.main([]) == 2
