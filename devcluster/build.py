@@ -72,6 +72,7 @@ def binary(module_name: str = "controlplane", program: str = "controlplane") -> 
 def build(module_name: str, program: str) -> Path:
     path = _output(module_name, program)
     if path.exists():
+        print(f"{program}: cached build, {path}", flush=True)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -90,7 +91,7 @@ def build(module_name: str, program: str) -> Path:
 def main() -> None:
     targets = sys.argv[1:] or ["controlplane"]
     for target in targets:
-        print(build(target, target))
+        build(target, target)
 
 
 if __name__ == "__main__":

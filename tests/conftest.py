@@ -27,10 +27,22 @@ def session_dir() -> Iterator[Path]:
         yield Path(path)
 
 
+# Start-up times of the real components, printed at the end of the run.
+TIMINGS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        shown = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in TIMINGS.items())
+        terminalreporter.write_line(f"test bed start-up: {shown}")
+
+
 @pytest.fixture(scope="session")
 def pg_server(session_dir: Path) -> Iterator[postgres.PostgresServer]:
     """One real Postgres server for the whole session."""
+    started = time.monotonic()
     server = postgres.start(session_dir / "postgres")
+    TIMINGS["Postgres"] = time.monotonic() - started
     try:
         yield server
     finally:
@@ -47,7 +59,9 @@ def database_dsn(pg_server: postgres.PostgresServer) -> str:
 def cluster(session_dir: Path) -> Iterator[devcluster_cluster.Cluster]:
     """The real test bed: etcd, kube-apiserver, controller-manager, scheduler and one
     process node, started on first use and stopped at the end of the session."""
+    started = time.monotonic()
     bed = devcluster_cluster.start(session_dir / "cluster")
+    TIMINGS["control plane and process node"] = time.monotonic() - started
     try:
         yield bed
     finally:

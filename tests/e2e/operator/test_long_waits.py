@@ -20,6 +20,7 @@ from helpers import OperatorProcess, get_taskrun, kubectl, load_yaml, wait_for, 
 from test_taskrun_lifecycle import attempt_pods, create, effects, run_manifest, task_manifest
 
 from devcluster import cluster as devcluster_cluster
+from durakube.client import Client
 from durakube.store import pools, waitpoints
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
@@ -50,25 +51,18 @@ def finish_approval(custom: kubernetes.client.CustomObjectsApi, namespace: str) 
     return run
 
 
-def complete_token_with_sdk(database_url: str, token: str, data: Any) -> str:
-    async def complete() -> str:
-        pool = await pools.connect(database_url)
-        try:
-            return await waitpoints.complete_token(pool, token, data)
-        finally:
-            await pool.close()
-
-    return asyncio.run(complete())
-
-
 def test_approval_completed_through_the_python_sdk(
-        namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+        cluster: devcluster_cluster.Cluster, namespace: str,
+        custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
+        operator: OperatorProcess) -> None:
     token = start_approval(custom, core, namespace)
-    complete_token_with_sdk(operator.database_url, token, {"approved": True})
-    finish_approval(custom, namespace)
-    with pytest.raises(waitpoints.TokenAlreadyCompleted):
-        complete_token_with_sdk(operator.database_url, token, {"approved": False})
+    with Client(kubeconfig=cluster.kubeconfig, namespace=namespace,
+                database_url=operator.database_url) as client:
+        run_id = client.complete_token(token, {"approved": True})
+        finish_approval(custom, namespace)
+        assert run_id == get_taskrun(custom, namespace, "approve-q3-report")["metadata"]["uid"]
+        with pytest.raises(waitpoints.TokenAlreadyCompleted):
+            client.complete_token(token, {"approved": False})
 
 
 def test_approval_completed_with_a_task_event(
