@@ -14,16 +14,11 @@ a key, within the queue's limit and its per-key limit.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from durakube.store import pools, queues
-from durakube_operator import metrics
-
-logger = logging.getLogger(__name__)
+from durakube_operator import looping, metrics
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
@@ -83,38 +78,29 @@ async def admit_next_runs(db: pools.Database, queue: str) -> list[queues.Waiting
     return chosen
 
 
-class AdmissionLoop:
+class AdmissionLoop(looping.PokedLoop):
     """Runs admission passes when poked (a run enqueued, a slot released, a limit
     changed) and every `interval` seconds as a safety net."""
 
+    name = "admission"
+
     def __init__(self, db: pools.Database, on_admitted: Callable[[queues.Waiting], None],
                  interval: float = 2.0) -> None:
+        super().__init__(interval)
         self.db = db
         self.on_admitted = on_admitted
-        self.interval = interval
         self._poked: set[str] = set()
-        self._wakeup = asyncio.Event()
         self.counts: dict[str, queues.Counts] = {}
 
     def poke(self, queue: str | None = None) -> None:
         """Asks for a pass soon: over `queue`, or over every queue with waiting runs."""
         if queue is not None:
             self._poked.add(queue)
-        self._wakeup.set()
+        super().poke()
 
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.interval)
-            self._wakeup.clear()
-            try:
-                await self.admit_everywhere()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Postgres may be restarting: the ledger is intact; try again next round.
-                logger.exception("admission pass failed; retrying")
-                await asyncio.sleep(1)
+    async def run_pass(self) -> float | None:
+        await self.admit_everywhere()
+        return None
 
     async def admit_everywhere(self) -> None:
         poked, self._poked = self._poked, set()

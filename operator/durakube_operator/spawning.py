@@ -9,17 +9,12 @@ which sends its result as an event on the key its parent waits on.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from datetime import timedelta
 from typing import Any
 
 from durakube import resources
 from durakube.store import children, pools, runs, waitpoints
-from durakube_operator import kubeapi, pods
-
-logger = logging.getLogger(__name__)
+from durakube_operator import kubeapi, looping, pods
 
 LABEL_PARENT = "durakube.io/parent-run"
 LABEL_PARENT_UID = "durakube.io/parent-run-uid"
@@ -70,22 +65,13 @@ async def report_child_end(db: pools.Database, body: dict[str, Any],
     return True
 
 
-class SpawningLoop:
+class SpawningLoop(looping.PokedLoop):
+    name = "spawning"
+
     def __init__(self, db: pools.Database, api: kubeapi.KubeApi, interval: float = 0.5) -> None:
-        self.db, self.api, self.interval = db, api, interval
-        self._wakeup = asyncio.Event()
+        super().__init__(interval)
+        self.db, self.api = db, api
 
-    def poke(self) -> None:
-        self._wakeup.set()
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await submit_child_runs(self.db, self.api)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("submitting child runs failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.interval)
-            self._wakeup.clear()
+    async def run_pass(self) -> float | None:
+        await submit_child_runs(self.db, self.api)
+        return None

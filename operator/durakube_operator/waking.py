@@ -14,43 +14,27 @@ acts, the start-up listing of every TaskRun resumes it all the same.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from durakube.store import pools, waitpoints
-
-logger = logging.getLogger(__name__)
+from durakube_operator import looping
 
 _BATCH = 1000
 
 
-class WakingLoop:
+class WakingLoop(looping.PokedLoop):
+    name = "waking"
+
     def __init__(self, db: pools.Database, resume: Callable[[str, str], None],
                  interval: float = 1.0) -> None:
+        super().__init__(interval)
         self.db = db
         self.resume = resume
-        self.interval = interval
-        self._wakeup = asyncio.Event()
 
-    def poke(self) -> None:
-        self._wakeup.set()
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.wake_due_runs()
-                delay = await self._until_next_deadline()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("waking pass failed; retrying")
-                delay = self.interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), delay)
-            self._wakeup.clear()
+    async def run_pass(self) -> float | None:
+        await self.wake_due_runs()
+        return await self._until_next_deadline()
 
     async def wake_due_runs(self) -> int:
         while await waitpoints.fire_due_timers(self.db, _BATCH) == _BATCH:
