@@ -50,7 +50,8 @@ class Controller:
         self._queue_status: dict[str, tuple[int, int, int]] = {}
 
     def _admitted(self, run: queues.Waiting) -> None:
-        self.queue.add((run.namespace, run.name))
+        # A slot is held from now on: starting its pod goes ahead of routine passes.
+        self.queue.add((run.namespace, run.name), urgent=True)
 
     async def _publish_queue_counts(self) -> None:
         """Keeps each TaskQueue's status.running/queued current, patching on change only."""

@@ -73,7 +73,8 @@ async def attempt_pod_changed(meta: kopf.Meta, namespace: str | None, memo: Any,
                               **_: Any) -> None:
     for owner in meta.get("ownerReferences") or []:
         if owner.get("controller") and owner.get("kind") == "TaskRun" and namespace:
-            memo.controller.queue.add((namespace, owner["name"]))
+            # An attempt's pod changed (often: ended, freeing a slot): urgent.
+            memo.controller.queue.add((namespace, owner["name"]), urgent=True)
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "taskevents")

@@ -7,6 +7,10 @@ through this queue gives each run a single reconciler at a time and collapses
 bursts of triggers into one pass. Deadlines sit in one heap, not one timer per
 object.
 
+Urgent keys (a run just admitted to a slot, an attempt pod that changed) go ahead
+of routine ones, so work already under way is never stuck behind a burst of new
+runs waiting for their first pass.
+
 In-memory only: after a restart, the initial listing re-adds every run.
 """
 
@@ -20,10 +24,13 @@ import time
 Key = tuple[str, str]  # (namespace, name)
 
 
+URGENT, ROUTINE = 0, 1
+
+
 class WorkQueue:
     def __init__(self) -> None:
-        self._ready: asyncio.Queue[Key] = asyncio.Queue()
-        self._queued: set[Key] = set()  # waiting in _ready
+        self._ready: asyncio.PriorityQueue[tuple[int, int, Key]] = asyncio.PriorityQueue()
+        self._queued: dict[Key, int] = {}  # waiting in _ready, with its best priority
         self._active: set[Key] = set()  # handed to a worker
         self._again: set[Key] = set()  # re-added while active
         self._delayed: list[tuple[float, int, Key]] = []
@@ -34,13 +41,15 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._queued) + len(self._due)
 
-    def add(self, key: Key) -> None:
+    def add(self, key: Key, urgent: bool = False) -> None:
         """Asks for one more pass over `key`, as soon as a worker is free."""
+        priority = URGENT if urgent else ROUTINE
         if key in self._active:
             self._again.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._ready.put_nowait(key)
+        elif self._queued.get(key, ROUTINE + 1) > priority:
+            # Queued already at a lower priority: the older entry is skipped when popped.
+            self._queued[key] = priority
+            self._ready.put_nowait((priority, next(self._counter), key))
 
     def add_after(self, key: Key, delay: float) -> None:
         """Asks for a pass over `key` in `delay` seconds (at once if not positive)."""
@@ -56,8 +65,11 @@ class WorkQueue:
         self._wakeup.set()
 
     async def get(self) -> Key:
-        key = await self._ready.get()
-        self._queued.discard(key)
+        while True:
+            priority, _, key = await self._ready.get()
+            if self._queued.get(key) == priority:
+                break  # else a stale entry of a key re-queued at a higher priority
+        del self._queued[key]
         self._active.add(key)
         return key
 

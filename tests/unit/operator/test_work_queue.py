@@ -38,3 +38,14 @@ async def test_delayed_keys_keep_only_their_earliest_deadline() -> None:
         assert await asyncio.wait_for(queue.get(), 2) == ("ns", "a")
     finally:
         runner.cancel()
+
+
+async def test_urgent_keys_go_ahead_of_routine_ones() -> None:
+    queue = workqueue.WorkQueue()
+    for name in ("a", "b", "c"):
+        queue.add(("ns", name))
+    queue.add(("ns", "c"), urgent=True)  # already queued: promoted, not doubled
+    queue.add(("ns", "d"), urgent=True)
+    order = [await queue.get() for _ in range(4)]
+    assert order == [("ns", "c"), ("ns", "d"), ("ns", "a"), ("ns", "b")]
+    assert len(queue) == 0
