@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Control-plane and helm builds are cached outside the tree, once per machine.
 export DURAKUBE_CACHE ?= $(HOME)/.cache/durakube
 
-.PHONY: setup controlplane crds test test-unit test-e2e lint demo cluster-up cluster-down bench clean
+.PHONY: setup controlplane crds test test-unit test-e2e lint demo cluster-up cluster-down bench bench-suspended clean
 
 setup: $(STAMP)
 
@@ -49,8 +49,14 @@ cluster-up: setup controlplane
 cluster-down: setup
 	$(BIN)/durakube-devcluster down
 
-bench: setup
+# Figures and ratios against a peer measured in the same run (see each script's docstring).
+bench: setup controlplane
 	$(BIN)/python bench/step_checkpoint.py
+	$(BIN)/python bench/batch_trigger.py
+
+# 1,000 suspended runs: the operator's memory and CPU against its idle self (~10 minutes).
+bench-suspended: setup controlplane
+	$(BIN)/python bench/suspended_runs.py 1000
 
 clean:
 	rm -rf $(VENV) .devcluster .pytest_cache .mypy_cache .ruff_cache
