@@ -89,9 +89,16 @@ def main() -> int:
             started = time.monotonic()
             kubectl(bed, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
                                                              "items": [task, *runs]}))
-            while count_phases(bed).get("Suspended", 0) < count:
+            while True:
+                phases = count_phases(bed)
+                print(f"  {phases} after {time.monotonic() - started:.0f}s", flush=True)
+                if phases.get("Suspended", 0) == count:
+                    break
+                active = ("Suspended", "Running", "Queued", "Pending")
+                ended = {p: n for p, n in phases.items() if p not in active}
+                if ended:
+                    raise SystemExit(f"runs ended instead of suspending: {ended}")
                 time.sleep(5)
-                print(f"  {count_phases(bed)} after {time.monotonic() - started:.0f}s", flush=True)
             suspend_seconds = time.monotonic() - started
             pods = kubectl(bed, "get", "pods", "-l", "app.kubernetes.io/managed-by=durakube",
                            "-o", "name").split()

@@ -26,15 +26,18 @@ class ReportInput(BaseModel):
 async def _execute(sql: str, *args: Any) -> None:
     connection = await asyncpg.connect(os.environ["DURAKUBE_DATABASE_URL"])
     try:
-        await connection.execute("CREATE SCHEMA IF NOT EXISTS examples")
-        await connection.execute("""
-            CREATE TABLE IF NOT EXISTS examples.reports (
-                report_id     text PRIMARY KEY,
-                title         text NOT NULL,
-                token         text,
-                approval_url  text,
-                state         text NOT NULL,
-                updated_at    timestamptz NOT NULL DEFAULT now())""")
+        # CREATE ... IF NOT EXISTS races with itself in Postgres: serialise concurrent runs.
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock(hashtext('examples'))")
+            await connection.execute("CREATE SCHEMA IF NOT EXISTS examples")
+            await connection.execute("""
+                CREATE TABLE IF NOT EXISTS examples.reports (
+                    report_id     text PRIMARY KEY,
+                    title         text NOT NULL,
+                    token         text,
+                    approval_url  text,
+                    state         text NOT NULL,
+                    updated_at    timestamptz NOT NULL DEFAULT now())""")
         await connection.execute(sql, *args)
     finally:
         await connection.close()

@@ -62,12 +62,15 @@ async def generate_embedding(text: str) -> list[float]:
 async def store_embedding(document_id: str, embedding: list[float]) -> int:
     connection = await asyncpg.connect(os.environ["DURAKUBE_DATABASE_URL"])
     try:
-        await connection.execute("CREATE SCHEMA IF NOT EXISTS examples")
-        await connection.execute("""
-            CREATE TABLE IF NOT EXISTS examples.document_embeddings (
-                document_id text PRIMARY KEY,
-                embedding   double precision[] NOT NULL,
-                stored_at   timestamptz NOT NULL DEFAULT now())""")
+        # CREATE ... IF NOT EXISTS races with itself in Postgres: serialise concurrent runs.
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock(hashtext('examples'))")
+            await connection.execute("CREATE SCHEMA IF NOT EXISTS examples")
+            await connection.execute("""
+                CREATE TABLE IF NOT EXISTS examples.document_embeddings (
+                    document_id text PRIMARY KEY,
+                    embedding   double precision[] NOT NULL,
+                    stored_at   timestamptz NOT NULL DEFAULT now())""")
         await connection.execute("""
             INSERT INTO examples.document_embeddings (document_id, embedding) VALUES ($1, $2)
             ON CONFLICT (document_id) DO UPDATE SET embedding = EXCLUDED.embedding,
