@@ -61,6 +61,8 @@ def count_phases(bed: cluster.Cluster) -> dict[str, int]:
 
 def main() -> int:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    # Stopped from outside (timeout, kill): unwind so `finally` stops the test bed too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     with tempfile.TemporaryDirectory(prefix="durakube-bench-") as folder:
         state = Path(folder)
         bed = cluster.start(state / "cluster")
