@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from durakube import resources
+from durakube import durations, resources
 from durakube_operator import settings as settings_module
 
 LABEL_RUN = "durakube.io/run"
@@ -54,8 +54,6 @@ def label_value(value: str) -> str:
 def duration_seconds(text: str | None) -> int | None:
     if text is None:
         return None
-    from durakube import durations
-
     return max(1, round(durations.parse_duration(text)))
 
 

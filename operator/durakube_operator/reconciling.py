@@ -15,6 +15,7 @@ everything before it is safe to repeat.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -390,8 +391,6 @@ def _why_pod_ended(pod: dict[str, Any]) -> tuple[str, str]:
 
 def _preview(output: Any) -> dict[str, Any] | None:
     """A small preview of the output for the CR (objects only; etcd stays small)."""
-    import json
-
     text = json.dumps(output, default=str)
     if len(text) <= _PREVIEW_BYTES:
         return output if isinstance(output, dict) else {"value": output}
