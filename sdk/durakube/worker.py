@@ -11,15 +11,20 @@ The operator starts one pod per attempt with this environment:
                                     (default /dev/termination-log; skipped if unwritable)
     DURAKUBE_POD_NAME               the pod's name for the attempt row (default: $HOSTNAME)
     DURAKUBE_STATEMENT_CACHE_SIZE   asyncpg's statement cache; 0 behind PgBouncer
+    DURAKUBE_RETRY_POLICY           the retry policy of the TaskRun's or the Task's spec,
+                                    as JSON of `retry.Retry` (absent when neither sets one)
 
 The worker loads the run and its recorded steps, imports the task modules,
 validates the payload, runs the task (replaying recorded steps), and records the
 attempt's outcome in Postgres: succeeded (the output), failed (permanent), or
-retry (a `RetryableError`, an `AttemptTimedOut`, or a type listed in the task's
-`retry.on`, with the suggested `retry_at`). The outcome goes in the same
-transaction as a failed step that ended the attempt. The worker does not decide
-whether retries are left, nor move the run's phase: the operator does, reading
-the outcome.
+retry (a `RetryableError`, an `AttemptTimedOut`, or a type listed in `retry.on`).
+The policy that classifies errors is the spec's when the operator passed one, else
+the task decorator's; the decorator's is recorded with the outcome, since the
+operator cannot know it. A `retry_at` is recorded only when the task asked for one
+(`RetryableError(retry_at=...)`). The outcome goes in the same transaction as a
+failed step that ended the attempt. The worker does not decide whether retries are
+left, nor when the next attempt starts, nor move the run's phase: the operator
+does, reading the outcome.
 
 Exit code 0 means an outcome was recorded (of any kind); non-zero means none
 could be, and the operator treats the attempt as an infrastructure failure.
@@ -37,8 +42,9 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+import pydantic
 
 from durakube import context, errors, retry, serializing, tasks, waiting
 from durakube.store import attempts, pools, runs, steps
@@ -60,12 +66,17 @@ class Settings:
     termination_message_path: str
     pod_name: str | None
     statement_cache_size: int | None
+    retry_policy: retry.Retry | None = None
 
 
 async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
                       registry: tasks.Registry, *, pod_name: str | None = None,
+                      retry_policy: retry.Retry | None = None,
                       on_checkpoint: context.CheckpointHook | None = None) -> attempts.Outcome:
     """Runs one attempt of the run and records its outcome; returns the outcome.
+
+    `retry_policy` is the spec's policy (DURAKUBE_RETRY_POLICY); without it, the task
+    decorator's classifies errors and is recorded with the outcome.
 
     Raises only when nothing could be recorded (the run is unknown, Postgres is
     unreachable) or when cancelled (a pod being killed): the operator then finds no
@@ -80,12 +91,14 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
     if earlier is not None:
         return earlier
 
-    policy = retry.Retry()
+    policy = retry_policy or retry.Retry()
+    decorator_policy: retry.Retry | None = None
     ctx: context.TaskContext | None = None
     state: dict[str, Any] | None = None
     try:
         definition = registry.get(run.task_id)
-        policy = definition.retry
+        if retry_policy is None:
+            policy = decorator_policy = definition.retry
         payload = tasks.validate_payload(definition, run.payload)
         recorded = await steps.load_steps(pool, run_id)
         ctx = context.TaskContext(pool=pool, run_id=run_id, attempt=attempt, payload=payload,
@@ -106,7 +119,7 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
     except Exception as error:
         # A fatal error (non-determinism, non-serializable state) wins over what the task did.
         cause: Exception = ctx.fatal if ctx is not None and ctx.fatal is not None else error
-        outcome = classify_error(cause, policy, attempt, datetime.now(UTC))
+        outcome = classify_error(cause, policy, recorded_policy=decorator_policy)
         state = _encodable_state(ctx)
     if ctx is not None:
         await ctx.close()
@@ -134,14 +147,19 @@ async def _run_task(definition: tasks.TaskDefinition, ctx: context.TaskContext,
     return serializing.encode(output, "task output")
 
 
-def classify_error(error: Exception, policy: retry.Retry, attempt: int,
-                   now: datetime) -> attempts.Outcome:
-    """The outcome of an attempt that raised `error`: retry or failed."""
+def classify_error(error: Exception, policy: retry.Retry, *,
+                   recorded_policy: retry.Retry | None = None) -> attempts.Outcome:
+    """The outcome of an attempt that raised `error` under `policy`: retry or failed.
+
+    `retry_at` is set only when the task asked for a time; the operator computes the
+    back-off otherwise. `recorded_policy` goes with the outcome for the operator.
+    """
     if retry.is_retryable(policy, error):
-        return attempts.Outcome(
-            "retry", error=errors.describe_exception(error, retryable=True),
-            retry_at=retry.next_attempt_at(policy, attempt, now, error))
-    return attempts.Outcome("failed", error=errors.describe_exception(error, retryable=False))
+        retry_at = error.retry_at if isinstance(error, errors.RetryableError) else None
+        return attempts.Outcome("retry", error=errors.describe_exception(error, retryable=True),
+                                retry_at=retry_at, policy=recorded_policy)
+    return attempts.Outcome("failed", error=errors.describe_exception(error, retryable=False),
+                            policy=recorded_policy)
 
 
 def _encodable_state(ctx: context.TaskContext | None) -> dict[str, Any] | None:
@@ -213,6 +231,11 @@ def read_settings(environ: Mapping[str, str], modules: Sequence[str] = ()) -> Se
         raise ValueError(f"DURAKUBE_ATTEMPT starts at 1, got {attempt}")
     from_env = [name.strip() for name in environ.get("DURAKUBE_TASK_MODULES", "").split(",")]
     cache = environ.get("DURAKUBE_STATEMENT_CACHE_SIZE")
+    policy = environ.get("DURAKUBE_RETRY_POLICY")
+    try:
+        retry_policy = retry.Retry.model_validate_json(policy) if policy else None
+    except pydantic.ValidationError as error:
+        raise ValueError(f"DURAKUBE_RETRY_POLICY is not a retry policy: {error}") from None
     return Settings(
         run_id=environ["DURAKUBE_RUN_ID"], attempt=attempt,
         database_url=environ["DURAKUBE_DATABASE_URL"],
@@ -220,7 +243,8 @@ def read_settings(environ: Mapping[str, str], modules: Sequence[str] = ()) -> Se
         termination_message_path=environ.get("DURAKUBE_TERMINATION_MESSAGE_PATH")
         or DEFAULT_TERMINATION_MESSAGE_PATH,
         pod_name=environ.get("DURAKUBE_POD_NAME") or environ.get("HOSTNAME"),
-        statement_cache_size=int(cache) if cache else None)
+        statement_cache_size=int(cache) if cache else None,
+        retry_policy=retry_policy)
 
 
 async def _connect(settings: Settings) -> Any:
@@ -257,7 +281,8 @@ async def _main(settings: Settings) -> int:
                                            pod_name=settings.pod_name)
         else:
             outcome = await run_attempt(pool, settings.run_id, settings.attempt, tasks.registry,
-                                        pod_name=settings.pod_name)
+                                        pod_name=settings.pod_name,
+                                        retry_policy=settings.retry_policy)
     except Exception:
         log.exception("run %s attempt %d: no outcome recorded", settings.run_id,
                       settings.attempt)

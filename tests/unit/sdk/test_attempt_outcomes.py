@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -61,24 +61,97 @@ async def test_errors_become_retry_or_failed_outcomes(
     policy = retry.Retry(on=["ConnectionError"], min_timeout=10, max_timeout=10)
     tasks.task(id="failing", registry=registry, retry=policy, timeout=task_timeout)(fn)
     run_id = await new_run("failing")
-    before = datetime.now(UTC)
 
     outcome = await worker.run_attempt(pool, run_id, 1, registry)
 
     assert outcome.kind == kind
     assert outcome.error is not None and outcome.error["type"] == error_type
     assert outcome.error["retryable"] is (kind == "retry")
-    if fn is raise_retryable:
-        assert outcome.retry_at == RETRY_AT
-    elif kind == "retry":
-        assert outcome.retry_at is not None
-        assert before + timedelta(seconds=5) <= outcome.retry_at <= datetime.now(UTC) + (
-            timedelta(seconds=10))
-    else:
-        assert outcome.retry_at is None
+    # Only the task's own request names a time; the operator computes every other delay.
+    assert outcome.retry_at == (RETRY_AT if fn is raise_retryable else None)
+    assert outcome.policy == policy
     assert await attempts.read_outcome(pool, run_id, 1) == outcome
     run = await runs.load_run(pool, run_id)
     assert run is not None and run.error == outcome.error and run.status == "Pending"
+
+
+async def raise_retryable_without_time(ctx: context.TaskContext,
+                                       payload: dict[str, Any]) -> None:
+    raise errors.RetryableError("busy")
+
+
+async def fail_in_step(ctx: context.TaskContext, payload: dict[str, Any]) -> None:
+    async def parse() -> None:
+        raise ValueError("bad row")
+
+    await ctx.step("parse", parse)
+
+
+DECORATOR_POLICY = retry.Retry(max_attempts=5, on=["ConnectionError"], min_timeout=2,
+                               max_timeout=2)
+
+
+@pytest.mark.parametrize(
+    ("fn", "spec_on", "kind"),
+    [
+        (raise_plain, ["ValueError"], "retry"),
+        (fail_in_step, ["ValueError"], "retry"),
+        (raise_listed, [], "failed"),
+        (raise_retryable_without_time, [], "retry"),
+        (raise_permanent, ["PermanentError"], "failed"),
+    ],
+    ids=["spec-lists-the-type", "spec-lists-a-step-error-type", "spec-replaces-decorator-on",
+         "retryable-error-always", "own-errors-decide-for-themselves"],
+)
+async def test_spec_policy_from_the_environment_classifies_errors(
+        pool: Any, new_run: Any, fn: Any, spec_on: list[str], kind: str) -> None:
+    registry = tasks.Registry()
+    tasks.task(id="failing", registry=registry, retry=DECORATOR_POLICY)(fn)
+    run_id = await new_run("failing")
+    spec_policy = retry.Retry(max_attempts=2, min_timeout=30, max_timeout=30, on=spec_on)
+    settings = worker.read_settings({
+        "DURAKUBE_RUN_ID": run_id, "DURAKUBE_ATTEMPT": "1", "DURAKUBE_DATABASE_URL": "unused",
+        "DURAKUBE_RETRY_POLICY": spec_policy.model_dump_json()})
+    assert settings.retry_policy == spec_policy
+
+    outcome = await worker.run_attempt(pool, run_id, 1, registry,
+                                       retry_policy=settings.retry_policy)
+
+    assert outcome.kind == kind
+    assert outcome.error is not None and outcome.error["retryable"] is (kind == "retry")
+    # The operator knows a spec's policy, and computes the delay itself.
+    assert (outcome.retry_at, outcome.policy) == (None, None)
+    assert await attempts.read_outcome(pool, run_id, 1) == outcome
+
+
+async def test_a_retry_time_is_recorded_only_when_the_task_asked_for_one(
+        pool: Any, new_run: Any) -> None:
+    registry = tasks.Registry()
+    tasks.task(id="asks", registry=registry)(raise_retryable)
+    tasks.task(id="does-not-ask", registry=registry)(raise_retryable_without_time)
+    spec_policy = retry.Retry(min_timeout=30, max_timeout=30)
+    for task_id, retry_at in (("asks", RETRY_AT), ("does-not-ask", None)):
+        for policy in (None, spec_policy):
+            run_id = await new_run(task_id)
+            outcome = await worker.run_attempt(pool, run_id, 1, registry, retry_policy=policy)
+            assert (outcome.kind, outcome.retry_at) == ("retry", retry_at)
+            assert await attempts.read_outcome(pool, run_id, 1) == outcome
+
+
+async def test_decorator_policy_is_recorded_when_no_spec_policy_is_given(
+        pool: Any, new_run: Any) -> None:
+    registry = tasks.Registry()
+    tasks.task(id="failing", registry=registry, retry=DECORATOR_POLICY)(raise_listed)
+    run_id = await new_run("failing")
+
+    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+
+    assert outcome.kind == "retry"
+    assert outcome.policy == DECORATOR_POLICY
+    recorded = await attempts.read_outcome(pool, run_id, 1)
+    assert recorded is not None and recorded.policy == DECORATOR_POLICY
+    (attempt,) = await attempts.load_attempts(pool, run_id)
+    assert attempt.policy == DECORATOR_POLICY
 
 
 async def test_retryable_step_error_is_not_recorded_so_the_step_runs_again(
