@@ -4,7 +4,8 @@ One pod per attempt, named deterministically from the run and the attempt number
 so that "already exists" means "adopt it" and never a second pod. The pod is owned
 by its TaskRun (garbage-collected with it), runs the worker image's entrypoint with
 the run id and attempt in its env, reads the Postgres DSN from a Secret (never from
-the custom resource), and gets a restrictive security context.
+the custom resource), and gets a restrictive security context. When the TaskRun or
+the Task sets a retry policy, the worker gets it too, to classify errors under it.
 
 Pure functions: building a manifest does no I/O.
 """
@@ -88,6 +89,11 @@ def build_attempt_pod(
     ]
     if task.spec.modules:
         env.append({"name": "DURAKUBE_TASK_MODULES", "value": ",".join(task.spec.modules)})
+    # Without a spec's policy the worker uses its decorator's and records it.
+    spec_retry = run.spec.retry or task.spec.retry
+    if spec_retry is not None:
+        env.append({"name": "DURAKUBE_RETRY_POLICY",
+                    "value": spec_retry.to_policy().model_dump_json()})
     env.extend(template.env or [])
     container: dict[str, Any] = {
         "name": CONTAINER,

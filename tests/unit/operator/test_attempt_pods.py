@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from durakube import resources
+from durakube import resources, retry
 from durakube_operator import pods, settings
 
 SETTINGS = settings.Settings(database_url="postgresql://db/durakube")
 
 
-def make_run(name: str = "report-7", timeout: str | None = None) -> resources.TaskRun:
+def make_run(name: str = "report-7", timeout: str | None = None,
+             retry: dict[str, object] | None = None) -> resources.TaskRun:
     return resources.TaskRun.model_validate({
         "metadata": {"name": name, "namespace": "team-a", "uid": "uid-1", "generation": 1},
         "spec": {"taskRef": {"name": "process-document"}, "payload": {"documentId": "d"},
-                 **({"timeout": timeout} if timeout else {})},
+                 **({"timeout": timeout} if timeout else {}),
+                 **({"retry": retry} if retry else {})},
     })
 
 
@@ -74,3 +76,31 @@ def test_security_context_is_restrictive() -> None:
 def test_attempt_timeout_becomes_active_deadline(run_timeout: str | None, deadline: int) -> None:
     pod = pods.build_attempt_pod(make_run(timeout=run_timeout), TASK, 1, SETTINGS)
     assert pod["spec"]["activeDeadlineSeconds"] == deadline
+
+
+TASK_RETRY = {"maxAttempts": 2, "minTimeout": "30s", "maxTimeout": "30s", "randomize": False}
+RUN_RETRY = {"maxAttempts": 4, "minTimeout": "5s", "on": ["ValueError"]}
+
+
+@pytest.mark.parametrize(
+    ("run_retry", "task_retry", "expected"),
+    [
+        (None, None, None),
+        (None, TASK_RETRY, retry.Retry(max_attempts=2, min_timeout=30, max_timeout=30,
+                                       randomize=False)),
+        (RUN_RETRY, TASK_RETRY, retry.Retry(max_attempts=4, min_timeout=5, on=["ValueError"])),
+    ],
+    ids=["no-spec-policy", "task-policy", "run-policy-wins"],
+)
+def test_the_spec_retry_policy_reaches_the_worker(
+        run_retry: dict[str, object] | None, task_retry: dict[str, object] | None,
+        expected: retry.Retry | None) -> None:
+    task = TASK.model_copy(update={"spec": TASK.spec.model_copy(update={
+        "retry": resources.RetrySpec.model_validate(task_retry) if task_retry else None})})
+    pod = pods.build_attempt_pod(make_run(retry=run_retry), task, 1, SETTINGS)
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    if expected is None:
+        # The worker then classifies under its decorator's policy and records it.
+        assert "DURAKUBE_RETRY_POLICY" not in env
+    else:
+        assert retry.Retry.model_validate_json(env["DURAKUBE_RETRY_POLICY"]["value"]) == expected
