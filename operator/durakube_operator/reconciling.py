@@ -265,8 +265,15 @@ async def _start_attempt(ctx: Context, run: resources.TaskRun, task: resources.T
                                  meta.generation)
 
 
-def _retry_policy(run: resources.TaskRun, task: resources.Task) -> retry_module.Retry:
-    return (run.spec.retry or task.spec.retry or resources.RetrySpec()).to_policy()
+def _retry_policy(run: resources.TaskRun, task: resources.Task,
+                  outcome: attempts.Outcome | None = None) -> retry_module.Retry:
+    """The TaskRun's policy, else the Task's, else the decorator's the worker recorded."""
+    spec = run.spec.retry or task.spec.retry
+    if spec is not None:
+        return spec.to_policy()
+    if outcome is not None and outcome.policy is not None:
+        return outcome.policy
+    return retry_module.Retry()
 
 
 def _user_attempts(status: resources.TaskRunStatus) -> int:
@@ -303,7 +310,7 @@ async def _conclude(ctx: Context, run: resources.TaskRun, task: resources.Task,
                                     retryable=outcome.kind == "retry")
     status = status.model_copy(update={"last_error": last_error})
     if outcome.kind == "retry":
-        policy = _retry_policy(run, task)
+        policy = _retry_policy(run, task, outcome)
         if retry_module.has_attempts_left(policy, _user_attempts(status)):
             due = outcome.retry_at or (conditions.now() + timedelta(
                 seconds=retry_module.backoff_delay(policy, _user_attempts(status))))
