@@ -2,7 +2,8 @@
 
 Starts the test bed (control plane, process node, Postgres), installs the CRDs,
 starts the operator (its real entry point, `durakube-operator`), applies the
-seed's process-document example with kubectl, waits for the run to succeed, and
+process-document example (`examples/process-document.yaml`: a Task and one run of
+it) with kubectl, waits for the run to succeed, and
 shows what a user sees: `kubectl get taskruns`, the run's status, its pods, and
 the checkpointed steps in Postgres. Then it stops everything.
 

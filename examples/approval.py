@@ -1,5 +1,5 @@
-"""The seed's approval workflow, ported to Python: generate -> send for approval ->
-wait (up to 7 days, holding no pod) -> publish or reject.
+"""An approval workflow: generate -> send for approval -> wait (up to 7 days,
+holding no pod) -> publish or reject.
 
 The wait is a waitpoint token: `send_for_approval` hands the token to a person
 (here it records the request in Postgres and logs the approval URL); whoever

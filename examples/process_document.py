@@ -1,4 +1,4 @@
-"""The seed's process-document task, ported to Python: fetch -> extract -> embed -> store.
+"""A document-processing task in four steps: fetch -> extract -> embed -> store.
 
 Each awaited step is a checkpoint: if the pod dies after `extract_text`, the next
 attempt replays fetch and extract from Postgres and starts at the embedding.
