@@ -1,10 +1,11 @@
 """Retry policies and the backoff between attempts.
 
-A `Retry` is declared on a task (`@task(retry=Retry(...))`) and may be overridden
-per TaskRun by the operator. The worker uses it to classify an attempt's error
-(retried or permanent) and to suggest when the next attempt may start; the
-operator owns the attempt budget (`max_attempts`, with infrastructure failures
-counted apart), so nothing here decides that a run is finished.
+A `Retry` is declared on a task (`@task(retry=Retry(...))`); a Task's or a
+TaskRun's `spec.retry` overrides it (the TaskRun's first), and the operator hands
+that one to the worker. The worker uses the policy to classify an attempt's error
+(retried or permanent); the operator computes the back-off and owns the attempt
+budget (`max_attempts`, with infrastructure failures counted apart), so nothing
+here decides that a run is finished.
 
 Pure functions over a pydantic model: no I/O, no clock (callers pass `now`).
 """
