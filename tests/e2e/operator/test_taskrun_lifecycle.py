@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,37 @@ def test_retries_exhausted_fails_the_run(
     assert condition(run)["reason"] == "RetriesExhausted"
     assert run["status"]["attempt"] == 2
     assert "transient failure on attempt 2" in condition(run)["message"]
+
+
+def test_task_retry_policy_sets_the_back_off(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        operator: OperatorProcess) -> None:
+    # The decorator of "flaky" backs off 1 to 2 s; the Task's 30 s must govern instead.
+    create(custom, namespace,
+           task_manifest("flaky", "flaky", retry={"maxAttempts": 2, "minTimeout": "30s",
+                                                   "maxTimeout": "30s", "randomize": False}),
+           run_manifest("flaky-slow", "flaky", {"succeed_on": 2}))
+    run = wait_for_phase(custom, namespace, "flaky-slow", {"BackingOff", "Succeeded", "Failed"})
+    assert run["status"]["phase"] == "BackingOff", run["status"]
+    ended = attempt_finished_at(operator.database_url, run["metadata"]["uid"], 1)
+    due = datetime.fromisoformat(run["status"]["nextAttemptAt"])
+    # 30 s from when the operator saw the outcome, truncated to the second.
+    assert 28 <= (due - ended).total_seconds() < 45, (ended, due)
+
+
+def attempt_finished_at(database_url: str, run_id: str, attempt: int) -> datetime:
+    """When the worker recorded the attempt's outcome, from Postgres."""
+    async def read() -> datetime:
+        connection = await asyncpg.connect(database_url)
+        try:
+            finished: datetime = await connection.fetchval(
+                "SELECT finished_at FROM durakube.attempts WHERE run_id = $1 AND attempt = $2",
+                run_id, attempt)
+        finally:
+            await connection.close()
+        return finished
+
+    return asyncio.run(read())
 
 
 def test_uncaught_exception_fails_at_once_without_retry(
