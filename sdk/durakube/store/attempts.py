@@ -7,6 +7,10 @@ ended the attempt), together with the run's state, output and error. The operato
 reads it (`read_outcome`): None means the worker died before recording anything,
 an infrastructure failure; the run resumes from its last checkpoint.
 
+An outcome carries the retry policy it was classified under only when the
+operator cannot know that policy itself: the task's decorator set it, and neither
+the TaskRun nor the Task spec has one.
+
 The worker never moves `runs.status`: the operator owns the run's phase and the
 attempt budget. Functions take a pool or a connection; none commits on behalf of
 a caller's transaction.
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from durakube import retry
 from durakube.store import pools, steps
 
 OutcomeKind = Literal["succeeded", "failed", "retry", "suspended"]
@@ -25,16 +30,23 @@ OutcomeKind = Literal["succeeded", "failed", "retry", "suspended"]
 
 @dataclass(frozen=True)
 class Outcome:
-    """What an attempt ended with: output when succeeded, error otherwise."""
+    """What an attempt ended with: output when succeeded, error otherwise.
+
+    `retry_at` is set only when the task asked for a time (`RetryableError(retry_at=...)`);
+    otherwise the operator computes the back-off. `policy` is the decorator's retry
+    policy when that one classified the error; None when a spec's policy did.
+    """
 
     kind: OutcomeKind
     output: Any = None
     error: dict[str, Any] | None = None
     retry_at: datetime | None = None
+    policy: retry.Retry | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"outcome": self.kind, "output": self.output, "error": self.error,
-                "retry_at": self.retry_at.isoformat() if self.retry_at else None}
+                "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+                "policy": _policy_json(self.policy)}
 
 
 @dataclass(frozen=True)
@@ -46,12 +58,22 @@ class Attempt:
     output: Any
     error: dict[str, Any] | None
     retry_at: datetime | None
+    policy: retry.Retry | None
     started_at: datetime
     finished_at: datetime | None
 
     @classmethod
     def from_record(cls, record: Any) -> Attempt:
-        return cls(**dict(record))
+        fields = dict(record)
+        return cls(**{**fields, "policy": _policy_from_json(fields["policy"])})
+
+
+def _policy_json(policy: retry.Retry | None) -> dict[str, Any] | None:
+    return policy.model_dump(mode="json") if policy is not None else None
+
+
+def _policy_from_json(data: dict[str, Any] | None) -> retry.Retry | None:
+    return retry.Retry.model_validate(data) if data is not None else None
 
 
 async def start_attempt(db: pools.Database, run_id: str, attempt: int,
@@ -100,9 +122,11 @@ async def _record_outcome_txn(conn: pools.Database, run_id: str, attempt: int,
         await steps.record_step(conn, last_step)
     await conn.execute("""
         UPDATE durakube.attempts
-        SET outcome = $3, output = $4, error = $5, retry_at = $6, finished_at = now()
+        SET outcome = $3, output = $4, error = $5, retry_at = $6, policy = $7,
+            finished_at = now()
         WHERE run_id = $1 AND attempt = $2""",
-        run_id, attempt, outcome.kind, outcome.output, outcome.error, outcome.retry_at)
+        run_id, attempt, outcome.kind, outcome.output, outcome.error, outcome.retry_at,
+        _policy_json(outcome.policy))
     await conn.execute("""
         UPDATE durakube.runs
         SET state = coalesce($2, state),
@@ -117,12 +141,12 @@ async def read_outcome(db: pools.Database, run_id: str, attempt: int) -> Outcome
     """The attempt's recorded outcome; None when the worker recorded none (it died)."""
     async with pools.connection(db) as conn:
         record = await conn.fetchrow("""
-            SELECT outcome, output, error, retry_at FROM durakube.attempts
+            SELECT outcome, output, error, retry_at, policy FROM durakube.attempts
             WHERE run_id = $1 AND attempt = $2 AND outcome IS NOT NULL""", run_id, attempt)
     if record is None:
         return None
     return Outcome(kind=record["outcome"], output=record["output"], error=record["error"],
-                   retry_at=record["retry_at"])
+                   retry_at=record["retry_at"], policy=_policy_from_json(record["policy"]))
 
 
 async def load_attempts(db: pools.Database, run_id: str) -> list[Attempt]:

@@ -187,6 +187,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX child_runs_unsubmitted_idx ON durakube.child_runs (created_at)
             WHERE submitted_at IS NULL;
     """),
+    Migration(7, "the retry policy an attempt's outcome was classified under", """
+        ALTER TABLE durakube.attempts ADD COLUMN policy jsonb;
+    """),
 )
 
 
