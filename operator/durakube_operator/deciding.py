@@ -39,16 +39,41 @@ PREVIEW_BYTES = 1024
 
 # The actions, performed by `acting` in the order given, before the status is published.
 
-@dataclass(frozen=True)
-class RegisterRun:
-    """Records the run and its payload in Postgres (idempotent)."""
+@dataclass(frozen=True, kw_only=True)
+class _OfRun:
+    """An action about one run: who it is and which queue it uses."""
 
     run_id: str
     namespace: str
     name: str
+    queue: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterRun(_OfRun):
+    """Records the run and its payload in Postgres (idempotent)."""
+
     task_id: str
     payload: Any
-    queue: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Enqueue(_OfRun):
+    """Puts the run in its queue's line for a slot (idempotent)."""
+
+    concurrency_key: str | None
+    priority: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartAttempt(_OfRun):
+    """Records the attempt, then creates its pod (adopting one that exists)."""
+
+    attempt: int
+    pod: dict[str, Any]
+    # When the attempt became due (created, delay or back-off over); None for resumes.
+    due_since: datetime | None
 
 
 @dataclass(frozen=True)
@@ -59,37 +84,11 @@ class EnsureSecret:
 
 
 @dataclass(frozen=True)
-class Enqueue:
-    """Puts the run in its queue's line for a slot (idempotent)."""
-
-    run_id: str
-    queue: str
-    namespace: str
-    name: str
-    concurrency_key: str | None
-    priority: int
-    created_at: datetime
-
-
-@dataclass(frozen=True)
 class ReleaseSlot:
     """Gives back the run's slot and takes it out of line (idempotent)."""
 
     run_id: str
     queue: str
-
-
-@dataclass(frozen=True)
-class StartAttempt:
-    """Records the attempt, then creates its pod (adopting one that exists)."""
-
-    run_id: str
-    namespace: str
-    queue: str
-    attempt: int
-    pod: dict[str, Any]
-    # When the attempt became due (created, delay or back-off over); None for resumes.
-    due_since: datetime | None
 
 
 @dataclass(frozen=True)
@@ -250,7 +249,8 @@ class _Deciding:
             if self.settings.manage_database_secret:
                 actions.append(EnsureSecret(self.namespace))
             resumed = status.phase == Phase.SUSPENDED
-            actions.append(StartAttempt(run_id=self.uid, namespace=self.namespace, queue=seen.queue,
+            actions.append(StartAttempt(run_id=self.uid, namespace=self.namespace,
+                                        name=run.metadata.name, queue=seen.queue,
                                         attempt=attempt, pod=manifest,
                                         due_since=None if resumed else due or seen.created_at))
             status = status.model_copy(update={"attempt": attempt, "pod_name": pod_name,
