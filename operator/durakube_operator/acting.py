@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from durakube.store import attempts, pools, queues, runs
-from durakube_operator import children, deciding, kubeapi, metrics
+from durakube_operator import actions, children, kubeapi, metrics
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -36,26 +36,26 @@ class Actor:
     # Namespaces where the database Secret is known to exist (saves a GET per attempt).
     secrets_ensured: set[str] = field(default_factory=set)
 
-    async def perform(self, actions: tuple[deciding.Action, ...]) -> queues.Place | None:
+    async def perform(self, actions: tuple[actions.Action, ...]) -> queues.Place | None:
         """Performs `actions` in order; returns the run's place once it joined a line."""
         place = None
         for action in actions:
             place = await self._perform(action) or place
         return place
 
-    async def _perform(self, action: deciding.Action) -> queues.Place | None:
+    async def _perform(self, action: actions.Action) -> queues.Place | None:
         match action:
-            case deciding.RegisterRun():
+            case actions.RegisterRun():
                 await runs.register_run(self.db, run_id=action.run_id, namespace=action.namespace,
                                         name=action.name, task_id=action.task_id,
                                         payload=action.payload, queue=action.queue)
-            case deciding.EnsureSecret(namespace=namespace):
+            case actions.EnsureSecret(namespace=namespace):
                 if namespace not in self.secrets_ensured:
                     await self.api.ensure_secret(
                         namespace, self.settings.database_secret_name,
                         {self.settings.database_secret_key: self.settings.database_url})
                     self.secrets_ensured.add(namespace)
-            case deciding.Enqueue():
+            case actions.Enqueue():
                 await queues.enqueue_run(self.db, run_id=action.run_id, queue=action.queue,
                                          namespace=action.namespace, name=action.name,
                                          concurrency_key=action.concurrency_key,
@@ -63,21 +63,21 @@ class Actor:
                                          default_limit=self.settings.default_concurrency_limit)
                 self.poke_admission(action.queue)
                 return await queues.place(self.db, action.run_id)
-            case deciding.ReleaseSlot():
+            case actions.ReleaseSlot():
                 if await queues.release(self.db, action.run_id):
                     self.poke_admission(action.queue)
-            case deciding.StartAttempt():
+            case actions.StartAttempt():
                 await self._start_attempt(action)
-            case deciding.DeletePod():
+            case actions.DeletePod():
                 await self.api.delete_pod(action.namespace, action.name)
-            case deciding.MirrorPhase():
+            case actions.MirrorPhase():
                 await runs.set_run_status(self.db, action.run_id, action.phase)
-            case deciding.ReportChildEnd():
+            case actions.ReportChildEnd():
                 if await children.report_child_end(self.db, action.body, action.status):
                     self.wake_waiting_runs()
         return None
 
-    async def _start_attempt(self, action: deciding.StartAttempt) -> None:
+    async def _start_attempt(self, action: actions.StartAttempt) -> None:
         pod_name = action.pod["metadata"]["name"]
         # Record the attempt first: a worker that starts finds its row, and a crash between
         # here and the pod's creation only repeats this idempotent write.

@@ -25,7 +25,7 @@ import pydantic
 
 from durakube import durations, errors, resources, retry
 from durakube.store import attempts, queues
-from durakube_operator import conditions, observing, pods, reasons
+from durakube_operator import actions, conditions, observing, pods, reasons
 from durakube_operator import settings as settings_module
 
 Phase = resources.Phase
@@ -37,90 +37,10 @@ INFRASTRUCTURE_RETRY = retry.Retry(max_attempts=1000, factor=2.0, min_timeout=1.
 PREVIEW_BYTES = 1024
 
 
-# The actions, performed by `acting` in the order given, before the status is published.
-
-@dataclass(frozen=True, kw_only=True)
-class _OfRun:
-    """An action about one run: who it is and which queue it uses."""
-
-    run_id: str
-    namespace: str
-    name: str
-    queue: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class RegisterRun(_OfRun):
-    """Records the run and its payload in Postgres (idempotent)."""
-
-    task_id: str
-    payload: Any
-
-
-@dataclass(frozen=True, kw_only=True)
-class Enqueue(_OfRun):
-    """Puts the run in its queue's line for a slot (idempotent)."""
-
-    concurrency_key: str | None
-    priority: int
-    created_at: datetime
-
-
-@dataclass(frozen=True, kw_only=True)
-class StartAttempt(_OfRun):
-    """Records the attempt, then creates its pod (adopting one that exists)."""
-
-    attempt: int
-    pod: dict[str, Any]
-    # When the attempt became due (created, delay or back-off over); None for resumes.
-    due_since: datetime | None
-
-
-@dataclass(frozen=True)
-class EnsureSecret:
-    """Creates the database Secret in the namespace when missing (if the operator manages it)."""
-
-    namespace: str
-
-
-@dataclass(frozen=True)
-class ReleaseSlot:
-    """Gives back the run's slot and takes it out of line (idempotent)."""
-
-    run_id: str
-    queue: str
-
-
-@dataclass(frozen=True)
-class DeletePod:
-    namespace: str
-    name: str
-
-
-@dataclass(frozen=True)
-class MirrorPhase:
-    """Mirrors the phase in Postgres: history outlives the TaskRun; queues count by it."""
-
-    run_id: str
-    phase: str
-
-
-@dataclass(frozen=True)
-class ReportChildEnd:
-    """Sends a finished child run's result to the parent waiting on it."""
-
-    body: dict[str, Any]
-    status: resources.TaskRunStatus
-
-
-Action = (RegisterRun | EnsureSecret | Enqueue | ReleaseSlot | StartAttempt | DeletePod
-          | MirrorPhase | ReportChildEnd)
-
-
 @dataclass(frozen=True)
 class Decision:
     status: resources.TaskRunStatus
-    actions: tuple[Action, ...] = ()
+    actions: tuple[actions.Action, ...] = ()
     # When to look at the run again without a new event (None: only on events).
     requeue_after: float | None = None
 
@@ -151,9 +71,9 @@ def place_in_line(decision: Decision, place: queues.Place, queue: str, generatio
     if place.in_line is None:
         return Decision(decision.status, (), 0.0)
     queued = _queued(decision.status, queue, place.in_line, generation, now)
-    mirror: tuple[Action, ...] = ()
+    mirror: tuple[actions.Action, ...] = ()
     if decision.status.phase != queued.phase and queued.run_id is not None:
-        mirror = (MirrorPhase(queued.run_id, str(queued.phase)),)
+        mirror = (actions.MirrorPhase(queued.run_id, str(queued.phase)),)
     return Decision(queued, mirror, decision.requeue_after)
 
 
@@ -195,7 +115,7 @@ class _Deciding:
     def decide(self) -> Decision:
         seen, run = self.seen, self.run
         status = run.status
-        actions: list[Action] = []
+        todo: list[actions.Action] = []
         if status.phase is None:
             status = self.transition(status, Phase.PENDING, reasons.PENDING, "waiting for the operator")
             status = status.model_copy(update={"run_id": self.uid,
@@ -215,7 +135,7 @@ class _Deciding:
                 f"spec.payloadRef {run.spec.payload_ref} names no stored payload"))
         task = seen.task
         if run.status.phase is None:
-            actions.append(RegisterRun(run_id=self.uid, namespace=self.namespace,
+            todo.append(actions.RegisterRun(run_id=self.uid, namespace=self.namespace,
                                        name=run.metadata.name, task_id=task.spec.entrypoint,
                                        payload=seen.payload, queue=seen.queue))
 
@@ -223,23 +143,23 @@ class _Deciding:
         if run.spec.cancel:
             if pod is not None and not observing.pod_finished(pod):
                 if not pod["metadata"].get("deletionTimestamp"):
-                    actions.append(DeletePod(self.namespace, pod["metadata"]["name"]))
-                return Decision(status, tuple(actions), 1.0)  # look again once the pod is gone
-            return Decision(self.canceled(status), tuple(actions))
+                    todo.append(actions.DeletePod(self.namespace, pod["metadata"]["name"]))
+                return Decision(status, tuple(todo), 1.0)  # look again once the pod is gone
+            return Decision(self.canceled(status), tuple(todo))
 
         if status.phase == Phase.SUSPENDED and not seen.wait_over:
             # No pod, no slot, no timer of its own: the waking loop or an event brings it back.
-            return Decision(status, tuple(actions))
+            return Decision(status, tuple(todo))
         if status.attempt == 0 or status.phase in observing.WAITING_PHASES:
-            return self.start_or_wait(status, task, actions)
-        return self.observe_attempt(status, task, actions)
+            return self.start_or_wait(status, task, todo)
+        return self.observe_attempt(status, task, todo)
 
     def start_or_wait(self, status: resources.TaskRunStatus, task: resources.Task,
-                      actions: list[Action]) -> Decision:
+                      todo: list[actions.Action]) -> Decision:
         run, seen = self.run, self.seen
         due = status.next_attempt_at or self.first_attempt_due()
         if due is not None and due > self.now:
-            return Decision(status, tuple(actions), (due - self.now).total_seconds())
+            return Decision(status, tuple(todo), (due - self.now).total_seconds())
         assert seen.place is not None, "observed while the run may start"
         if seen.place.holds_slot:
             # A slot first: the pod of an attempt exists only while its run holds one.
@@ -247,9 +167,9 @@ class _Deciding:
             manifest = pods.build_attempt_pod(run, task, attempt, self.settings)
             pod_name = manifest["metadata"]["name"]
             if self.settings.manage_database_secret:
-                actions.append(EnsureSecret(self.namespace))
+                todo.append(actions.EnsureSecret(self.namespace))
             resumed = status.phase == Phase.SUSPENDED
-            actions.append(StartAttempt(run_id=self.uid, namespace=self.namespace,
+            todo.append(actions.StartAttempt(run_id=self.uid, namespace=self.namespace,
                                         name=run.metadata.name, queue=seen.queue,
                                         attempt=attempt, pod=manifest,
                                         due_since=None if resumed else due or seen.created_at))
@@ -258,7 +178,7 @@ class _Deciding:
                                                "waiting_for": None})
             return Decision(self.transition(status, Phase.RUNNING, reasons.RUNNING,
                                             f"attempt {attempt} running in pod {pod_name}"),
-                            tuple(actions))
+                            tuple(todo))
         # Waiting in line, unless the ttl ran out first.
         requeue = self.settings.resync_seconds
         if run.spec.ttl and status.attempt == 0:
@@ -268,53 +188,53 @@ class _Deciding:
                 return Decision(self.transition(
                     status, Phase.EXPIRED, reasons.EXPIRED,
                     f"still waiting in queue {seen.queue} after its ttl of {run.spec.ttl}"),
-                    tuple(actions))
+                    tuple(todo))
             requeue = min(requeue, (expires - self.now).total_seconds())
         if seen.place.in_line is not None:
             return Decision(_queued(status, seen.queue, seen.place.in_line, self.generation, self.now),
-                            tuple(actions), requeue)
-        actions.append(Enqueue(run_id=self.uid, queue=seen.queue, namespace=self.namespace,
+                            tuple(todo), requeue)
+        todo.append(actions.Enqueue(run_id=self.uid, queue=seen.queue, namespace=self.namespace,
                                name=run.metadata.name, concurrency_key=run.spec.concurrency_key,
                                priority=run.spec.priority, created_at=seen.created_at or self.now))
-        return Decision(status, tuple(actions), requeue)
+        return Decision(status, tuple(todo), requeue)
 
     def observe_attempt(self, status: resources.TaskRunStatus, task: resources.Task,
-                        actions: list[Action]) -> Decision:
+                        todo: list[actions.Action]) -> Decision:
         seen = self.seen
         pod = seen.pod
         status = _with_progress(status, seen)
         if pod is not None and not observing.pod_finished(pod):
-            return Decision(status, tuple(actions), self.settings.resync_seconds)
+            return Decision(status, tuple(todo), self.settings.resync_seconds)
         # The pod has ended or gone: its slot goes back to the queue before anything else.
-        actions.append(ReleaseSlot(self.uid, seen.queue))
+        todo.append(actions.ReleaseSlot(self.uid, seen.queue))
         if seen.outcome is not None:
             status, more = self.conclude(status, task, seen.outcome)
-            return Decision(status, (*actions, *more), 0.0)
+            return Decision(status, (*todo, *more), 0.0)
         if pod is None:
             # The pod may be gone (deleted, evicted and collected) without an outcome.
             return Decision(self.infrastructure_failure(
                 status, task, reasons.POD_DELETED,
-                f"pod {status.pod_name} disappeared without an outcome"), tuple(actions), 0.0)
+                f"pod {status.pod_name} disappeared without an outcome"), tuple(todo), 0.0)
         reason, message = why_pod_ended(pod)
         if reason == reasons.DEADLINE_EXCEEDED:
-            return Decision(self.timed_out(status, task, message), tuple(actions), 0.0)
-        return Decision(self.infrastructure_failure(status, task, reason, message), tuple(actions), 0.0)
+            return Decision(self.timed_out(status, task, message), tuple(todo), 0.0)
+        return Decision(self.infrastructure_failure(status, task, reason, message), tuple(todo), 0.0)
 
     def conclude(self, status: resources.TaskRunStatus, task: resources.Task,
-                 outcome: attempts.Outcome) -> tuple[resources.TaskRunStatus, list[Action]]:
+                 outcome: attempts.Outcome) -> tuple[resources.TaskRunStatus, list[actions.Action]]:
         if outcome.kind == "suspended":
             # The pod of an attempt that ended by suspending did its work and recorded it:
             # remove it, so a waiting run holds no pod at all, not even a finished one.
-            actions: list[Action] = []
+            todo: list[actions.Action] = []
             if status.pod_name:
-                actions.append(DeletePod(self.namespace, status.pod_name))
+                todo.append(actions.DeletePod(self.namespace, status.pod_name))
             waiting_for = outcome.output if isinstance(outcome.output, dict) else {}
             status = status.model_copy(update={"waiting_for": waiting_for,
                                                "resumes": status.resumes + 1})
             until = f" until {waiting_for['until']}" if waiting_for.get("until") else ""
             return self.transition(status, Phase.SUSPENDED, reasons.SUSPENDED,
                                    f"waiting for {waiting_for.get('kind', 'something')}{until}; "
-                                   "no pod is held"), actions
+                                   "no pod is held"), todo
         if outcome.kind == "succeeded":
             status = status.model_copy(update={"output": preview(outcome.output), "last_error": None})
             return self.transition(status, Phase.SUCCEEDED, reasons.SUCCEEDED, "the task returned"), []
@@ -427,15 +347,15 @@ def _with_consequences(seen: observing.Observation, before: resources.TaskRunSta
     after = decision.status
     if after.phase == before.phase or after.run_id is None or after.phase is None:
         return decision
-    actions = list(decision.actions)
+    todo = list(decision.actions)
     if after.phase in resources.FINAL_PHASES or after.phase == Phase.BACKING_OFF:
-        if not any(isinstance(action, ReleaseSlot) for action in actions):
-            actions.append(ReleaseSlot(after.run_id, seen.queue))
+        if not any(isinstance(action, actions.ReleaseSlot) for action in todo):
+            todo.append(actions.ReleaseSlot(after.run_id, seen.queue))
     if after.phase != Phase.PENDING:  # registration wrote Pending
-        actions.append(MirrorPhase(after.run_id, str(after.phase)))
+        todo.append(actions.MirrorPhase(after.run_id, str(after.phase)))
     if after.phase in resources.FINAL_PHASES and seen.is_child:
-        actions.append(ReportChildEnd(seen.body, after))
-    return Decision(after, tuple(actions), decision.requeue_after)
+        todo.append(actions.ReportChildEnd(seen.body, after))
+    return Decision(after, tuple(todo), decision.requeue_after)
 
 
 def _queued(status: resources.TaskRunStatus, queue: str, place: tuple[int, int],

@@ -18,7 +18,7 @@ import yaml
 
 from durakube import resources, retry
 from durakube.store import attempts, queues, steps
-from durakube_operator import children, deciding, observing, reasons, validating
+from durakube_operator import actions, children, deciding, observing, reasons, validating
 from durakube_operator import settings as settings_module
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
@@ -137,7 +137,7 @@ def message_has(text: str) -> Callable[[resources.TaskRunStatus, deciding.Decisi
 def started(attempt: int, due_since: datetime | None) -> Callable[[resources.TaskRunStatus,
                                                                    deciding.Decision], None]:
     def check(after: resources.TaskRunStatus, decision: deciding.Decision) -> None:
-        start = next(a for a in decision.actions if isinstance(a, deciding.StartAttempt))
+        start = next(a for a in decision.actions if isinstance(a, actions.StartAttempt))
         assert (start.attempt, start.due_since) == (attempt, due_since)
         assert start.pod["metadata"]["name"] == f"report-{attempt}" == after.pod_name
         assert after.attempt == attempt and after.next_attempt_at is None
@@ -397,7 +397,7 @@ def test_joining_the_line_shows_the_place_or_looks_again_when_admitted_meanwhile
     placed = deciding.place_in_line(decision, IN_LINE, "team/default", 1, NOW)
     assert placed.status.phase == resources.Phase.QUEUED and placed.status.queue_position == 2
     assert placed.requeue_after == 30.0
-    assert placed.actions == (deciding.MirrorPhase("uid-1", "Queued"),)
+    assert placed.actions == (actions.MirrorPhase("uid-1", "Queued"),)
     admitted = deciding.place_in_line(decision, ADMITTED, "team/default", 1, NOW)
     assert admitted.status.phase == resources.Phase.PENDING and admitted.requeue_after == 0.0
 
