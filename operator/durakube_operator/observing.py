@@ -99,7 +99,10 @@ async def observe(api: kubeapi.KubeApi, db: pools.Database, default_queue: str,
                 return _replace(seen, payload_missing=True)
         seen = _replace(seen, payload=payload)
 
-    pod = await api.get_pod(namespace, status.pod_name) if status.pod_name else None
+    # Only a running attempt has a pod worth reading (a cancel may have to stop it).
+    pod = None
+    if status.pod_name and (status.phase == resources.Phase.RUNNING or run.spec.cancel):
+        pod = await api.get_pod(namespace, status.pod_name)
     seen = _replace(seen, pod=pod)
     if run.spec.cancel:
         return seen
