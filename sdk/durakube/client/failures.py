@@ -161,8 +161,11 @@ class RunFailed(errors.DurakubeError):
                    fields.get("error_message"))
 
 
-class WaitTimedOut(errors.DurakubeError, TimeoutError):
-    """The run did not finish within the caller's timeout (the run itself goes on)."""
+class RunWaitTimedOut(errors.DurakubeError, TimeoutError):
+    """The run did not finish within the caller's timeout (the run itself goes on).
+
+    Not `durakube.WaitTimedOut`, which is a wait inside a task that timed out.
+    """
 
     def __init__(self, name: str, timeout: float, phase: str | None) -> None:
         super().__init__(
