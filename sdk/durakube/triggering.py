@@ -23,20 +23,12 @@ if TYPE_CHECKING:
 class ChildRunFailed(errors.DurakubeError):
     """A child run ended without succeeding."""
 
-    def __init__(self, name: str, phase: str, error_type: str = "", message: str = "") -> None:
-        detail = f": {error_type}: {message}" if error_type or message else ""
+    def __init__(self, name: str, phase: str, error_type: str = "",
+                 error_message: str = "") -> None:
+        detail = f": {error_type}: {error_message}" if error_type or error_message else ""
         super().__init__(f"child run {name} ended {phase}{detail}")
-        self.name, self.phase, self.error_type, self.error_message = name, phase, error_type, message
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"name": self.name, "phase": self.phase, "error_type": self.error_type,
-                "error_message": self.error_message}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields.get("name", "")), str(fields.get("phase", "")),
-                   str(fields.get("error_type", "")), str(fields.get("error_message", "")))
+        self.name, self.phase = name, phase
+        self.error_type, self.error_message = error_type, error_message
 
 
 def _task_id(task: str | Callable[..., Any]) -> str:

@@ -56,15 +56,6 @@ class WaitTimedOut(errors.DurakubeError):
         super().__init__(f"no {kind} {what} arrived before the timeout{timeout}")
         self.kind, self.what, self.timeout = kind, what, timeout
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"kind": self.kind, "what": self.what, "timeout": self.timeout}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields.get("kind", "")), str(fields.get("what", "")),
-                   str(fields.get("timeout", "")))
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
