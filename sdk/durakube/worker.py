@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from durakube import context, errors, retry, serializing, tasks, waiting
+from durakube import context, current, errors, retry, serializing, tasks, waiting
 from durakube.store import attempts, pools, runs, steps
 
 log = logging.getLogger("durakube.worker")
@@ -90,7 +90,7 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
         recorded = await steps.load_steps(pool, run_id)
         ctx = context.TaskContext(pool=pool, run_id=run_id, attempt=attempt, payload=payload,
                                   recorded=recorded, retry_policy=policy,
-                                  on_checkpoint=on_checkpoint)
+                                  on_checkpoint=on_checkpoint, registry=registry)
         output = await _run_task(definition, ctx, payload)
         state = serializing.encode(ctx.state, "ctx.state at the end of the task")
         outcome = attempts.Outcome("succeeded", output=output)
@@ -120,7 +120,7 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
 async def _run_task(definition: tasks.TaskDefinition, ctx: context.TaskContext,
                     payload: Any) -> Any:
     """Runs the task under its timeout; returns its output as JSON."""
-    with context.activated(ctx):
+    with current.activated(ctx):
         try:
             async with asyncio.timeout(definition.timeout) as deadline:
                 output = await definition.fn(ctx, payload)

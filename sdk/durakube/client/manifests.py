@@ -15,6 +15,11 @@
   manifest, validated with `resources.Task` (what `durakube manifests` prints).
 
 Pure functions: no I/O (importing the module named in `build_task_manifests` aside).
+
+Reads task definitions from `durakube.tasks`, the registry and the decorators,
+which sits below the step engine: importing it loads no `context`, `waiting` or
+`triggering`, so neither does the client. Only the user's task modules that
+`build_task_manifests` imports may load the engine, when they use it at import.
 """
 
 from __future__ import annotations
