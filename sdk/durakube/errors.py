@@ -151,15 +151,21 @@ def codes() -> Mapping[str, type[DurakubeError]]:
 
 
 def _register(kind: type[DurakubeError]) -> None:
-    """Gives `kind` its code (its class name) and checks that it can be rebuilt."""
-    code = kind.__name__
+    """Gives `kind` its code and checks that it can be rebuilt.
+
+    Durakube's own errors are coded by class name (the code doubles as the CamelCase
+    reason in a run's status); a user's subclass by its qualified name, so two task
+    modules may each define an error of the same name.
+    """
+    own = kind.__module__ == "durakube" or kind.__module__.startswith("durakube.")
+    code = kind.__name__ if own else qualified_name(kind)
     existing = _BY_CODE.get(code)
     # The same module and name again is a reload, not a second class.
     if existing is not None and qualified_name(existing) != qualified_name(kind):
         raise TypeError(
             f"error code {code!r} of {qualified_name(kind)} is already taken by "
             f"{qualified_name(existing)}: recorded errors are rebuilt by their code, so each "
-            "DurakubeError subclass needs a class name of its own")
+            "of Durakube's error classes needs a class name of its own")
     parameters = list(inspect.signature(kind.__init__).parameters.values())[1:]
     positional_only = [p.name for p in parameters if p.kind not in (
         inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]

@@ -84,8 +84,22 @@ def test_a_second_class_taking_a_code_fails_at_its_creation() -> None:
     with pytest.raises(TypeError, match=r"'WaitTimedOut' .* already taken by "
                                         r"durakube\.waiting\.WaitTimedOut"):
         class WaitTimedOut(errors.DurakubeError):
-            pass
+            __module__ = "durakube.client.failures"  # as the client's timeout once was
     assert errors.codes()["WaitTimedOut"] is waiting.WaitTimedOut
+
+
+def test_task_modules_may_each_define_an_error_of_the_same_name() -> None:
+    class Declined(errors.PermanentError):
+        __module__ = "acme.billing"
+        __qualname__ = "Declined"
+
+    class Declined2(errors.PermanentError):
+        __module__ = "acme.shipping"
+        __qualname__ = "Declined"
+
+    assert (Declined.code, Declined2.code) == ("acme.billing.Declined", "acme.shipping.Declined")
+    rebuilt = errors.rebuild_exception(errors.describe_exception(Declined2("no")))
+    assert type(rebuilt) is Declined2
 
 
 def test_an_error_with_unnamed_parameters_fails_at_its_creation() -> None:
