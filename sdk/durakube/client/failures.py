@@ -161,7 +161,7 @@ class RunFailed(errors.DurakubeError):
                    fields.get("error_message"))
 
 
-class WaitTimedOut(errors.DurakubeError, TimeoutError):
+class RunWaitTimedOut(errors.DurakubeError, TimeoutError):
     """The run did not finish within the caller's timeout (the run itself goes on)."""
 
     def __init__(self, name: str, timeout: float, phase: str | None) -> None:
