@@ -19,10 +19,10 @@ from durakube.client.failures import (
     PermissionDenied,
     RunFailed,
     RunNotFinished,
+    RunWaitTimedOut,
     TaskRunNotFound,
     UnknownTask,
     UnregisteredFunction,
-    WaitTimedOut,
 )
 from durakube.client.handles import (
     AttemptLog,
@@ -49,10 +49,10 @@ __all__ = [
     "RunNotFinished",
     "RunRef",
     "RunSummary",
+    "RunWaitTimedOut",
     "StepSummary",
     "TaskRunNotFound",
     "TriggerRequest",
     "UnknownTask",
     "UnregisteredFunction",
-    "WaitTimedOut",
 ]

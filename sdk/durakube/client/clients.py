@@ -169,7 +169,7 @@ class AsyncClient:
 
         With the @task function given, an output annotated as a pydantic model comes
         back as that model. Raises `RunFailed` (phase, reason, last error) unless the
-        run succeeded, `WaitTimedOut` (a TimeoutError) after `timeout` seconds.
+        run succeeded, `RunWaitTimedOut` (a TimeoutError) after `timeout` seconds.
         `options` are those of `trigger`.
         """
         handle = await self.trigger(task, payload, **options)
@@ -183,7 +183,7 @@ class AsyncClient:
         """Waits until the run is in a final phase and returns it (whatever the phase).
 
         `on_progress` is called with each distinct state seen (phase, attempt, step).
-        Raises `WaitTimedOut` (a TimeoutError) after `timeout` seconds, and
+        Raises `RunWaitTimedOut` (a TimeoutError) after `timeout` seconds, and
         `TaskRunNotFound` if the TaskRun does not exist or is deleted meanwhile.
         """
         namespace, name = self._locate(run)
@@ -444,7 +444,7 @@ class AsyncClient:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     phase = (body.get("status") or {}).get("phase")
-                    raise failures.WaitTimedOut(name, timeout or 0.0, phase)
+                    raise failures.RunWaitTimedOut(name, timeout or 0.0, phase)
                 chunk = math.ceil(min(remaining, kubeapi.WATCH_CHUNK_SECONDS))
                 try:
                     for event in self._api.watch_taskrun(namespace, name, version, chunk, stop):

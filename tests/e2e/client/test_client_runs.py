@@ -34,9 +34,9 @@ from durakube.client import (
     PermissionDenied,
     RunFailed,
     RunSummary,
+    RunWaitTimedOut,
     TaskRunNotFound,
     UnknownTask,
-    WaitTimedOut,
 )
 from durakube.store import payloads
 
@@ -163,7 +163,7 @@ def test_wait_times_out_then_cancel_ends_the_run(
     install_task(custom, namespace, "nap", "nap", "behaviours")
     handle = client.trigger("nap", {"seconds": 120})
     started = time.monotonic()
-    with pytest.raises(WaitTimedOut) as caught:
+    with pytest.raises(RunWaitTimedOut) as caught:
         client.wait(handle, timeout=2)
     assert isinstance(caught.value, TimeoutError)
     assert 1.5 < time.monotonic() - started < 10

@@ -15,7 +15,7 @@ CASES = [
     failures.DatabaseUnreachable("db:5432/durakube", "ConnectionRefusedError: refused"),
     failures.DatabaseNotConfigured("steps"),
     failures.RunFailed("r-1", "Failed", "Failed", "ValueError: bad", "ValueError", "bad"),
-    failures.WaitTimedOut("r-1", 5.0, "Running"),
+    failures.RunWaitTimedOut("r-1", 5.0, "Running"),
     failures.NotSupported("send-event", "no durakube.events table"),
     failures.RunNotFinished("r-1", "Queued"),
 ]
@@ -29,7 +29,7 @@ def test_errors_round_trip_through_json(error: errors.DurakubeError) -> None:
 
 
 def test_errors_are_the_builtins_callers_expect() -> None:
-    assert isinstance(failures.WaitTimedOut("r", 1, None), TimeoutError)
+    assert isinstance(failures.RunWaitTimedOut("r", 1, None), TimeoutError)
     assert isinstance(failures.PermissionDenied("a", "b"), PermissionError)
     assert isinstance(failures.DatabaseUnreachable("a", "b"), ConnectionError)
     assert isinstance(failures.TaskRunNotFound("r", "ns"), errors.RunNotFound)
