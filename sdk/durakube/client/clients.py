@@ -400,9 +400,8 @@ class AsyncClient:
     def _check_schema(task_id: str, task_body: dict[str, Any], data: dict[str, Any]) -> None:
         schema = (task_body.get("spec") or {}).get("inputSchema")
         if schema:
-            found = schemas.problems(data, schema)
-            if found:
-                shown = "; ".join(found[:5]) + (f" (and {len(found) - 5} more)" if len(found) > 5 else "")
+            shown = schemas.check_payload_sync(data, schema)
+            if shown is not None:
                 raise errors.InvalidPayload(task_id, shown)
 
     async def _create(self, namespace: str, task_id: str, options: dict[str, Any],
