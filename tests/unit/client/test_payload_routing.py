@@ -24,14 +24,16 @@ class FakeApi:
     def __init__(self) -> None:
         self.created: list[dict[str, Any]] = []
 
-    def get_task(self, namespace: str, name: str) -> dict[str, Any]:
+    async def get_task(self, namespace: str, name: str) -> dict[str, Any]:
         return {"metadata": {"name": name}, "spec": {"image": "i", "entrypoint": name}}
 
-    def create_taskrun(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def create_taskrun(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         self.created.append(body)
-        return {**body, "metadata": {**body["metadata"], "namespace": namespace, "uid": "u-1"}}
+        meta = body["metadata"]
+        return {**body, "metadata": {**meta, "name": meta.get("name") or meta["generateName"] + "a1b2c",
+                                     "namespace": namespace, "uid": "u-1"}}
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 
@@ -53,7 +55,7 @@ async def client(tmp_path: Path, database_dsn: str) -> AsyncIterator[tuple[Async
     made = AsyncClient(kubeconfig=write_kubeconfig(tmp_path / "kubeconfig"),
                        database_url=database_dsn)
     fake = FakeApi()
-    made._api = fake  # type: ignore[assignment]
+    made._session.api = fake  # type: ignore[assignment]
     try:
         yield made, fake
     finally:
@@ -83,7 +85,7 @@ async def test_large_payload_goes_to_postgres_by_reference(
     spec = fake.created[0]["spec"]
     assert "payload" not in spec
     assert spec["payloadRef"] == payloads.reference_of(payload)
-    assert await payloads.get_payload(await made._database("test"), spec["payloadRef"]) == payload
+    assert await payloads.get_payload(await made._session.database("test"), spec["payloadRef"]) == payload
 
 
 def test_taskrun_bodies_carry_options_and_tags_as_labels() -> None:
