@@ -120,15 +120,15 @@ class _Deciding:
             status = self.transition(status, Phase.PENDING, reasons.PENDING, "waiting for the operator")
             status = status.model_copy(update={"run_id": self.uid,
                                                "start_time": self.now.replace(microsecond=0)})
+        if seen.problem is not None:
+            return Decision(self.transition(status, Phase.FAILED, seen.problem.reason,
+                                            seen.problem.message))
         if seen.task is None:
             if run.spec.cancel:
                 return Decision(self.canceled(status))
             return Decision(self.transition(
                 status, Phase.FAILED, reasons.TASK_NOT_FOUND,
                 f"Task {run.spec.task_ref.name!r} does not exist in namespace {self.namespace!r}"))
-        if seen.problem is not None:
-            return Decision(self.transition(status, Phase.FAILED, seen.problem.reason,
-                                            seen.problem.message))
         if seen.payload_missing:
             return Decision(self.transition(
                 status, Phase.FAILED, reasons.INVALID,

@@ -93,11 +93,10 @@ def observation(case: Case) -> observing.Observation:
         task = resources.Task.model_validate({
             "metadata": {"name": "work", "namespace": "team"},
             "spec": {"image": "tasks:1", "entrypoint": "work", **(yaml.safe_load(case.task_spec) or {})}})
-    defaults: dict[str, Any] = {"payload": run.spec.payload}
+    defaults: dict[str, Any] = {"payload": run.spec.payload, "task": task}
     if task is not None and (run.status.attempt == 0 or run.status.phase in observing.WAITING_PHASES):
         defaults["place"] = NOT_IN_LINE
-    return observing.Observation(body=body, run=run, queue="team/default", task=task,
-                                 **{**defaults, **case.seen})
+    return observing.Observation(body=body, run=run, queue="team/default", **{**defaults, **case.seen})
 
 
 def after_backoff(seconds: float) -> Callable[[resources.TaskRunStatus, deciding.Decision], None]:
@@ -195,8 +194,9 @@ CASES = [
          actions=("ReleaseSlot", "MirrorPhase"), check=message_has("'work' does not exist")),
     Case("missing-task-and-cancel-is-canceled", task_spec=None, spec="cancel: true",
          phase="Canceled", reason="Canceled", actions=("ReleaseSlot", "MirrorPhase")),
-    Case("invalid-payload-fails-before-any-pod",
-         seen={"problem": validating.Problem(reasons.INVALID_PAYLOAD, "payload does not match")},
+    Case("invalid-payload-fails-before-any-pod", seen={
+        # As observed: a run with a problem is not looked at further, its Task included.
+        "task": None, "problem": validating.Problem(reasons.INVALID_PAYLOAD, "payload does not match")},
          phase="Failed", reason="InvalidPayload", actions=("ReleaseSlot", "MirrorPhase")),
     Case("missing-stored-payload-fails", seen={"payload_missing": True},
          spec="payloadRef: sha256:" + "0" * 64, phase="Failed", reason="Invalid",
