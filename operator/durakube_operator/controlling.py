@@ -1,9 +1,10 @@
 """The controller: one work queue of runs, a few workers reconciling them.
 
 Started in kopf's start-up handler and stopped in its clean-up handler; kopf's
-watch handlers only add keys to the queue. A pass that raises is retried with a
-per-run backoff (1 s doubling to 60 s) and logged; nothing escapes unclassified,
-and `asyncio.CancelledError` always propagates.
+watch handlers call its methods, which add keys to the queue or hand events and
+queue definitions to Postgres. A pass that raises is logged and retried after a
+per-run back-off kept by the work queue (1 s doubling to 60 s); nothing escapes
+unclassified, and `asyncio.CancelledError` always propagates.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
 
-_ERROR_BACKOFF_START = 1.0
-_ERROR_BACKOFF_MAX = 60.0
-
 
 class Controller:
     """The operator's one controller: its loops, its work queue and its reconciler.
@@ -57,7 +55,6 @@ class Controller:
                              wake_waiting_runs=self.waking.poke)
         self.reconciler = reconciling.Reconciler(api=api, db=db, settings=settings, actor=actor)
         self._webhooks: web.AppRunner | None = None
-        self._failures: dict[workqueue.Key, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._queue_status: dict[str, tuple[int, int, int]] = {}
 
@@ -138,7 +135,7 @@ class Controller:
         db = await pools.connect(settings.database_url, min_size=1,
                                  max_size=max(4, settings.workers + 2))
         await schema.migrate(db)
-        api = kubeapi.KubeApi(kubeapi.load_client(), settings.api_qps)
+        api = kubeapi.KubeApi(await kubeapi.load_client(), settings.api_qps, settings.api_burst)
         controller = cls(api, db, settings)
         if settings.metrics_port:
             prometheus_client.start_http_server(settings.metrics_port)
@@ -164,6 +161,7 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.db.close()
+        await self.api.close()
 
     async def _work(self) -> None:
         while True:
@@ -173,15 +171,12 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                failures = self._failures.get(key, 0) + 1
-                self._failures[key] = failures
-                delay = min(_ERROR_BACKOFF_MAX, _ERROR_BACKOFF_START * 2 ** (failures - 1))
+                delay = self.queue.add_rate_limited(key)
                 logger.warning("reconciling %s/%s failed (%s: %s); retrying in %.0fs",
                                *key, _error_reason(error), error, delay,
-                               exc_info=failures == 1)
-                self.queue.add_after(key, delay)
+                               exc_info=self.queue.requeues(key) == 1)
             else:
-                self._failures.pop(key, None)
+                self.queue.forget(key)
                 if result.requeue_after is not None:
                     self.queue.add_after(key, result.requeue_after)
             finally:

@@ -4,13 +4,16 @@ The operator starts one pod per attempt with this environment:
 
     DURAKUBE_RUN_ID                 the run to execute (required)
     DURAKUBE_ATTEMPT                the attempt number, 1-based (required)
-    DURAKUBE_DATABASE_URL           Postgres DSN (required)
+    DURAKUBE_DATABASE_URL           Postgres DSN (required; or DURAKUBE_DATABASE_URL_FILE,
+                                    a file holding it)
     DURAKUBE_TASK_MODULES           comma-separated modules that register the tasks
                                     (also `--module NAME`, repeatable)
     DURAKUBE_TERMINATION_MESSAGE_PATH   where to write the outcome hint
                                     (default /dev/termination-log; skipped if unwritable)
     DURAKUBE_POD_NAME               the pod's name for the attempt row (default: $HOSTNAME)
     DURAKUBE_STATEMENT_CACHE_SIZE   asyncpg's statement cache; 0 behind PgBouncer
+
+(parsed by `durakube.environment.WorkerSettings`).
 
 The worker loads the run and its recorded steps, imports the task modules,
 validates the payload, runs the task (replaying recorded steps), and records the
@@ -36,30 +39,21 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from durakube import context, current, errors, retry, serializing, tasks, waiting
+from durakube import context, current, environment, errors, retry, serializing, tasks, waiting
 from durakube.store import attempts, pools, runs, steps
 
 log = logging.getLogger("durakube.worker")
 
-DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+DEFAULT_TERMINATION_MESSAGE_PATH = environment.DEFAULT_TERMINATION_MESSAGE_PATH
 # Kubernetes keeps at most 4096 bytes of a termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
 CONNECT_TIMEOUT_SECONDS = 30.0
 
 
-@dataclass(frozen=True)
-class Settings:
-    run_id: str
-    attempt: int
-    database_url: str
-    task_modules: tuple[str, ...]
-    termination_message_path: str
-    pod_name: str | None
-    statement_cache_size: int | None
+Settings = environment.WorkerSettings
 
 
 async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
@@ -199,28 +193,11 @@ def write_termination_message(path: str, message: str) -> None:
 
 
 def read_settings(environ: Mapping[str, str], modules: Sequence[str] = ()) -> Settings:
-    """The worker's settings from the environment; raises ValueError naming what is wrong."""
-    missing = [name for name in ("DURAKUBE_RUN_ID", "DURAKUBE_ATTEMPT", "DURAKUBE_DATABASE_URL")
-               if not environ.get(name)]
-    if missing:
-        raise ValueError(f"missing environment variables: {', '.join(missing)}")
-    try:
-        attempt = int(environ["DURAKUBE_ATTEMPT"])
-    except ValueError:
-        raise ValueError(f"DURAKUBE_ATTEMPT must be an integer, "
-                         f"got {environ['DURAKUBE_ATTEMPT']!r}") from None
-    if attempt < 1:
-        raise ValueError(f"DURAKUBE_ATTEMPT starts at 1, got {attempt}")
-    from_env = [name.strip() for name in environ.get("DURAKUBE_TASK_MODULES", "").split(",")]
-    cache = environ.get("DURAKUBE_STATEMENT_CACHE_SIZE")
-    return Settings(
-        run_id=environ["DURAKUBE_RUN_ID"], attempt=attempt,
-        database_url=environ["DURAKUBE_DATABASE_URL"],
-        task_modules=tuple(dict.fromkeys(name for name in [*from_env, *modules] if name)),
-        termination_message_path=environ.get("DURAKUBE_TERMINATION_MESSAGE_PATH")
-        or DEFAULT_TERMINATION_MESSAGE_PATH,
-        pod_name=environ.get("DURAKUBE_POD_NAME") or environ.get("HOSTNAME"),
-        statement_cache_size=int(cache) if cache else None)
+    """The worker's settings from the environment, plus the modules of `--module` flags;
+    raises ValueError (`environment.SettingsError`) naming what is wrong."""
+    settings = Settings.from_environ(environ)
+    return settings.model_copy(
+        update={"task_modules": tuple(dict.fromkeys([*settings.task_modules, *filter(None, modules)]))})
 
 
 async def _connect(settings: Settings) -> Any:

@@ -118,7 +118,7 @@ async def test_worker_process_exits_non_zero_when_nothing_can_be_recorded(
         ({"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "one", "DURAKUBE_DATABASE_URL": "x"},
          "DURAKUBE_ATTEMPT must be an integer, got 'one'"),
         ({"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "0", "DURAKUBE_DATABASE_URL": "x"},
-         "DURAKUBE_ATTEMPT starts at 1"),
+         "DURAKUBE_ATTEMPT must be at least 1"),
     ],
     ids=["missing", "not-a-number", "zero"],
 )
