@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from durakube import store
 from durakube.client import AsyncClient, manifests
@@ -37,22 +36,12 @@ class FakeApi:
         pass
 
 
-def write_kubeconfig(path: Path) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u", "namespace": "team-a"}}],
-    }))
-    return path
-
-
 @pytest.fixture
-async def client(tmp_path: Path, database_dsn: str) -> AsyncIterator[tuple[AsyncClient, FakeApi]]:
+async def client(kubeconfig: Path, database_dsn: str) -> AsyncIterator[tuple[AsyncClient, FakeApi]]:
     pool = await store.connect(database_dsn)
     await store.migrate(pool)
     await pool.close()
-    made = AsyncClient(kubeconfig=write_kubeconfig(tmp_path / "kubeconfig"),
+    made = AsyncClient(kubeconfig=kubeconfig,
                        database_url=database_dsn)
     fake = FakeApi()
     made._session.api = fake  # type: ignore[assignment]

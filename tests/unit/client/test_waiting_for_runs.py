@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from durakube.client import AsyncClient, Client, RunSummary, RunWaitTimedOut, TaskRunNotFound, kubeapi
 
@@ -46,18 +45,6 @@ class FakeApi:
 
     async def close(self) -> None:
         pass
-
-
-@pytest.fixture
-def kubeconfig(tmp_path: Path) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u", "namespace": "team-a"}}],
-    }))
-    return path
 
 
 def with_api(made: AsyncClient, api: FakeApi) -> AsyncClient:
