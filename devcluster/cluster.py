@@ -269,50 +269,43 @@ def _start_etcd_and_apiserver(cluster: Cluster, binary: str) -> None:
 
 def _start_controllers(cluster: Cluster, binary: str) -> None:
     state_dir, ca = cluster.state_dir, cluster.ca
-    sa_key = str(state_dir / "pki" / "sa.key")
-    controller_kubeconfig = kubeconfigs.write(
-        state_dir / "controller-manager.kubeconfig", cluster.server, ca.cert_path,
-        ca.issue("controller-manager", "system:kube-controller-manager"))
-    controller_manager = _spawn("kube-controller-manager", [
-        binary, "kube-controller-manager",
-        "--kubeconfig", str(controller_kubeconfig),
-        "--authentication-kubeconfig", str(controller_kubeconfig),
-        "--authorization-kubeconfig", str(controller_kubeconfig),
-        "--bind-address", "127.0.0.1",
-        "--secure-port", str(ports.free_port()),
-        "--cert-dir", str(state_dir / "pki" / "controller-manager"),
-        "--service-account-private-key-file", sa_key,
+    _start_control_component(cluster, binary, "kube-controller-manager", "controller-manager",
+                             "system:kube-controller-manager", [
+        "--service-account-private-key-file", str(state_dir / "pki" / "sa.key"),
         "--root-ca-file", str(ca.cert_path),
         "--use-service-account-credentials",
         "--service-cluster-ip-range", SERVICE_CIDR,
         "--cluster-signing-cert-file", str(ca.cert_path),
         "--cluster-signing-key-file", str(state_dir / "pki" / "ca.key"),
         "--controllers", "*",
-        "--leader-elect=false",
         "--node-monitor-grace-period", NODE_MONITOR_GRACE_PERIOD,
-        "--v", "1",
-    ], state_dir)
-    cluster.components["kube-controller-manager"] = controller_manager
-
-    scheduler_kubeconfig = kubeconfigs.write(
-        state_dir / "scheduler.kubeconfig", cluster.server, ca.cert_path,
-        ca.issue("scheduler", "system:kube-scheduler"))
-    scheduler = _spawn("kube-scheduler", [
-        binary, "kube-scheduler",
-        "--kubeconfig", str(scheduler_kubeconfig),
-        "--authentication-kubeconfig", str(scheduler_kubeconfig),
-        "--authorization-kubeconfig", str(scheduler_kubeconfig),
-        "--bind-address", "127.0.0.1",
-        "--secure-port", str(ports.free_port()),
-        "--cert-dir", str(state_dir / "pki" / "scheduler"),
-        "--leader-elect=false",
-        "--v", "1",
-    ], state_dir)
-    cluster.components["kube-scheduler"] = scheduler
+    ])
+    _start_control_component(cluster, binary, "kube-scheduler", "scheduler", "system:kube-scheduler", [])
     # The service-account controller creates each namespace's "default" account; pods
     # cannot be admitted before it exists, so its appearance shows the controllers work.
-    _wait("kube-controller-manager", controller_manager,
+    _wait("kube-controller-manager", cluster.components["kube-controller-manager"],
           lambda: _exists(cluster, "/api/v1/namespaces/default/serviceaccounts/default"), 90)
+
+
+def _start_control_component(cluster: Cluster, binary: str, component: str, short: str, user: str,
+                             arguments: list[str]) -> None:
+    """Starts the controller-manager or the scheduler: its own client certificate and
+    kubeconfig, a secure port on loopback, no leader election (one of each runs)."""
+    state_dir, ca = cluster.state_dir, cluster.ca
+    kubeconfig = str(kubeconfigs.write(state_dir / f"{short}.kubeconfig", cluster.server, ca.cert_path,
+                                       ca.issue(short, user)))
+    cluster.components[component] = _spawn(component, [
+        binary, component,
+        "--kubeconfig", kubeconfig,
+        "--authentication-kubeconfig", kubeconfig,
+        "--authorization-kubeconfig", kubeconfig,
+        "--bind-address", "127.0.0.1",
+        "--secure-port", str(ports.free_port()),
+        "--cert-dir", str(state_dir / "pki" / short),
+        "--leader-elect=false",
+        "--v", "1",
+        *arguments,
+    ], state_dir)
 
 
 def _exists(cluster: Cluster, path: str) -> bool:

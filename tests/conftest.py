@@ -11,8 +11,9 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import kubernetes
 import pytest
@@ -31,6 +32,24 @@ def session_dir() -> Iterator[Path]:
 TIMINGS: dict[str, float] = {}
 
 
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Stoppable)
+
+
+def _started(name: str, start: Callable[[], S]) -> Iterator[S]:
+    """Starts a service for a session fixture, records how long it took, stops it after."""
+    began = time.monotonic()
+    service = start()
+    TIMINGS[name] = time.monotonic() - began
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if TIMINGS:
         shown = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in TIMINGS.items())
@@ -40,13 +59,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def pg_server(session_dir: Path) -> Iterator[postgres.PostgresServer]:
     """One real Postgres server for the whole session."""
-    started = time.monotonic()
-    server = postgres.start(session_dir / "postgres")
-    TIMINGS["Postgres"] = time.monotonic() - started
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _started("Postgres", lambda: postgres.start(session_dir / "postgres"))
 
 
 @pytest.fixture
@@ -59,13 +72,8 @@ def database_dsn(pg_server: postgres.PostgresServer) -> str:
 def cluster(session_dir: Path) -> Iterator[devcluster_cluster.Cluster]:
     """The real test bed: etcd, kube-apiserver, controller-manager, scheduler and one
     process node, started on first use and stopped at the end of the session."""
-    started = time.monotonic()
-    bed = devcluster_cluster.start(session_dir / "cluster")
-    TIMINGS["control plane and process node"] = time.monotonic() - started
-    try:
-        yield bed
-    finally:
-        bed.stop()
+    yield from _started("control plane and process node",
+                        lambda: devcluster_cluster.start(session_dir / "cluster"))
 
 
 @pytest.fixture(scope="session")

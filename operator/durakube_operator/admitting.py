@@ -73,8 +73,9 @@ async def admit_next_runs(db: pools.Database, queue: str) -> list[queues.Waiting
                              last_served=await queues.last_served_txn(conn, queue))
         await queues.grant_slots_txn(conn, queue, chosen)
     now = datetime.now(UTC)
+    waited = metrics.QUEUE_WAIT.labels(**metrics.queue_labels(queue))
     for run in chosen:
-        metrics.QUEUE_WAIT.labels(queue=queue).observe((now - run.enqueued_at).total_seconds())
+        waited.observe((now - run.enqueued_at).total_seconds())
     return chosen
 
 

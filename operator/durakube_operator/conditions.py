@@ -2,7 +2,8 @@
 
 Kubernetes API conventions: a condition's `lastTransitionTime` moves only when
 its status changes; `reason` is a CamelCase word from `reasons`; the phase is a
-summary for people and printer columns. Pure functions over the status model.
+summary for people and printer columns. Pure functions over the status model: the
+caller passes the time, so a decision can be replayed with any clock.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ _PHASE_STATUS = {
 
 
 def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+    """The wall clock, the reconciler's default: conditions show whole seconds, decisions
+    keep their precision."""
+    return datetime.now(UTC)
 
 
 def succeeded(status: resources.TaskRunStatus) -> resources.Condition | None:
@@ -31,8 +34,9 @@ def succeeded(status: resources.TaskRunStatus) -> resources.Condition | None:
 
 
 def transition(status: resources.TaskRunStatus, phase: resources.Phase, reason: str,
-               message: str = "", generation: int | None = None) -> resources.TaskRunStatus:
+               message: str, generation: int | None, now: datetime) -> resources.TaskRunStatus:
     """A copy of `status` in `phase`, with the Succeeded condition to match."""
+    stamp = now.replace(microsecond=0)
     condition_status = _PHASE_STATUS.get(phase, resources.ConditionStatus.UNKNOWN)
     previous = succeeded(status)
     moved = previous is None or previous.status != condition_status
@@ -41,14 +45,14 @@ def transition(status: resources.TaskRunStatus, phase: resources.Phase, reason: 
         status=condition_status,
         reason=reason,
         message=message[:2000],
-        last_transition_time=now() if moved or previous is None else previous.last_transition_time,
+        last_transition_time=stamp if moved or previous is None else previous.last_transition_time,
         observed_generation=generation,
     )
     others = [c for c in status.conditions if c.type != SUCCEEDED]
     update: dict[str, object] = {"phase": phase, "conditions": [*others, condition],
                                  "observed_generation": generation}
     if phase in resources.FINAL_PHASES and status.completion_time is None:
-        update["completion_time"] = now()
+        update["completion_time"] = stamp
     return status.model_copy(update=update)
 
 

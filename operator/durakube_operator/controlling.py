@@ -1,9 +1,10 @@
 """The controller: one work queue of runs, a few workers reconciling them.
 
 Started in kopf's start-up handler and stopped in its clean-up handler; kopf's
-watch handlers only add keys to the queue. A pass that raises is retried with a
-per-run backoff (1 s doubling to 60 s) and logged; nothing escapes unclassified,
-and `asyncio.CancelledError` always propagates.
+watch handlers call its methods, which add keys to the queue or hand events and
+queue definitions to Postgres. A pass that raises is logged and retried after a
+per-run back-off kept by the work queue (1 s doubling to 60 s); nothing escapes
+unclassified, and `asyncio.CancelledError` always propagates.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import logging
 import prometheus_client
 from aiohttp import web
 
+from durakube import errors, resources
 from durakube.store import pools, queues, schema
 from durakube_operator import (
+    acting,
     admitting,
+    children,
+    conditions,
     delivering,
     kubeapi,
     reconciling,
-    spawning,
     waking,
     webhooks,
     workqueue,
@@ -30,24 +34,63 @@ from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
 
-_ERROR_BACKOFF_START = 1.0
-_ERROR_BACKOFF_MAX = 60.0
-
 
 class Controller:
-    def __init__(self, context: reconciling.Context) -> None:
-        self.context = context
+    """The operator's one controller: its loops, its work queue and its reconciler.
+
+    kopf's handlers call its methods (`taskrun_changed`, `queue_changed`, ...); they
+    never touch Postgres or decide anything themselves.
+    """
+
+    def __init__(self, api: kubeapi.KubeApi, db: pools.Database,
+                 settings: settings_module.Settings) -> None:
+        self.api, self.db, self.settings = api, db, settings
         self.queue = workqueue.WorkQueue()
-        self.admission = admitting.AdmissionLoop(context.db, self._admitted)
-        context.poke_admission = self.admission.poke
-        self.waking = waking.WakingLoop(context.db, lambda namespace, name: self.queue.add((namespace, name)))
-        context.wake_waiting_runs = self.waking.poke
-        self.deliverer = delivering.Deliverer(context.db, self.waking.poke)
-        self.spawning = spawning.SpawningLoop(context.db, context.api)
+        self.admission = admitting.AdmissionLoop(db, self._admitted)
+        self.waking = waking.WakingLoop(db, lambda namespace, name: self.queue.add((namespace, name)))
+        self.deliverer = delivering.Deliverer(db, self.waking.poke)
+        self.submitting = children.SubmittingLoop(db, api)
+        actor = acting.Actor(api=api, db=db, settings=settings, clock=conditions.now,
+                             poke_admission=self.admission.poke,
+                             wake_waiting_runs=self.waking.poke)
+        self.reconciler = reconciling.Reconciler(api=api, db=db, settings=settings, actor=actor)
         self._webhooks: web.AppRunner | None = None
-        self._failures: dict[workqueue.Key, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._queue_status: dict[str, tuple[int, int, int]] = {}
+
+    # What kopf's handlers call.
+
+    def taskrun_changed(self, namespace: str, name: str) -> None:
+        self.queue.add((namespace, name))
+
+    async def taskrun_deleted(self, run_id: str) -> None:
+        """Its pods go with it (owner references); its slot and place in line go now."""
+        if await queues.release(self.db, run_id):
+            self.admission.poke()
+
+    def attempt_pod_changed(self, namespace: str, run_name: str) -> None:
+        # An attempt's pod changed (often: ended, freeing a slot): urgent.
+        self.queue.add((namespace, run_name), urgent=True)
+
+    async def queue_changed(self, namespace: str, name: str,
+                            spec: resources.TaskQueueSpec | None) -> None:
+        """A TaskQueue was created or changed (`spec`) or deleted (None)."""
+        queue = f"{namespace}/{name}"
+        if spec is None:
+            await queues.undefine_queue(self.db, queue, self.settings.default_concurrency_limit)
+        else:
+            await queues.define_queue(self.db, queue, concurrency_limit=spec.concurrency_limit,
+                                      concurrency_limit_per_key=spec.concurrency_limit_per_key,
+                                      paused=spec.paused)
+        # A raised limit admits waiting runs at once; a lowered one never stops running pods.
+        self.admission.poke(queue)
+
+    async def task_event_created(self, namespace: str, name: str, uid: str,
+                                 spec: resources.TaskEventSpec) -> None:
+        """Delivers a TaskEvent once and records how it went in its status."""
+        status = await self.deliverer.deliver_task_event(spec, uid)
+        await self.api.patch_status("taskevents", namespace, name,
+                                    status.model_dump(mode="json", by_alias=True, exclude_none=True))
 
     def _admitted(self, run: queues.Waiting) -> None:
         # A slot is held from now on: starting its pod goes ahead of routine passes.
@@ -63,7 +106,7 @@ class Controller:
                     if self._queue_status.get(queue) == shown:
                         continue
                     namespace, name = queue.split("/", 1)
-                    await self.context.api.patch_status(
+                    await self.api.patch_status(
                         "taskqueues", namespace, name,
                         {"running": count.running, "queued": count.waiting,
                          "suspended": count.suspended})
@@ -76,13 +119,13 @@ class Controller:
     async def release_orphans(self) -> None:
         """Gives back slots and places in line of runs whose TaskRun is gone (deleted while
         no operator watched): the start-up reconciliation of the ledger."""
-        held = [(slot.run_id, slot.namespace, slot.name) for slot in await queues.load_slots(self.context.db)]
-        held += [(w.run_id, w.namespace, w.name) for w in await queues.load_waiting(self.context.db)]
+        held = [(slot.run_id, slot.namespace, slot.name) for slot in await queues.load_slots(self.db)]
+        held += [(w.run_id, w.namespace, w.name) for w in await queues.load_waiting(self.db)]
         for run_id, namespace, name in held:
-            body = await self.context.api.get_taskrun(namespace or "", name or "") if name else None
+            body = await self.api.get_taskrun(namespace or "", name or "") if name else None
             if body is None or body["metadata"].get("uid") != run_id:
                 logger.info("releasing the slot of deleted run %s/%s", namespace, name)
-                await queues.release(self.context.db, run_id)
+                await queues.release(self.db, run_id)
             elif namespace and name:
                 self.queue.add((namespace, name))
         self.admission.poke()
@@ -92,8 +135,8 @@ class Controller:
         db = await pools.connect(settings.database_url, min_size=1,
                                  max_size=max(4, settings.workers + 2))
         await schema.migrate(db)
-        api = kubeapi.KubeApi(kubeapi.load_client(), settings.api_qps)
-        controller = cls(reconciling.Context(api=api, db=db, settings=settings))
+        api = kubeapi.KubeApi(await kubeapi.load_client(), settings.api_qps, settings.api_burst)
+        controller = cls(api, db, settings)
         if settings.metrics_port:
             prometheus_client.start_http_server(settings.metrics_port)
         await controller.release_orphans()
@@ -101,7 +144,7 @@ class Controller:
         controller._tasks.append(asyncio.create_task(controller.admission.run()))
         controller._tasks.append(asyncio.create_task(controller._publish_queue_counts()))
         controller._tasks.append(asyncio.create_task(controller.waking.run()))
-        controller._tasks.append(asyncio.create_task(controller.spawning.run()))
+        controller._tasks.append(asyncio.create_task(controller.submitting.run()))
         if settings.webhook_port:
             controller._webhooks = await webhooks.serve(controller.deliverer, settings.webhook_port,
                                                         settings.webhook_secret)
@@ -117,26 +160,31 @@ class Controller:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.context.db.close()
+        await self.db.close()
+        await self.api.close()
 
     async def _work(self) -> None:
         while True:
             key = await self.queue.get()
             try:
-                result = await reconciling.reconcile(self.context, *key)
+                result = await self.reconciler.reconcile(*key)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                failures = self._failures.get(key, 0) + 1
-                self._failures[key] = failures
-                delay = min(_ERROR_BACKOFF_MAX, _ERROR_BACKOFF_START * 2 ** (failures - 1))
+                delay = self.queue.add_rate_limited(key)
                 logger.warning("reconciling %s/%s failed (%s: %s); retrying in %.0fs",
-                               *key, reconciling.error_reason(error), error, delay,
-                               exc_info=failures == 1)
-                self.queue.add_after(key, delay)
+                               *key, _error_reason(error), error, delay,
+                               exc_info=self.queue.requeues(key) == 1)
             else:
-                self._failures.pop(key, None)
+                self.queue.forget(key)
                 if result.requeue_after is not None:
                     self.queue.add_after(key, result.requeue_after)
             finally:
                 self.queue.done(key)
+
+
+def _error_reason(error: BaseException) -> str:
+    """The reason word for an error raised while reconciling (for logs)."""
+    if isinstance(error, errors.DurakubeError):
+        return str(error.code)
+    return type(error).__name__

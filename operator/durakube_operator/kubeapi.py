@@ -1,11 +1,19 @@
 """The operator's calls to the Kubernetes API: few, bounded and async.
 
-kopf watches; this module reads and writes. Every call goes through one token
-bucket (kopf has no client-side rate limit, kopf #1011) and runs the official
-client in a worker thread so the event loop never blocks. Objects travel as
-plain dicts.
+kopf watches; this module reads and writes, for the reconciler, the controller's
+loops and the spawning of child runs. Every call goes through one token bucket
+(kopf has no client-side rate limit, kopf #1011) and runs on the event loop
+through the official asyncio client, `kubernetes.aio`: its configuration loading,
+credentials (refreshed service-account tokens included), TLS and aiohttp
+connection pool.
 
-Knows nothing of runs or Postgres.
+Objects travel as plain JSON dicts, sent and read as they are. The generated
+typed methods are not used on purpose: they validate a dict body against strict
+models first, which refuse what the API server accepts (a pod template with
+`cpu: 1`, or a field newer than the client), and turn every answer into models.
+
+Knows nothing of runs or Postgres. Does not retry: a failed call raises
+`ApiException`, and the caller's pass is retried as a whole.
 """
 
 from __future__ import annotations
@@ -14,21 +22,32 @@ import asyncio
 import json
 import logging
 import time
+import urllib.parse
 from typing import Any
 
-import kubernetes
-from kubernetes.client import ApiException
+from kubernetes.aio import client as kubeclient
+from kubernetes.aio import config as kubeconfig
 
 from durakube import resources
 
 logger = logging.getLogger(__name__)
 
+ApiException = kubeclient.ApiException
+
 NotFound = 404
 Conflict = 409
 
+# The longest one call may take, connecting included; aiohttp would allow 5 minutes.
+REQUEST_TIMEOUT_SECONDS = 30.0
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+
 
 class RateLimiter:
-    """A token bucket: at most `qps` calls per second on average, bursts of `burst`."""
+    """A token bucket: at most `qps` calls per second on average, bursts of `burst`.
+
+    `burst` defaults to twice `qps` (client-go's own defaults are 5 and 10)."""
 
     def __init__(self, qps: float, burst: int | None = None) -> None:
         self.qps = qps
@@ -49,56 +68,83 @@ class RateLimiter:
                 await asyncio.sleep((1 - self.tokens) / self.qps)
 
 
-def load_client() -> kubernetes.client.ApiClient:
-    """In-cluster config inside a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
-    configuration = kubernetes.client.Configuration()
+async def load_client() -> kubeclient.ApiClient:
+    """In-cluster config inside a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config).
+
+    The caller owns the client: `KubeApi.close()` (or `ApiClient.close()`) releases it."""
+    configuration = kubeclient.Configuration()
+    # No cap on connections (aiohttp's limit 0): the token bucket is the one bound on our
+    # calls, and a pool cap under it would only queue calls where no limiter or metric sees
+    # them. Open connections never outnumber the callers waiting on a response at once.
+    configuration.connection_pool_maxsize = 0
     try:
-        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+        kubeconfig.load_incluster_config(  # type: ignore[no-untyped-call]
             client_configuration=configuration)
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+    except kubeconfig.ConfigException:
+        await kubeconfig.load_kube_config(  # type: ignore[no-untyped-call]
             client_configuration=configuration)
-    return kubernetes.client.ApiClient(configuration)
+    return kubeclient.ApiClient(configuration)
+
+
+def _path(*segments: str) -> str:
+    """A URL path of quoted segments: a name read from Postgres cannot reach another path."""
+    return "/" + "/".join(urllib.parse.quote(segment, safe="") for segment in segments)
+
+
+def _custom(namespace: str, plural: str, *rest: str) -> str:
+    return _path("apis", resources.GROUP, resources.VERSION, "namespaces", namespace, plural, *rest)
+
+
+def _core(namespace: str, plural: str, *rest: str) -> str:
+    return _path("api", "v1", "namespaces", namespace, plural, *rest)
 
 
 class KubeApi:
-    def __init__(self, client: kubernetes.client.ApiClient, qps: float) -> None:
+    def __init__(self, client: kubeclient.ApiClient, qps: float, burst: int | None = None) -> None:
         self.client = client
-        self.core = kubernetes.client.CoreV1Api(client)
-        self.custom = kubernetes.client.CustomObjectsApi(client)
-        self.limiter = RateLimiter(qps)
+        self.limiter = RateLimiter(qps, burst)
 
-    async def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+    async def close(self) -> None:
+        """Closes the client's connections; call it once, when the operator stops."""
+        await self.client.close()  # type: ignore[no-untyped-call]
+
+    async def _request(self, method: str, path: str, body: Any = None,
+                       content_type: str = JSON) -> dict[str, Any]:
+        """One call, after a token; the answer as a dict, or ApiException when not 2xx."""
         await self.limiter.acquire()
-        return await asyncio.to_thread(function, *args, **kwargs)
+        request = await self.client.param_serialize(
+            method=method, resource_path=path,
+            header_params={"Accept": JSON, "Content-Type": content_type},
+            body=body, auth_settings=["BearerToken"])
+        response = await self.client.call_api(*request, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+        # Reading the whole body hands the connection back to the pool.
+        data: bytes = await response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
+        return dict(json.loads(data)) if data else {}
 
-    async def _dict(self, function: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
-        """Calls a typed-client reader and returns the object as a dict, None on 404."""
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        """Reads one object; None when it does not exist."""
         try:
-            kwargs["_preload_content"] = False
-            response = await self._call(function, *args, **kwargs)
+            return await self._request("GET", path)
         except ApiException as error:
             if error.status == NotFound:
                 return None
             raise
-        return dict(json.loads(response.data))
 
     async def get_taskrun(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._dict(self.custom.get_namespaced_custom_object,
-                                resources.GROUP, resources.VERSION, namespace, "taskruns", name)
+        return await self._get(_custom(namespace, "taskruns", name))
 
     async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._dict(self.custom.get_namespaced_custom_object,
-                                resources.GROUP, resources.VERSION, namespace, "tasks", name)
+        return await self._get(_custom(namespace, "tasks", name))
 
     async def patch_status(self, plural: str, namespace: str, name: str,
                            status: dict[str, Any]) -> None:
         """Merge-patches the status of one of our custom resources; a resource deleted
         meanwhile (or a queue no TaskQueue defines) has no status left to keep."""
         try:
-            await self._call(self.custom.patch_namespaced_custom_object_status,
-                             resources.GROUP, resources.VERSION, namespace, plural, name,
-                             {"status": status})
+            await self._request("PATCH", _custom(namespace, plural, name, "status"),
+                                {"status": status}, content_type=MERGE_PATCH)
         except ApiException as error:
             if error.status != NotFound:
                 raise
@@ -106,8 +152,7 @@ class KubeApi:
     async def create_taskrun(self, namespace: str, body: dict[str, Any]) -> bool:
         """Creates a TaskRun; False when one of that name exists already."""
         try:
-            await self._call(self.custom.create_namespaced_custom_object, resources.GROUP,
-                             resources.VERSION, namespace, "taskruns", body)
+            await self._request("POST", _custom(namespace, "taskruns"), body)
         except ApiException as error:
             if error.status == Conflict:
                 return False
@@ -115,12 +160,12 @@ class KubeApi:
         return True
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._dict(self.core.read_namespaced_pod, name, namespace)
+        return await self._get(_core(namespace, "pods", name))
 
     async def create_pod(self, namespace: str, pod: dict[str, Any]) -> bool:
         """Creates `pod`; False when a pod of that name already exists (adopt it)."""
         try:
-            await self._call(self.core.create_namespaced_pod, namespace, pod)
+            await self._request("POST", _core(namespace, "pods"), pod)
         except ApiException as error:
             if error.status == Conflict:
                 return False
@@ -128,27 +173,26 @@ class KubeApi:
         return True
 
     async def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None:
-        body = kubernetes.client.V1DeleteOptions(grace_period_seconds=grace_seconds)
+        options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if grace_seconds is not None:
+            options["gracePeriodSeconds"] = grace_seconds
         try:
-            await self._call(self.core.delete_namespaced_pod, name, namespace, body=body)
+            await self._request("DELETE", _core(namespace, "pods", name), options)
         except ApiException as error:
             if error.status != NotFound:
                 raise
 
     async def ensure_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
         """Creates the Secret when missing; leaves an existing one as its owner made it."""
-        try:
-            await self._call(self.core.read_namespaced_secret, name, namespace)
+        if await self._get(_core(namespace, "secrets", name)) is not None:
             return
-        except ApiException as error:
-            if error.status != NotFound:
-                raise
-        secret = kubernetes.client.V1Secret(
-            metadata=kubernetes.client.V1ObjectMeta(
-                name=name, labels={"app.kubernetes.io/managed-by": "durakube"}),
-            string_data=data, type="Opaque")
+        secret = {
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "durakube"}},
+            "stringData": data, "type": "Opaque",
+        }
         try:
-            await self._call(self.core.create_namespaced_secret, namespace, secret)
+            await self._request("POST", _core(namespace, "secrets"), secret)
         except ApiException as error:
             if error.status != Conflict:
                 raise
@@ -159,6 +203,7 @@ class KubeApi:
         meta = involved["metadata"]
         timestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         event = {
+            "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion", resources.API_VERSION),
@@ -174,7 +219,7 @@ class KubeApi:
             "count": 1,
         }
         try:
-            await self._call(self.core.create_namespaced_event, meta["namespace"], event)
+            await self._request("POST", _core(meta["namespace"], "events"), event)
         except ApiException as error:
             # Events are best effort: a namespace being deleted refuses them (403), and a
             # lost Event must never hold back the status it describes.

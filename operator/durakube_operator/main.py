@@ -13,7 +13,7 @@ import sys
 import kopf
 
 from durakube_operator import (
-    handlers,  # noqa: F401  (registers the kopf handlers)
+    handlers,  # registers the kopf handlers on import
     settings,
 )
 
@@ -32,6 +32,7 @@ def main() -> int:
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
         liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz",
+        memo=handlers.Memo(),
     )
     return 0
 

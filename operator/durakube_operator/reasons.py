@@ -28,8 +28,8 @@ EXPIRED: Final = "Expired"  # still queued when its ttl ran out
 INVALID: Final = "Invalid"  # the TaskRun cannot run as written
 TASK_NOT_FOUND: Final = "TaskNotFound"
 INVALID_PAYLOAD: Final = "InvalidPayload"
-NON_DETERMINISTIC_REPLAY: Final = "NonDeterministicReplay"
-NON_SERIALIZABLE_STATE: Final = "NonSerializableState"
+# A permanent failure of the SDK's own (NonDeterministicReplay, NonSerializableState,
+# ...) takes the error's code as its reason: the code is already CamelCase.
 
 # Why an attempt ended without the worker recording an outcome (infrastructure).
 POD_DELETED: Final = "PodDeleted"
@@ -37,6 +37,3 @@ POD_EVICTED: Final = "PodEvicted"
 OOM_KILLED: Final = "OOMKilled"
 DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
 WORKER_CRASHED: Final = "WorkerCrashed"
-
-# Events only.
-ATTEMPT_STARTED: Final = "AttemptStarted"

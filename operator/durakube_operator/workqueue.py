@@ -11,6 +11,11 @@ Urgent keys (a run just admitted to a slot, an attempt pod that changed) go ahea
 of routine ones, so work already under way is never stuck behind a burst of new
 runs waiting for their first pass.
 
+A key whose pass failed comes back through `add_rate_limited`, after a per-key
+delay that doubles with each failure in a row (client-go's rate-limited queue);
+`forget` clears that count once a pass succeeds. The queue does not decide what a
+failure is: the controller calls these two.
+
 In-memory only: after a restart, the initial listing re-adds every run.
 """
 
@@ -26,6 +31,10 @@ Key = tuple[str, str]  # (namespace, name)
 
 URGENT, ROUTINE = 0, 1
 
+# The delay before a failed key's next pass: 1 s, doubling with each failure in a row, up to 60 s.
+FAILURE_DELAY_START = 1.0
+FAILURE_DELAY_MAX = 60.0
+
 
 class WorkQueue:
     def __init__(self) -> None:
@@ -37,6 +46,7 @@ class WorkQueue:
         self._due: dict[Key, float] = {}  # earliest deadline per delayed key
         self._counter = itertools.count()
         self._wakeup = asyncio.Event()
+        self._failures: dict[Key, int] = {}  # failed passes in a row, per key
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._due)
@@ -63,6 +73,26 @@ class WorkQueue:
         self._due[key] = due
         heapq.heappush(self._delayed, (due, next(self._counter), key))
         self._wakeup.set()
+
+    def add_rate_limited(self, key: Key) -> float:
+        """Asks for another pass over `key` after a failed one; returns the delay chosen.
+
+        The delay doubles with each failure of `key` in a row, from FAILURE_DELAY_START up to
+        FAILURE_DELAY_MAX, so a run that keeps failing cannot keep a worker busy."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        # The exponent is capped too, so a key failing for days never overflows a float.
+        delay = min(FAILURE_DELAY_MAX, FAILURE_DELAY_START * 2.0 ** min(failures, 32))
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: Key) -> None:
+        """Clears the failures of `key` (its pass succeeded): its next failure waits the least."""
+        self._failures.pop(key, None)
+
+    def requeues(self, key: Key) -> int:
+        """How many failed passes of `key` in a row were sent back through `add_rate_limited`."""
+        return self._failures.get(key, 0)
 
     async def get(self) -> Key:
         while True:

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from durakube import errors
-from durakube.client import clients, failures, handles, manifests, tables
+from durakube.client import clients, failures, handles, kubeapi, manifests, tables
 
 FINAL_OK = "Succeeded"
 GLOBAL_DEFAULTS: dict[str, Any] = {"kubeconfig": None, "context": None, "namespace": None,
@@ -48,19 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (errors.DurakubeError, ValueError, OSError, ImportError) as error:
+    except (errors.DurakubeError, ValueError, OSError, ImportError,
+            kubeapi.ConfigException) as error:  # ConfigException: no usable kubeconfig
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except Exception as error:  # the API's own errors: short, not a traceback
-        if type(error).__name__ == "ConfigException":  # kubernetes.config: no usable kubeconfig
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        reason = getattr(error, "reason", None)
-        status = getattr(error, "status", None)
-        if status is not None:
-            print(f"error: the Kubernetes API answered {status} {reason}", file=sys.stderr)
-            return 1
-        raise
+    except kubeapi.ApiException as error:  # the API's own errors: short, not a traceback
+        print(f"error: the Kubernetes API answered {error.status} {error.reason}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,10 @@
 """The task context: what a running task sees as `ctx`, and where steps are checkpointed.
 
 The worker builds one `TaskContext` per attempt, with the run's recorded steps
-loaded from Postgres, and activates it (a contextvar) while the task runs, so that
-`@step` functions find it. `ctx.step(name, fn, ...)` is check -> run -> record,
-keyed by (run id, seq), seq being the step's 1-based position in execution order:
+loaded from Postgres and the registry its tasks come from, and activates it
+(`current.activated`) while the task runs, so that `@step` functions find it.
+`ctx.step(name, fn, ...)` is check -> run -> record, keyed by (run id, seq), seq
+being the step's 1-based position in execution order:
 
 - check: a step recorded under this seq is replayed, never run again: its result
   is returned (re-validated into the function's pydantic return type, if any) or
@@ -28,35 +29,14 @@ import asyncio
 import copy
 import inspect
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from durakube import durations, errors, retry, serializing, triggering, waiting
+from durakube import current, durations, errors, retry, serializing, tasks, triggering, waiting
 from durakube.store import pools, steps
 
-_current: ContextVar[TaskContext | None] = ContextVar("durakube_task_context", default=None)
-# (seq, name) of the step whose function is running in this asyncio task, if any.
-_active_step: ContextVar[tuple[int, str] | None] = ContextVar("durakube_step", default=None)
-
 CheckpointHook = Callable[[steps.Step], None]
-
-
-def current() -> TaskContext | None:
-    """The context of the task running in this asyncio task, or None outside tasks."""
-    return _current.get()
-
-
-@contextmanager
-def activated(ctx: TaskContext) -> Iterator[TaskContext]:
-    """Makes `ctx` the current context for the duration of the block."""
-    token = _current.set(ctx)
-    try:
-        yield ctx
-    finally:
-        _current.reset(token)
 
 
 class TaskContext:
@@ -64,7 +44,8 @@ class TaskContext:
 
     def __init__(self, *, pool: pools.Database, run_id: str, attempt: int, payload: Any,
                  recorded: Iterable[steps.Step] = (), retry_policy: retry.Retry | None = None,
-                 on_checkpoint: CheckpointHook | None = None) -> None:
+                 on_checkpoint: CheckpointHook | None = None,
+                 registry: tasks.Registry | None = None) -> None:
         self.pool = pool
         self.run_id = run_id
         self.attempt = attempt
@@ -72,6 +53,8 @@ class TaskContext:
         # Plain JSON saved with every checkpoint; on replay, restored step by step.
         self.state: dict[str, Any] = {}
         self.retry_policy = retry_policy or retry.Retry()
+        # Where a child given as a function finds its task id: the worker's registry.
+        self.registry = registry if registry is not None else tasks.registry
         self.on_checkpoint = on_checkpoint
         self.checkpoints = 0
         self.replayed = 0
@@ -130,7 +113,7 @@ class TaskContext:
         Pass it to external APIs so that a step re-run after a crash (at-least-once)
         does not repeat its side effect: "<run_id>:<seq>[:<step name>]".
         """
-        active = _active_step.get()
+        active = current.active_step()
         seq, name = active if active is not None else (self._next_seq, None)
         name = step or name
         return f"{self.run_id}:{seq}:{name}" if name else f"{self.run_id}:{seq}"
@@ -140,7 +123,7 @@ class TaskContext:
         if self.fatal is not None:
             # The task swallowed a fatal error: no further step may run.
             raise self.fatal
-        if _active_step.get() is not None:
+        if current.active_step() is not None:
             # Inside another step: part of it, since replay never enters that step.
             return await _call(fn, args, kwargs)
         # The seq is taken before any await, so concurrent steps number deterministically.
@@ -151,17 +134,15 @@ class TaskContext:
         if recorded is not None:
             return self._replay(recorded, name, fn)
 
-        token = _active_step.set((seq, name))
         started_at = datetime.now(UTC)
         started = time.perf_counter()
-        try:
-            value = await _call(fn, args, kwargs)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            self._fail(seq, name, error, started_at, started)
-        finally:
-            _active_step.reset(token)
+        with current.entered_step(seq, name):
+            try:
+                value = await _call(fn, args, kwargs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._fail(seq, name, error, started_at, started)
         return await self._record(seq, name, fn, value, started_at, started)
 
     async def _record(self, seq: int, name: str, fn: Callable[..., Any], value: Any,

@@ -5,6 +5,14 @@ class name, CamelCase, reused as a reason by the operator), structured `fields`,
 an actionable message, and `to_json()` / `from_json()` so that an error recorded
 in Postgres by one pod is re-raised, as the same class, by the next.
 
+One mechanism serves every class, here and in the modules that define their own
+errors (`waiting`, `triggering`, `store.waitpoints`, `client.failures`, user task
+modules): the fields are the keyword arguments the error was built with,
+recorded by `DurakubeError.__new__`, and an error is rebuilt as `cls(**fields)`,
+each field read back through its parameter's annotation (a `datetime` from its
+ISO string). A subclass only writes `__init__`. Since a recorded error names its
+class by code, a second class taking a code already taken fails at its creation.
+
 Errors raised by user code are data too: `describe_exception` turns any exception
 into the JSON shape every recorded error has, and `rebuild_exception` turns that
 JSON back into an exception to re-raise on replay.
@@ -18,42 +26,70 @@ what the TaskRun's `lastError` previews):
 `type` is the qualified name of the exception the user sees (builtins unqualified);
 `code` and `fields` are present for Durakube errors only.
 
-This module imports nothing else from Durakube: every other module may import it.
+This module imports nothing else from Durakube (pydantic only): every other module may
+import it.
 """
 
 from __future__ import annotations
 
+import inspect
 import traceback as tracebacks
+import typing
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar
+from types import MappingProxyType
+from typing import Any, ClassVar, Self
+
+import pydantic
+import pydantic_core
 
 # Recorded tracebacks keep the innermost lines only: the JSON row stays small.
 TRACEBACK_TAIL_LINES = 12
 TRACEBACK_TAIL_CHARS = 2000
 
 _BY_CODE: dict[str, type[DurakubeError]] = {}
+_TYPES: dict[type[DurakubeError], dict[str, pydantic.TypeAdapter[Any]]] = {}
 
 
 class DurakubeError(Exception):
-    """The base of every Durakube error: a code, structured fields, a message."""
+    """The base of every Durakube error: a code, structured fields, a message.
+
+    A subclass declares its fields as the named parameters of its `__init__`,
+    which builds the message. The base records the arguments each error is built
+    with, so that any error comes back from JSON (or a pickle) as
+    `cls(**fields)`, with no per-class code. A parameter called `message` is the
+    message itself: the JSON keeps it at the top level, not among the fields.
+    """
 
     code: ClassVar[str] = "DurakubeError"
     retryable: ClassVar[bool] = False
+    _signature: ClassVar[inspect.Signature]
+    _arguments: dict[str, Any]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        # No arguments up the chain: OSError's __new__ would read them as (errno, strerror).
+        error = super().__new__(cls)
+        bound = cls._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        error._arguments = dict(bound.arguments)
+        return error
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+        # OSError's __init__ ignores its arguments once __new__ is overridden: set them here.
+        self.args = (message,)
         self.message = message
         self.traceback: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.code = cls.__name__
-        _BY_CODE[cls.code] = cls
+        _register(cls)
 
     @property
     def fields(self) -> dict[str, Any]:
-        """The structured, JSON-ready fields; subclasses list theirs."""
-        return {}
+        """The arguments the error was built with, but its message, as JSON values."""
+        return {name: pydantic_core.to_jsonable_python(value, fallback=repr)
+                for name, value in self._arguments.items() if name != "message"}
 
     @property
     def type_name(self) -> str:
@@ -74,15 +110,29 @@ class DurakubeError(Exception):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DurakubeError:
-        """Rebuilds the error `to_json` described, as its own class."""
+        """Rebuilds the error `to_json` described, as the class registered for its code.
+
+        Raises `TypeError` or `ValueError` when the fields no longer fit the
+        class's parameters (a row recorded by an older version of it).
+        """
         kind = _BY_CODE.get(str(data.get("code")), DurakubeError)
-        error = kind._from_fields(str(data.get("message", "")), dict(data.get("fields") or {}))
+        error = kind._rebuild(str(data.get("message", "")), dict(data.get("fields") or {}))
         error.traceback = data.get("traceback")
         return error
 
     @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> DurakubeError:
-        return cls(message)
+    def _rebuild(cls, message: str, fields: dict[str, Any]) -> Self:
+        types = _parameter_types(cls)
+        # Fields the class no longer takes are dropped, as older rows may hold some.
+        arguments = {name: types[name].validate_python(value)
+                     for name, value in fields.items() if name in types}
+        if "message" in types:
+            arguments["message"] = message
+        return cls(**arguments)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its arguments: the default would call cls(*self.args), i.e. cls(message).
+        return (_construct, (type(self), self._arguments), self.__dict__)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -95,7 +145,56 @@ class DurakubeError(Exception):
         return hash((self.code, self.message))
 
 
-_BY_CODE[DurakubeError.code] = DurakubeError
+def codes() -> Mapping[str, type[DurakubeError]]:
+    """Every error code and the class it rebuilds as (read-only)."""
+    return MappingProxyType(_BY_CODE)
+
+
+def _register(kind: type[DurakubeError]) -> None:
+    """Gives `kind` its code and checks that it can be rebuilt.
+
+    Durakube's own errors are coded by class name (the code doubles as the CamelCase
+    reason in a run's status); a user's subclass by its qualified name, so two task
+    modules may each define an error of the same name.
+    """
+    own = kind.__module__ == "durakube" or kind.__module__.startswith("durakube.")
+    code = kind.__name__ if own else qualified_name(kind)
+    existing = _BY_CODE.get(code)
+    # The same module and name again is a reload, not a second class.
+    if existing is not None and qualified_name(existing) != qualified_name(kind):
+        raise TypeError(
+            f"error code {code!r} of {qualified_name(kind)} is already taken by "
+            f"{qualified_name(existing)}: recorded errors are rebuilt by their code, so each "
+            "of Durakube's error classes needs a class name of its own")
+    parameters = list(inspect.signature(kind.__init__).parameters.values())[1:]
+    positional_only = [p.name for p in parameters if p.kind not in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    if positional_only:
+        raise TypeError(
+            f"{qualified_name(kind)}.__init__ takes {', '.join(positional_only)} without a "
+            "name: errors are rebuilt as cls(**fields), so every parameter needs a name")
+    kind.code = code
+    kind._signature = inspect.Signature(parameters)
+    _BY_CODE[code] = kind
+
+
+def _parameter_types(kind: type[DurakubeError]) -> dict[str, pydantic.TypeAdapter[Any]]:
+    """A validator per parameter of `kind`, from its annotations, to read fields back."""
+    # Built on first use, not at class creation: annotations may name what is defined later.
+    types = _TYPES.get(kind)
+    if types is None:
+        hints = typing.get_type_hints(kind.__init__)
+        types = {name: pydantic.TypeAdapter(hints.get(name, Any))
+                 for name in kind._signature.parameters}
+        _TYPES[kind] = types
+    return types
+
+
+def _construct(kind: type[DurakubeError], arguments: dict[str, Any]) -> DurakubeError:
+    return kind(**arguments)
+
+
+_register(DurakubeError)
 
 
 class RetryableError(DurakubeError):
@@ -106,15 +205,6 @@ class RetryableError(DurakubeError):
     def __init__(self, message: str, retry_at: datetime | None = None) -> None:
         super().__init__(message)
         self.retry_at = retry_at
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"retry_at": self.retry_at.isoformat() if self.retry_at else None}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> DurakubeError:
-        retry_at = fields.get("retry_at")
-        return cls(message, datetime.fromisoformat(retry_at) if retry_at else None)
 
 
 class PermanentError(DurakubeError):
@@ -134,15 +224,6 @@ class NonDeterministicReplay(DurakubeError):
         self.recorded_name = recorded_name
         self.current_name = current_name
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"seq": self.seq, "recorded_name": self.recorded_name,
-                "current_name": self.current_name}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> DurakubeError:
-        return cls(int(fields["seq"]), str(fields["recorded_name"]), str(fields["current_name"]))
-
 
 class NonSerializableState(DurakubeError):
     """A step result, the task output or ctx.state holds a value JSON cannot carry."""
@@ -158,14 +239,6 @@ class NonSerializableState(DurakubeError):
         self.value_type = value_type
         self.path = path
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"where": self.where, "value_type": self.value_type, "path": self.path}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> DurakubeError:
-        return cls(str(fields["where"]), str(fields["value_type"]), str(fields.get("path", "")))
-
 
 class TaskNotFound(DurakubeError):
     """The run names a task id no imported module registered."""
@@ -179,14 +252,6 @@ class TaskNotFound(DurakubeError):
         self.task_id = task_id
         self.known = sorted(known)
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "known": self.known}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> DurakubeError:
-        return cls(str(fields["task_id"]), list(fields.get("known") or []))
-
 
 class RunNotFound(DurakubeError):
     """The worker was started for a run id that Postgres does not know."""
@@ -198,14 +263,6 @@ class RunNotFound(DurakubeError):
         )
         self.run_id = run_id
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"run_id": self.run_id}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> DurakubeError:
-        return cls(str(fields["run_id"]))
-
 
 class InvalidPayload(DurakubeError):
     """The run's payload does not validate against the task's input model."""
@@ -214,14 +271,6 @@ class InvalidPayload(DurakubeError):
         super().__init__(f"payload of task {task_id!r} is invalid: {detail}")
         self.task_id = task_id
         self.detail = detail
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "detail": self.detail}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> DurakubeError:
-        return cls(str(fields["task_id"]), str(fields["detail"]))
 
 
 class InvalidDuration(DurakubeError, ValueError):
@@ -233,14 +282,6 @@ class InvalidDuration(DurakubeError, ValueError):
             "'500ms', '30s', '10m', '2h', '7d' or '1h30m'"
         )
         self.text = text
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"text": self.text}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> DurakubeError:
-        return cls(str(fields["text"]))
 
 
 class AttemptTimedOut(DurakubeError):
@@ -255,14 +296,6 @@ class AttemptTimedOut(DurakubeError):
             "into more steps"
         )
         self.timeout_seconds = timeout_seconds
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"timeout_seconds": self.timeout_seconds}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> DurakubeError:
-        return cls(float(fields["timeout_seconds"]))
 
 
 class StepFailed(DurakubeError):
@@ -285,20 +318,10 @@ class StepFailed(DurakubeError):
     def type_name(self) -> str:
         return self.type
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"step": self.step, "seq": self.seq, "type": self.type,
-                "retryable": self.step_retryable}
-
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()
         data["retryable"] = self.step_retryable
         return data
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> DurakubeError:
-        return cls(str(fields["step"]), int(fields["seq"]), str(fields["type"]), message,
-                   bool(fields.get("retryable", False)))
 
     def __str__(self) -> str:
         return f"step {self.seq} {self.step!r} failed with {self.type}: {self.message}"
@@ -343,12 +366,18 @@ def rebuild_exception(data: dict[str, Any]) -> DurakubeError:
 
     Durakube errors come back as their own class; any other recorded error comes
     back as `StepFailed` carrying the original type and message (the original
-    class may not be importable, nor constructible from a message).
+    class may not be importable, nor constructible from a message). So does a
+    Durakube error whose recorded fields no longer fit its class: replay never
+    crashes on a recorded row.
     """
     if data.get("code") in _BY_CODE:
-        return DurakubeError.from_json(data)
+        try:
+            return DurakubeError.from_json(data)
+        except (TypeError, ValueError):
+            pass
     fields = dict(data.get("fields") or {})
-    error = StepFailed(str(fields.get("step", "")), int(fields.get("seq", 0)),
+    seq = fields.get("seq")
+    error = StepFailed(str(fields.get("step", "")), seq if isinstance(seq, int) else 0,
                        str(data.get("type", "Exception")), str(data.get("message", "")),
                        bool(data.get("retryable", False)))
     error.traceback = data.get("traceback")

@@ -1,127 +1,103 @@
-"""Checks a JSON value against a JSON schema, the subset pydantic emits.
+"""Checks a payload against a Task's input schema (JSON Schema, Draft 2020-12).
 
 A Task manifest carries its payload's JSON schema (`spec.inputSchema`, generated
-from the task's pydantic input model); the operator checks each TaskRun's payload
-against it before any pod runs, so a bad payload fails at once with a clear
-message. Supported: type (incl. lists and "null"), properties, required,
-additionalProperties, enum, const, minimum/maximum (and exclusive), minLength,
-maxLength, pattern, items, prefixItems, minItems, maxItems, anyOf, oneOf, allOf,
-and $ref into $defs. Unknown keywords are ignored, as the spec says.
+from the task's pydantic input model or written by hand). The client checks a
+payload before it creates a TaskRun, and the operator checks each inline payload
+before any pod runs, so a bad payload fails at once with a clear message. Both
+call this module, so both say the same thing: the first `SHOWN_PROBLEMS` problems,
+each with its JSON path ("payload.items[2].sku: ...").
 
-Pure functions.
+The validator is jsonschema-rs, the whole of Draft 2020-12, with the Rust `regex`
+crate as its pattern engine: matching is linear in the input, so no pattern a
+Task author writes can stall the operator's event loop (a backtracking engine
+takes exponential time on `^(a+)+$` against "aaaa...!"). Patterns that need
+backtracking (look-around, back-references) are refused when the schema is
+compiled, as an invalid schema. Remote `$ref`s are never fetched.
+
+`check_payload` runs the check in a worker thread for callers on an event loop
+(the operator); `check_payload_sync` is the same check on the calling thread.
+Payloads over `MAX_PAYLOAD_BYTES` of JSON are refused unread.
+
+No I/O, no Kubernetes, no Postgres.
 """
 
 from __future__ import annotations
 
-import re
+import asyncio
+import functools
+import json
 from typing import Any
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
+import jsonschema_rs
+
+# The largest payload, as compact JSON, the validator reads: linear-time checking
+# still costs memory and CPU in proportion to the payload.
+MAX_PAYLOAD_BYTES = 1024 * 1024
+# How many problems a message lists before "(and N more)".
+SHOWN_PROBLEMS = 5
+# Compiled validators kept, keyed by the schema's JSON: a Task's schema is compiled
+# once, not once per run.
+COMPILED_SCHEMAS_KEPT = 128
+
+
+class InvalidSchema(ValueError):
+    """The input schema itself is not a valid JSON Schema (the Task is at fault)."""
+
+
+def check_payload_sync(value: Any, schema: dict[str, Any]) -> str | None:
+    """None when `value` satisfies `schema`, else a message naming its first problems.
+
+    Raises `InvalidSchema` when the schema cannot be compiled.
+    """
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_PAYLOAD_BYTES:
+        return (f"the payload is {size} bytes of JSON, over the {MAX_PAYLOAD_BYTES}-byte limit "
+                "of input schema validation: pass large data by reference (a URL or a key)")
+    found = problems(value, schema)
+    return summarize(found) if found else None
+
+
+async def check_payload(value: Any, schema: dict[str, Any]) -> str | None:
+    """`check_payload_sync` in a worker thread, so the event loop keeps serving."""
+    return await asyncio.to_thread(check_payload_sync, value, schema)
 
 
 def problems(value: Any, schema: dict[str, Any]) -> list[str]:
-    """Every way `value` breaks `schema`, as "<path>: <what>" lines (empty when valid)."""
-    found: list[str] = []
-    _check(value, schema, schema.get("$defs", {}), "payload", found)
-    return found
+    """Every way `value` breaks `schema`, as "<path>: <what>" lines (empty when valid).
+
+    Reads the value whatever its size: callers outside this module go through
+    `check_payload` or `check_payload_sync`, which cap it.
+    """
+    validator = _compile(json.dumps(schema, sort_keys=True))
+    return [f"{format_path(error.instance_path)}: {error.message}"
+            for error in validator.iter_errors(value)]
 
 
-def _is_type(value: Any, name: str) -> bool:
-    if name in ("integer", "number") and isinstance(value, bool):
-        return False
-    if name == "integer" and isinstance(value, float):
-        return value.is_integer()
-    return isinstance(value, _TYPES.get(name, (object,)))
+def summarize(found: list[str]) -> str:
+    """The first `SHOWN_PROBLEMS` problems joined with "; ", and how many more there are."""
+    shown = "; ".join(found[:SHOWN_PROBLEMS])
+    if len(found) > SHOWN_PROBLEMS:
+        shown += f" (and {len(found) - SHOWN_PROBLEMS} more)"
+    return shown
 
 
-def _check(value: Any, schema: dict[str, Any], defs: dict[str, Any], path: str,
-           found: list[str]) -> None:
-    if "$ref" in schema:
-        target = defs.get(schema["$ref"].rsplit("/", 1)[-1])
-        if target is not None:
-            _check(value, target, defs, path, found)
-    kinds = schema.get("type")
-    if kinds is not None:
-        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-        if not any(_is_type(value, kind) for kind in kinds):
-            found.append(f"{path}: expected {' or '.join(kinds)}, got {type(value).__name__}")
-            return
-    if "enum" in schema and value not in schema["enum"]:
-        found.append(f"{path}: {value!r} is not one of {schema['enum']!r}")
-    if "const" in schema and value != schema["const"]:
-        found.append(f"{path}: must be {schema['const']!r}")
-    for option_key in ("anyOf", "oneOf"):
-        if option_key in schema:
-            matches = sum(1 for option in schema[option_key]
-                          if not _collect(value, option, defs, path))
-            if matches == 0 or (option_key == "oneOf" and matches > 1):
-                found.append(f"{path}: matches {matches} of the allowed shapes ({option_key})")
-    for option in schema.get("allOf", []):
-        _check(value, option, defs, path, found)
-    if isinstance(value, dict):
-        _check_object(value, schema, defs, path, found)
-    elif isinstance(value, list):
-        _check_array(value, schema, defs, path, found)
-    elif isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            found.append(f"{path}: shorter than {schema['minLength']} characters")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            found.append(f"{path}: longer than {schema['maxLength']} characters")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            found.append(f"{path}: does not match {schema['pattern']!r}")
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        _check_number(value, schema, path, found)
+def format_path(path: list[str | int]) -> str:
+    """A JSON path inside the payload: ["items", 2, "sku"] -> "payload.items[2].sku"."""
+    return "payload" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
+                               for part in path)
 
 
-def _collect(value: Any, schema: dict[str, Any], defs: dict[str, Any], path: str) -> list[str]:
-    found: list[str] = []
-    _check(value, schema, defs, path, found)
-    return found
-
-
-def _check_object(value: dict[str, Any], schema: dict[str, Any], defs: dict[str, Any],
-                  path: str, found: list[str]) -> None:
-    properties = schema.get("properties", {})
-    for name in schema.get("required", []):
-        if name not in value:
-            found.append(f"{path}.{name}: required")
-    extra = schema.get("additionalProperties", True)
-    for name, item in value.items():
-        if name in properties:
-            _check(item, properties[name], defs, f"{path}.{name}", found)
-        elif extra is False:
-            found.append(f"{path}.{name}: not allowed")
-        elif isinstance(extra, dict):
-            _check(item, extra, defs, f"{path}.{name}", found)
-
-
-def _check_array(value: list[Any], schema: dict[str, Any], defs: dict[str, Any],
-                 path: str, found: list[str]) -> None:
-    if len(value) < schema.get("minItems", 0):
-        found.append(f"{path}: fewer than {schema['minItems']} items")
-    if "maxItems" in schema and len(value) > schema["maxItems"]:
-        found.append(f"{path}: more than {schema['maxItems']} items")
-    prefix = schema.get("prefixItems", [])
-    for index, item in enumerate(value):
-        item_schema = prefix[index] if index < len(prefix) else schema.get("items")
-        if isinstance(item_schema, dict):
-            _check(item, item_schema, defs, f"{path}[{index}]", found)
-
-
-def _check_number(value: float, schema: dict[str, Any], path: str, found: list[str]) -> None:
-    if "minimum" in schema and value < schema["minimum"]:
-        found.append(f"{path}: less than {schema['minimum']}")
-    if "maximum" in schema and value > schema["maximum"]:
-        found.append(f"{path}: greater than {schema['maximum']}")
-    if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-        found.append(f"{path}: not greater than {schema['exclusiveMinimum']}")
-    if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
-        found.append(f"{path}: not less than {schema['exclusiveMaximum']}")
+@functools.lru_cache(maxsize=COMPILED_SCHEMAS_KEPT)
+def _compile(schema_json: str) -> jsonschema_rs.Validator:
+    schema = json.loads(schema_json)
+    try:
+        return jsonschema_rs.Draft202012Validator(
+            schema, pattern_options=jsonschema_rs.RegexOptions(), offline=True)
+    except jsonschema_rs.ValidationError as error:
+        # Checked against the meta-schema: the "instance" is the schema itself.
+        where = "/".join(str(part) for part in error.instance_path) or "(top level)"
+        raise InvalidSchema(
+            f"the input schema is not a valid JSON Schema: at {where}: {error.message}") from None
+    except (jsonschema_rs.ReferencingError, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InvalidSchema(f"the input schema is not a valid JSON Schema: {first}") from None

@@ -13,7 +13,12 @@ timeout, queue) in a `Registry` (the module-level `registry` unless given one) a
 returns the function unchanged. `@step` wraps a function so that, inside a running
 task, each call goes through the current context's checkpointing; outside a task
 it simply runs the function. The worker looks tasks up here and validates
-payloads with `validate_payload`. No I/O.
+payloads with `validate_payload`; the client and `durakube manifests` read the
+same definitions. No I/O.
+
+Sits below the step engine: it finds the running context through `current` and
+names `TaskContext` for type checking only, so importing it (as the client does)
+does not load `context`, `waiting` or `triggering`.
 """
 
 from __future__ import annotations
@@ -23,16 +28,19 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, overload
 
 import pydantic
 
-from durakube import context, durations, errors, retry
+from durakube import current, durations, errors, retry
+
+if TYPE_CHECKING:
+    from durakube.context import TaskContext
 
 P = ParamSpec("P")
 R = TypeVar("R")
-TaskFunction = Callable[[context.TaskContext, Any], Awaitable[Any]]
-F = TypeVar("F", bound=TaskFunction)
+TaskFunction: TypeAlias = "Callable[[TaskContext, Any], Awaitable[Any]]"
+F = TypeVar("F", bound="TaskFunction")
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,13 @@ class Registry:
 
     def ids(self) -> list[str]:
         return sorted(self._tasks)
+
+    def id_of(self, fn: object) -> str:
+        """The id `fn` is registered under; raises `errors.TaskNotFound` if it is not one."""
+        for definition in self._tasks.values():
+            if definition.fn is fn:
+                return definition.id
+        raise errors.TaskNotFound(getattr(fn, "__qualname__", repr(fn)), list(self._tasks))
 
     def __iter__(self) -> Iterator[TaskDefinition]:
         return iter(list(self._tasks.values()))
@@ -156,7 +171,7 @@ def step(fn: Callable[P, Awaitable[R]] | None = None, /, *, name: str | None = N
 
         @functools.wraps(target)
         async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            ctx = context.current()
+            ctx = current.current()
             if ctx is None:
                 return await target(*args, **kwargs)
             result: R = await ctx.step(step_name, target, *args, **kwargs)

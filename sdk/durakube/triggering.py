@@ -6,6 +6,10 @@ child's name, the same on every replay. Waiting for a child is a wait on the
 event its end sends: the parent suspends (no pod held) until the child finishes,
 then resumes with the child's output, or with `ChildRunFailed` carrying its phase
 and error.
+
+A task given as a function is looked up in the registry of the context
+(`ctx.registry`, the worker's), never in a global one. Called through
+`TaskContext.trigger` and its kin; never imports the step engine (`context`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from durakube import errors, waiting
+from durakube import current, errors, waiting
 from durakube.store import children, waitpoints
 
 if TYPE_CHECKING:
@@ -23,45 +27,30 @@ if TYPE_CHECKING:
 class ChildRunFailed(errors.DurakubeError):
     """A child run ended without succeeding."""
 
-    def __init__(self, name: str, phase: str, error_type: str = "", message: str = "") -> None:
-        detail = f": {error_type}: {message}" if error_type or message else ""
+    def __init__(self, name: str, phase: str, error_type: str = "",
+                 error_message: str = "") -> None:
+        detail = f": {error_type}: {error_message}" if error_type or error_message else ""
         super().__init__(f"child run {name} ended {phase}{detail}")
-        self.name, self.phase, self.error_type, self.error_message = name, phase, error_type, message
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"name": self.name, "phase": self.phase, "error_type": self.error_type,
-                "error_message": self.error_message}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields.get("name", "")), str(fields.get("phase", "")),
-                   str(fields.get("error_type", "")), str(fields.get("error_message", "")))
+        self.name, self.phase = name, phase
+        self.error_type, self.error_message = error_type, error_message
 
 
-def _task_id(task: str | Callable[..., Any]) -> str:
-    if isinstance(task, str):
-        return task
-    from durakube import tasks
-
-    for definition in tasks.registry:
-        if definition.fn is task:
-            return definition.id
-    raise errors.TaskNotFound(getattr(task, "__qualname__", repr(task)), tasks.registry.ids())
+def _task_id(ctx: TaskContext, task: str | Callable[..., Any]) -> str:
+    return task if isinstance(task, str) else ctx.registry.id_of(task)
 
 
 async def trigger(ctx: TaskContext, task: str | Callable[..., Any], payload: Any, *,
                   queue: str | None = None, priority: int | None = None,
                   concurrency_key: str | None = None) -> str:
     """Asks for a child run of `task` (a Task's name or a decorated function); returns its name."""
-    task_id = _task_id(task)
+    task_id = _task_id(ctx, task)
     if hasattr(payload, "model_dump"):
         payload = payload.model_dump(mode="json", by_alias=True)
     options = {k: v for k, v in {"queue": queue, "priority": priority,
                                  "concurrencyKey": concurrency_key}.items() if v is not None}
 
     async def request() -> str:
-        seq = waiting.current_seq()
+        seq = current.current_seq()
         _, name = await children.request_child_run(ctx.pool, parent_run_id=ctx.run_id, seq=seq,
                                                    task=task_id, payload=payload, options=options)
         return name
@@ -74,7 +63,7 @@ async def wait_for_run(ctx: TaskContext, name: str) -> Any:
     """The output of child run `name` once it succeeds; raises `ChildRunFailed` otherwise."""
 
     async def wait() -> Any:
-        seq = waiting.current_seq()
+        seq = current.current_seq()
         namespace = await children.namespace_of(ctx.pool, ctx.run_id)
         waitpoint = await waitpoints.wait_for_event(
             ctx.pool, run_id=ctx.run_id, seq=seq, key=children.result_key(namespace, name),

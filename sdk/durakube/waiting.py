@@ -12,7 +12,8 @@ A wait whose timeout passes raises `WaitTimedOut`, which the task may catch; it
 is recorded as the step's error, so the replay raises it again.
 
 Called through `TaskContext.sleep`, `wait_for_event`, `create_token` and
-`wait_for_token`.
+`wait_for_token`. Finds its step through `current`; never imports the step
+engine (`context`), which imports this module.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from durakube import durations, errors
+from durakube import current, durations, errors
 from durakube.store import waitpoints
 
 if TYPE_CHECKING:
@@ -56,15 +57,6 @@ class WaitTimedOut(errors.DurakubeError):
         super().__init__(f"no {kind} {what} arrived before the timeout{timeout}")
         self.kind, self.what, self.timeout = kind, what, timeout
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"kind": self.kind, "what": self.what, "timeout": self.timeout}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields.get("kind", "")), str(fields.get("what", "")),
-                   str(fields.get("timeout", "")))
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -74,21 +66,12 @@ def _deadline(timeout: durations.Duration | None) -> datetime | None:
     return None if timeout is None else _now() + timedelta(seconds=durations.parse_duration(timeout))
 
 
-def current_seq() -> int:
-    """The sequence number of the step whose function is running (waits are steps)."""
-    from durakube import context
-
-    active = context._active_step.get()
-    assert active is not None, "waits run inside their own step"
-    return active[0]
-
-
 async def sleep_until(ctx: TaskContext, when: datetime, name: str = "sleep") -> None:
     if when.tzinfo is None:
         raise ValueError("sleep_until needs an aware datetime (with a timezone)")
 
     async def wait() -> None:
-        seq = current_seq()
+        seq = current.current_seq()
         waitpoint = await waitpoints.load_waitpoint(ctx.pool, ctx.run_id, seq)
         if waitpoint is None:
             remaining = (when - _now()).total_seconds()
@@ -112,7 +95,7 @@ async def sleep(ctx: TaskContext, duration: durations.Duration, name: str = "sle
 async def wait_for_event(ctx: TaskContext, key: str, timeout: durations.Duration | None = None,
                          name: str | None = None) -> Any:
     async def wait() -> Any:
-        seq = current_seq()
+        seq = current.current_seq()
         waitpoint = await waitpoints.wait_for_event(ctx.pool, run_id=ctx.run_id, seq=seq, key=key,
                                                     wake_at=_deadline(timeout))
         return _outcome(waitpoint, "event", repr(key), timeout)
@@ -126,7 +109,7 @@ async def create_token(ctx: TaskContext, timeout: durations.Duration | None = No
     so a replay returns the same token."""
 
     async def create() -> str:
-        seq = current_seq()
+        seq = current.current_seq()
         waitpoint = await waitpoints.create_waitpoint(
             ctx.pool, run_id=ctx.run_id, seq=seq, kind="token", wake_at=_deadline(timeout),
             token=waitpoints.new_token())

@@ -4,7 +4,8 @@ The operator starts one pod per attempt with this environment:
 
     DURAKUBE_RUN_ID                 the run to execute (required)
     DURAKUBE_ATTEMPT                the attempt number, 1-based (required)
-    DURAKUBE_DATABASE_URL           Postgres DSN (required)
+    DURAKUBE_DATABASE_URL           Postgres DSN (required; or DURAKUBE_DATABASE_URL_FILE,
+                                    a file holding it)
     DURAKUBE_TASK_MODULES           comma-separated modules that register the tasks
                                     (also `--module NAME`, repeatable)
     DURAKUBE_TERMINATION_MESSAGE_PATH   where to write the outcome hint
@@ -13,6 +14,8 @@ The operator starts one pod per attempt with this environment:
     DURAKUBE_STATEMENT_CACHE_SIZE   asyncpg's statement cache; 0 behind PgBouncer
     DURAKUBE_RETRY_POLICY           the retry policy of the TaskRun's or the Task's spec,
                                     as JSON of `retry.Retry` (absent when neither sets one)
+
+(parsed by `durakube.environment.WorkerSettings`).
 
 The worker loads the run and its recorded steps, imports the task modules,
 validates the payload, runs the task (replaying recorded steps), and records the
@@ -41,32 +44,22 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pydantic
 
-from durakube import context, errors, retry, serializing, tasks, waiting
+from durakube import context, current, environment, errors, retry, serializing, tasks, waiting
 from durakube.store import attempts, pools, runs, steps
 
 log = logging.getLogger("durakube.worker")
 
-DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+DEFAULT_TERMINATION_MESSAGE_PATH = environment.DEFAULT_TERMINATION_MESSAGE_PATH
 # Kubernetes keeps at most 4096 bytes of a termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
 CONNECT_TIMEOUT_SECONDS = 30.0
 
 
-@dataclass(frozen=True)
-class Settings:
-    run_id: str
-    attempt: int
-    database_url: str
-    task_modules: tuple[str, ...]
-    termination_message_path: str
-    pod_name: str | None
-    statement_cache_size: int | None
-    retry_policy: retry.Retry | None = None
+Settings = environment.WorkerSettings
 
 
 async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
@@ -103,7 +96,7 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
         recorded = await steps.load_steps(pool, run_id)
         ctx = context.TaskContext(pool=pool, run_id=run_id, attempt=attempt, payload=payload,
                                   recorded=recorded, retry_policy=policy,
-                                  on_checkpoint=on_checkpoint)
+                                  on_checkpoint=on_checkpoint, registry=registry)
         output = await _run_task(definition, ctx, payload)
         state = serializing.encode(ctx.state, "ctx.state at the end of the task")
         outcome = attempts.Outcome("succeeded", output=output)
@@ -133,7 +126,7 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
 async def _run_task(definition: tasks.TaskDefinition, ctx: context.TaskContext,
                     payload: Any) -> Any:
     """Runs the task under its timeout; returns its output as JSON."""
-    with context.activated(ctx):
+    with current.activated(ctx):
         try:
             async with asyncio.timeout(definition.timeout) as deadline:
                 output = await definition.fn(ctx, payload)
@@ -217,34 +210,24 @@ def write_termination_message(path: str, message: str) -> None:
 
 
 def read_settings(environ: Mapping[str, str], modules: Sequence[str] = ()) -> Settings:
-    """The worker's settings from the environment; raises ValueError naming what is wrong."""
-    missing = [name for name in ("DURAKUBE_RUN_ID", "DURAKUBE_ATTEMPT", "DURAKUBE_DATABASE_URL")
-               if not environ.get(name)]
-    if missing:
-        raise ValueError(f"missing environment variables: {', '.join(missing)}")
+    """The worker's settings from the environment, plus the modules of `--module` flags;
+    raises ValueError (`environment.SettingsError`) naming what is wrong."""
+    settings = Settings.from_environ(environ)
+    spec_retry_policy(settings)
+    return settings.model_copy(
+        update={"task_modules": tuple(dict.fromkeys([*settings.task_modules, *filter(None, modules)]))})
+
+
+def spec_retry_policy(settings: Settings) -> retry.Retry | None:
+    """The TaskRun's or the Task's retry policy (DURAKUBE_RETRY_POLICY); None when neither
+    sets one, and the task decorator's applies."""
+    if settings.retry_policy is None:
+        return None
     try:
-        attempt = int(environ["DURAKUBE_ATTEMPT"])
-    except ValueError:
-        raise ValueError(f"DURAKUBE_ATTEMPT must be an integer, "
-                         f"got {environ['DURAKUBE_ATTEMPT']!r}") from None
-    if attempt < 1:
-        raise ValueError(f"DURAKUBE_ATTEMPT starts at 1, got {attempt}")
-    from_env = [name.strip() for name in environ.get("DURAKUBE_TASK_MODULES", "").split(",")]
-    cache = environ.get("DURAKUBE_STATEMENT_CACHE_SIZE")
-    policy = environ.get("DURAKUBE_RETRY_POLICY")
-    try:
-        retry_policy = retry.Retry.model_validate_json(policy) if policy else None
+        return retry.Retry.model_validate_json(settings.retry_policy)
     except pydantic.ValidationError as error:
-        raise ValueError(f"DURAKUBE_RETRY_POLICY is not a retry policy: {error}") from None
-    return Settings(
-        run_id=environ["DURAKUBE_RUN_ID"], attempt=attempt,
-        database_url=environ["DURAKUBE_DATABASE_URL"],
-        task_modules=tuple(dict.fromkeys(name for name in [*from_env, *modules] if name)),
-        termination_message_path=environ.get("DURAKUBE_TERMINATION_MESSAGE_PATH")
-        or DEFAULT_TERMINATION_MESSAGE_PATH,
-        pod_name=environ.get("DURAKUBE_POD_NAME") or environ.get("HOSTNAME"),
-        statement_cache_size=int(cache) if cache else None,
-        retry_policy=retry_policy)
+        raise environment.SettingsError(
+            f"DURAKUBE_RETRY_POLICY is not a retry policy: {error}") from None
 
 
 async def _connect(settings: Settings) -> Any:
@@ -282,7 +265,7 @@ async def _main(settings: Settings) -> int:
         else:
             outcome = await run_attempt(pool, settings.run_id, settings.attempt, tasks.registry,
                                         pod_name=settings.pod_name,
-                                        retry_policy=settings.retry_policy)
+                                        retry_policy=spec_retry_policy(settings))
     except Exception:
         log.exception("run %s attempt %d: no outcome recorded", settings.run_id,
                       settings.attempt)

@@ -5,10 +5,14 @@
     with Client(database_url=dsn) as client:
         output = client.trigger_and_wait(process_document, {"documentId": "q3"}, timeout=120)
 
-`AsyncClient` is the asyncio twin. Modules: `clients` (the two clients),
-`handles` (what they return), `manifests` (TaskRun and Task bodies; pure),
-`kubeapi` (the Kubernetes calls), `history` (the Postgres reads), `failures` (the
-errors). The `durakube` CLI (`durakube.cli`) is built on `Client`.
+`AsyncClient` is the asyncio twin. Modules, top down: `clients` (the two
+clients, the public face), `submitting` (creating runs), `watching` (waiting for
+them), `managing` (reading, listing, cancelling, replaying; steps, outputs, logs,
+events), `sessions` (what one client's calls share), `history` (the Postgres
+reads and their merge with live TaskRuns), `kubeapi` (the Kubernetes calls, on
+`kubernetes.aio`), `handles` (what the client returns), `manifests` (TaskRun and
+Task bodies; pure), `failures` (the errors). The `durakube` CLI (`durakube.cli`)
+is built on `Client`.
 """
 
 from durakube.client.clients import AsyncClient, BatchItem, Client, ProgressCallback, RunRef
@@ -19,10 +23,10 @@ from durakube.client.failures import (
     PermissionDenied,
     RunFailed,
     RunNotFinished,
+    RunWaitTimedOut,
     TaskRunNotFound,
     UnknownTask,
     UnregisteredFunction,
-    WaitTimedOut,
 )
 from durakube.client.handles import (
     AttemptLog,
@@ -49,10 +53,10 @@ __all__ = [
     "RunNotFinished",
     "RunRef",
     "RunSummary",
+    "RunWaitTimedOut",
     "StepSummary",
     "TaskRunNotFound",
     "TriggerRequest",
     "UnknownTask",
     "UnregisteredFunction",
-    "WaitTimedOut",
 ]

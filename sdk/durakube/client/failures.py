@@ -7,12 +7,11 @@ callers may catch `TimeoutError`, `PermissionError`, `ConnectionError` or
 is a `durakube.errors.RunNotFound`; an invalid payload is
 `durakube.errors.InvalidPayload` itself.
 
-Pure data: no I/O. Raised by `clients`, `kubeapi` and `history`.
+Pure data: no I/O, and nothing of the step engine. Raised by `clients`, `kubeapi` and
+`history`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from durakube import errors
 
@@ -29,14 +28,6 @@ class UnknownTask(errors.DurakubeError, LookupError):
         self.namespace = namespace
         self.known = sorted(known or [])
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"task": self.task, "namespace": self.namespace, "known": self.known}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields["task"]), str(fields["namespace"]), list(fields.get("known") or []))
-
 
 class UnregisteredFunction(errors.DurakubeError, LookupError):
     """A function was given as the task, but no @task registered it."""
@@ -46,14 +37,6 @@ class UnregisteredFunction(errors.DurakubeError, LookupError):
             f"{function} is not a registered task: decorate it with @durakube.task, or pass "
             "the task id as a string")
         self.function = function
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"function": self.function}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields["function"]))
 
 
 class TaskRunNotFound(errors.RunNotFound, LookupError):
@@ -66,14 +49,6 @@ class TaskRunNotFound(errors.RunNotFound, LookupError):
         self.run_id = run
         self.namespace = namespace
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "namespace": self.namespace}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields["run_id"]), str(fields.get("namespace", "")))
-
 
 class PermissionDenied(errors.DurakubeError, PermissionError):
     """The Kubernetes API refused a request (403): the RBAC message says which rule."""
@@ -84,14 +59,6 @@ class PermissionDenied(errors.DurakubeError, PermissionError):
             "user or service account with a Role and RoleBinding)")
         self.action = action
         self.detail = detail
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"action": self.action, "detail": self.detail}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields["action"]), str(fields["detail"]))
 
 
 class DatabaseUnreachable(errors.DurakubeError, ConnectionError):
@@ -104,14 +71,6 @@ class DatabaseUnreachable(errors.DurakubeError, ConnectionError):
         self.target = target
         self.detail = detail
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"target": self.target, "detail": self.detail}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields["target"]), str(fields["detail"]))
-
 
 class DatabaseNotConfigured(errors.DurakubeError):
     """An operation needs Postgres (outputs, steps, history, large payloads) but no DSN was given."""
@@ -121,14 +80,6 @@ class DatabaseNotConfigured(errors.DurakubeError):
             f"{needed_for} needs the Durakube database: pass database_url= (CLI: "
             "--database-url) or set DURAKUBE_DATABASE_URL")
         self.needed_for = needed_for
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"needed_for": self.needed_for}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields["needed_for"]))
 
 
 class RunFailed(errors.DurakubeError):
@@ -148,21 +99,12 @@ class RunFailed(errors.DurakubeError):
         self.error_type = error_type
         self.error_message = error_message
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"name": self.name, "phase": self.phase, "reason": self.reason,
-                "condition_message": self.condition_message, "error_type": self.error_type,
-                "error_message": self.error_message}
 
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields["name"]), str(fields["phase"]), str(fields["reason"]),
-                   str(fields.get("condition_message", "")), fields.get("error_type"),
-                   fields.get("error_message"))
+class RunWaitTimedOut(errors.DurakubeError, TimeoutError):
+    """The run did not finish within the caller's timeout (the run itself goes on).
 
-
-class WaitTimedOut(errors.DurakubeError, TimeoutError):
-    """The run did not finish within the caller's timeout (the run itself goes on)."""
+    Not `durakube.WaitTimedOut`, which is a wait inside a task that timed out.
+    """
 
     def __init__(self, name: str, timeout: float, phase: str | None) -> None:
         super().__init__(
@@ -171,14 +113,6 @@ class WaitTimedOut(errors.DurakubeError, TimeoutError):
         self.name = name
         self.timeout = timeout
         self.phase = phase
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"name": self.name, "timeout": self.timeout, "phase": self.phase}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields["name"]), float(fields["timeout"]), fields.get("phase"))
 
 
 class NotSupported(errors.DurakubeError):
@@ -191,14 +125,6 @@ class NotSupported(errors.DurakubeError):
         self.feature = feature
         self.detail = detail
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"feature": self.feature, "detail": self.detail}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields["feature"]), str(fields["detail"]))
-
 
 class RunNotFinished(errors.DurakubeError):
     """The run has no output yet: it is still active."""
@@ -208,11 +134,3 @@ class RunNotFinished(errors.DurakubeError):
             f"run {name!r} has not finished (phase: {phase or 'none yet'}): wait for it first")
         self.name = name
         self.phase = phase
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"name": self.name, "phase": self.phase}
-
-    @classmethod
-    def _from_fields(cls, message: str, fields: dict[str, Any]) -> errors.DurakubeError:
-        return cls(str(fields["name"]), fields.get("phase"))

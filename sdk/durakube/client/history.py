@@ -1,10 +1,12 @@
-"""The client's reads of Postgres: run history, full outputs, and the pool it opens.
+"""Run history: the client's reads of Postgres, and their merge with the live TaskRuns.
 
 The store's modules serve the operator and the worker, keyed by run id; the client
 also looks runs up by (namespace, name) and lists them, which the store has no
 function for, so that SQL lives here (read-only, over `durakube.runs`, `steps` and
-`attempts`). `open_pool` turns every connection failure into
-`failures.DatabaseUnreachable` naming host:port/database, never the password.
+`attempts`). `merge_runs` puts live TaskRuns (first, newest first) and history rows
+of runs whose TaskRun is gone into one list, as `AsyncClient.list` reports it.
+`open_pool` turns every connection failure into `failures.DatabaseUnreachable`
+naming host:port/database, never the password.
 
 A run's phase in history: `runs.status` when it is final (the operator mirrors each
 phase there); otherwise the outcome of its latest attempt, which covers rows of
@@ -14,15 +16,18 @@ operators that did not mirror phases yet; else `runs.status` as it is.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 
-from durakube.client import failures
+from durakube.client import failures, handles, manifests
 from durakube.store import pools
 
 CONNECT_TIMEOUT_SECONDS = 10.0
+# The most history rows one listing reads when it filters them by phase or has no limit.
+HISTORY_ROWS_READ = 10_000
 
 HISTORY_COLUMNS = """
     r.run_id, r.namespace, r.name, r.task_id, r.queue, r.attempt, r.output, r.error,
@@ -123,6 +128,38 @@ async def read_payload(db: pools.Database, run_id: str) -> Any:
         return await conn.fetchval("SELECT payload FROM durakube.runs WHERE run_id = $1", run_id)
 
 
-async def has_table(db: pools.Database, table: str) -> bool:
-    async with pools.connection(db) as conn:
-        return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"durakube.{table}"))
+async def merge_runs(open_db: Callable[[], Awaitable[pools.Database]] | None, namespace: str,
+                     live_items: Iterable[dict[str, Any]], *, task: str | None = None,
+                     queue: str | None = None, phase: str | None = None, tagged: bool = False,
+                     limit: int | None = 100) -> list[handles.RunSummary]:
+    """Live TaskRuns (`live_items`, filtered here) newest first, then history, newest first.
+
+    `task` is the task id. History fills what `limit` leaves, read from the pool
+    `open_db` gives (opened only when needed); `open_db` None (no database) or
+    `tagged` (history rows carry no tags) lists live runs only.
+    """
+    items = list(live_items)
+    task_name = manifests.task_object_name(task) if task is not None else None
+    live = [handles.summarize_taskrun(item) for item in items]
+    live = [s for s in live
+            if (task_name is None or s.task == task_name)
+            and (queue is None or s.queue == queue)
+            and (phase is None or _same_phase(s.phase, phase))]
+    live.sort(key=lambda s: (s.created_at is not None, s.created_at), reverse=True)
+    room = None if limit is None else limit - len(live)
+    if open_db is None or tagged or (room is not None and room <= 0):
+        return live if limit is None else live[:limit]
+    db = await open_db()
+    known = [str(item["metadata"]["uid"]) for item in items]
+    # Phases are derived in SQL but filtered here: read enough rows to fill the room.
+    rows = await list_runs(db, namespace, task=task, queue=queue, exclude=known,
+                           limit=HISTORY_ROWS_READ if phase or room is None else room)
+    old = [handles.summarize_history(row) for row in rows]
+    if phase is not None:
+        old = [s for s in old if _same_phase(s.phase, phase)]
+    merged = live + old
+    return merged if limit is None else merged[:limit]
+
+
+def _same_phase(seen: str | None, wanted: str) -> bool:
+    return (seen or "").lower() == wanted.lower()

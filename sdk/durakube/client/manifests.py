@@ -3,8 +3,8 @@
 - TaskRun names: `<task>-<sha256(idempotency key)[:12]>` when the caller gives an
   idempotency key, so that any number of concurrent triggers with one key race to
   create the same object and the API server keeps exactly one (409 for the rest);
-  otherwise `<task>-<10 random base-36 characters>`, made here rather than with
-  `generateName` so that a batch never meets the server's generated-name clash.
+  otherwise `metadata.generateName: <task>-` and the API server picks the suffix
+  (it retries a clash of generated names itself since Kubernetes 1.32).
 - Tags become labels `durakube.io/tag-<tag>: "true"`, so `list(tags=...)` is a
   label selector on the API server (and `kubectl get tr -l durakube.io/tag-nightly`
   works). A tag is therefore a label name: letters, digits, `-`, `_`, `.`, at most
@@ -15,6 +15,11 @@
   manifest, validated with `resources.Task` (what `durakube manifests` prints).
 
 Pure functions: no I/O (importing the module named in `build_task_manifests` aside).
+
+Reads task definitions from `durakube.tasks`, the registry and the decorators,
+which sits below the step engine: importing it loads no `context`, `waiting` or
+`triggering`, so neither does the client. Only the user's task modules that
+`build_task_manifests` imports may load the engine, when they use it at import.
 """
 
 from __future__ import annotations
@@ -22,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import re
-import secrets
-import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,7 +39,6 @@ IDEMPOTENCY_KEY_LABEL = "durakube.io/idempotency-key-hash"
 # suffix, so the pod name stays a 63-character label value without hashing.
 _TASK_PART_LIMIT = 40
 _TAG_PATTERN = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,57}[A-Za-z0-9])?$")
-_ALPHABET = string.ascii_lowercase + string.digits
 
 
 def task_object_name(task_id: str) -> str:
@@ -48,12 +50,14 @@ def key_digest(idempotency_key: str) -> str:
     return hashlib.sha256(idempotency_key.encode()).hexdigest()[:12]
 
 
-def derive_run_name(task: str, idempotency_key: str | None = None) -> str:
-    """The TaskRun's name: deterministic from (task, key) when a key is given, else random."""
-    base = task_object_name(task)[:_TASK_PART_LIMIT].rstrip("-.")
-    if idempotency_key is not None:
-        return f"{base}-{key_digest(idempotency_key)}"
-    return f"{base}-{''.join(secrets.choice(_ALPHABET) for _ in range(10))}"
+def derive_run_name(task: str, idempotency_key: str) -> str:
+    """The TaskRun's name for an idempotency key: the same (task, key), the same name."""
+    return f"{run_name_prefix(task)}{key_digest(idempotency_key)}"
+
+
+def run_name_prefix(task: str) -> str:
+    """The start of every TaskRun name of `task` (its `generateName` when keyless)."""
+    return task_object_name(task)[:_TASK_PART_LIMIT].rstrip("-.") + "-"
 
 
 def label_tags(tags: Iterable[str]) -> dict[str, str]:
@@ -92,13 +96,16 @@ def format_duration(value: durations.Duration) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
-def build_taskrun(task: str, *, name: str, payload: dict[str, Any] | None = None,
+def build_taskrun(task: str, *, name: str | None, payload: dict[str, Any] | None = None,
                   payload_ref: str | None = None, queue: str | None = None,
                   concurrency_key: str | None = None, priority: int | None = None,
                   idempotency_key: str | None = None, delay: durations.Duration | None = None,
                   ttl: durations.Duration | None = None, tags: Iterable[str] = (),
                   annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A TaskRun body, validated with `resources.TaskRun` (raises pydantic.ValidationError)."""
+    """A TaskRun body, validated with `resources.TaskRun` (raises pydantic.ValidationError).
+
+    Without a `name`, the body asks the API server to generate one (`generateName`).
+    """
     spec: dict[str, Any] = {"taskRef": {"name": task_object_name(task)}}
     if payload_ref is not None:
         spec["payloadRef"] = payload_ref
@@ -112,14 +119,17 @@ def build_taskrun(task: str, *, name: str, payload: dict[str, Any] | None = None
     labels = label_tags(tags)
     if idempotency_key is not None:
         labels[IDEMPOTENCY_KEY_LABEL] = key_digest(idempotency_key)
-    metadata: dict[str, Any] = {"name": name}
+    metadata: dict[str, Any] = ({"name": name} if name is not None
+                                else {"generateName": run_name_prefix(task)})
     if labels:
         metadata["labels"] = labels
     if annotations:
         metadata["annotations"] = dict(annotations)
     body = {"apiVersion": resources.API_VERSION, "kind": "TaskRun", "metadata": metadata,
             "spec": spec}
-    resources.TaskRun.model_validate(body)
+    # The model wants a name: a generated one is the prefix and five more characters.
+    resources.TaskRun.model_validate(
+        body if name is not None else {**body, "metadata": {**metadata, "name": f"{run_name_prefix(task)}x"}})
     return body
 
 

@@ -91,12 +91,6 @@ async def enqueue_run(db: pools.Database, *, run_id: str, queue: str, namespace:
             run_id, queue, namespace, name, concurrency_key or "", priority, created_at)
 
 
-async def holds_slot(db: pools.Database, run_id: str) -> bool:
-    async with pools.connection(db) as conn:
-        return bool(await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM durakube.queue_slots WHERE run_id = $1)", run_id))
-
-
 async def release(db: pools.Database, run_id: str) -> bool:
     """Gives back the run's slot and takes it out of line; True if it held a slot."""
     async with pools.transaction(db) as conn:
@@ -105,21 +99,32 @@ async def release(db: pools.Database, run_id: str) -> bool:
     return bool(status == "DELETE 1")
 
 
-async def position(db: pools.Database, run_id: str) -> tuple[int, int] | None:
-    """(1-based place in line, runs waiting) in the run's queue; None if not waiting."""
+@dataclass(frozen=True)
+class Place:
+    """Where a run stands with its queue: holding a slot, in line, or neither."""
+
+    holds_slot: bool
+    # (1-based place in line, runs waiting in the queue), None when not in line.
+    in_line: tuple[int, int] | None = None
+
+
+async def place(db: pools.Database, run_id: str) -> Place:
+    """The run's slot and place in line, read in one round trip."""
     async with pools.connection(db) as conn:
         record = await conn.fetchrow("""
-            WITH me AS (SELECT queue, concurrency_key, priority, created_at
+            WITH me AS (SELECT queue, priority, created_at
                         FROM durakube.queue_waiting WHERE run_id = $1)
-            SELECT (SELECT count(*) FROM durakube.queue_waiting w, me
+            SELECT EXISTS (SELECT 1 FROM durakube.queue_slots WHERE run_id = $1) AS holds,
+                   (SELECT count(*) FROM durakube.queue_waiting w, me
                     WHERE w.queue = me.queue
                       AND (w.priority > me.priority
                            OR (w.priority = me.priority AND w.created_at < me.created_at))) + 1
                        AS place,
                    (SELECT count(*) FROM durakube.queue_waiting w, me WHERE w.queue = me.queue)
-                       AS total
-            FROM me""", run_id)
-    return None if record is None else (int(record["place"]), int(record["total"]))
+                       AS total,
+                   EXISTS (SELECT 1 FROM me) AS waiting""", run_id)
+    in_line = (int(record["place"]), int(record["total"])) if record["waiting"] else None
+    return Place(holds_slot=bool(record["holds"]), in_line=in_line)
 
 
 async def queues_with_waiting_runs(db: pools.Database) -> list[str]:

@@ -62,17 +62,29 @@ class Waitpoint:
 
 
 class TokenNotFound(errors.DurakubeError):
-    """No waitpoint has this token."""
+    """No waitpoint has this token.
 
-    def __init__(self, token: str) -> None:
-        super().__init__(f"no waitpoint has token {token[:6]}…: check the token, it is case-sensitive")
+    A token is a secret: the error carries its first characters only (`shown_token`),
+    since its fields are recorded and shown like its message.
+    """
+
+    def __init__(self, token_prefix: str) -> None:
+        super().__init__(
+            f"no waitpoint has token {token_prefix}…: check the token, it is case-sensitive")
+        self.token_prefix = token_prefix
 
 
 class TokenAlreadyCompleted(errors.DurakubeError):
-    """The token's wait has ended already (completed or timed out)."""
+    """The token's wait has ended already (completed or timed out); carries its prefix only."""
 
-    def __init__(self, token: str) -> None:
-        super().__init__(f"the waitpoint of token {token[:6]}… was completed already")
+    def __init__(self, token_prefix: str) -> None:
+        super().__init__(f"the waitpoint of token {token_prefix}… was completed already")
+        self.token_prefix = token_prefix
+
+
+def shown_token(token: str) -> str:
+    """What errors and logs may show of a token: its "wpt_" and two characters."""
+    return token[:6]
 
 
 def new_token() -> str:
@@ -210,8 +222,8 @@ async def complete_token(db: pools.Database, token: str, data: Any = None) -> st
         if run_id is not None:
             return str(run_id)
         if await conn.fetchval("SELECT 1 FROM durakube.waitpoints WHERE token = $1", token):
-            raise TokenAlreadyCompleted(token)
-        raise TokenNotFound(token)
+            raise TokenAlreadyCompleted(shown_token(token))
+        raise TokenNotFound(shown_token(token))
 
 
 async def fire_due_timers(db: pools.Database, limit: int = 1000) -> int:

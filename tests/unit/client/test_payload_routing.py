@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from durakube import store
 from durakube.client import AsyncClient, manifests
@@ -24,36 +23,28 @@ class FakeApi:
     def __init__(self) -> None:
         self.created: list[dict[str, Any]] = []
 
-    def get_task(self, namespace: str, name: str) -> dict[str, Any]:
+    async def get_task(self, namespace: str, name: str) -> dict[str, Any]:
         return {"metadata": {"name": name}, "spec": {"image": "i", "entrypoint": name}}
 
-    def create_taskrun(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def create_taskrun(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         self.created.append(body)
-        return {**body, "metadata": {**body["metadata"], "namespace": namespace, "uid": "u-1"}}
+        meta = body["metadata"]
+        return {**body, "metadata": {**meta, "name": meta.get("name") or meta["generateName"] + "a1b2c",
+                                     "namespace": namespace, "uid": "u-1"}}
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 
-def write_kubeconfig(path: Path) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u", "namespace": "team-a"}}],
-    }))
-    return path
-
-
 @pytest.fixture
-async def client(tmp_path: Path, database_dsn: str) -> AsyncIterator[tuple[AsyncClient, FakeApi]]:
+async def client(kubeconfig: Path, database_dsn: str) -> AsyncIterator[tuple[AsyncClient, FakeApi]]:
     pool = await store.connect(database_dsn)
     await store.migrate(pool)
     await pool.close()
-    made = AsyncClient(kubeconfig=write_kubeconfig(tmp_path / "kubeconfig"),
+    made = AsyncClient(kubeconfig=kubeconfig,
                        database_url=database_dsn)
     fake = FakeApi()
-    made._api = fake  # type: ignore[assignment]
+    made._session.api = fake  # type: ignore[assignment]
     try:
         yield made, fake
     finally:
@@ -83,7 +74,7 @@ async def test_large_payload_goes_to_postgres_by_reference(
     spec = fake.created[0]["spec"]
     assert "payload" not in spec
     assert spec["payloadRef"] == payloads.reference_of(payload)
-    assert await payloads.get_payload(await made._database("test"), spec["payloadRef"]) == payload
+    assert await payloads.get_payload(await made._session.database("test"), spec["payloadRef"]) == payload
 
 
 def test_taskrun_bodies_carry_options_and_tags_as_labels() -> None:

@@ -26,10 +26,10 @@ def run(payload: dict[str, Any], **spec: Any) -> resources.TaskRun:
 
 @pytest.mark.parametrize(("payload", "spec", "reason", "fragment"), [
     ({"documentId": "ok"}, {}, None, None),
-    ({}, {}, "InvalidPayload", "payload.documentId: required"),
+    ({}, {}, "InvalidPayload", 'payload: "documentId" is a required property'),
     ({"documentId": "UPPER"}, {}, "InvalidPayload", "does not match"),
-    ({"documentId": "ok", "pages": 0}, {}, "InvalidPayload", "payload.pages: less than 1"),
-    ({"documentId": "ok", "pages": True}, {}, "InvalidPayload", "expected integer"),
+    ({"documentId": "ok", "pages": 0}, {}, "InvalidPayload", "payload.pages: 0 is less than the minimum"),
+    ({"documentId": "ok", "pages": True}, {}, "InvalidPayload", 'is not of type "integer"'),
     ({"documentId": "ok"}, {"retry": {"minTimeout": "10s", "maxTimeout": "1s"}}, "Invalid",
      "min_timeout"),
     ({"documentId": "ok"}, {"timeout": "0s"}, "Invalid", "longer than zero"),
@@ -50,3 +50,10 @@ def test_invalid_task_is_reported_not_raised() -> None:
     problem = validating.validate_run(run({}), broken)
     assert problem is not None and problem.reason == "Invalid"
     assert "Task 't' is invalid" in problem.message
+
+
+def test_task_with_an_invalid_input_schema_is_reported_not_raised() -> None:
+    broken = {**TASK, "spec": {**TASK["spec"], "inputSchema": {"type": "no-such-type"}}}
+    problem = validating.validate_run(run({"documentId": "ok"}), broken)
+    assert problem is not None and problem.reason == "Invalid"
+    assert "not a valid JSON Schema" in problem.message

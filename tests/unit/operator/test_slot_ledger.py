@@ -51,7 +51,9 @@ async def test_released_slots_admit_the_next_runs_in_order(database_dsn: str) ->
         assert await queues.release(pool, ids[0])
         assert not await queues.release(pool, ids[0])  # releasing twice is harmless
         assert [w.run_id for w in await admitting.admit_next_runs(pool, "ns/q")] == [ids[2]]
-        assert await queues.position(pool, ids[5]) == (3, 3)
+        assert await queues.place(pool, ids[5]) == queues.Place(holds_slot=False, in_line=(3, 3))
+        assert await queues.place(pool, ids[1]) == queues.Place(holds_slot=True, in_line=None)
+        assert await queues.place(pool, ids[0]) == queues.Place(holds_slot=False, in_line=None)
     finally:
         await pool.close()
 

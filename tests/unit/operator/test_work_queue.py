@@ -1,4 +1,4 @@
-"""The work queue: deduplicated keys, one worker per key, earliest deadline wins."""
+"""The work queue: deduplicated keys, one worker per key, earliest deadline wins, failed keys back off."""
 
 from __future__ import annotations
 
@@ -49,3 +49,30 @@ async def test_urgent_keys_go_ahead_of_routine_ones() -> None:
     order = [await queue.get() for _ in range(4)]
     assert order == [("ns", "c"), ("ns", "d"), ("ns", "a"), ("ns", "b")]
     assert len(queue) == 0
+
+
+def test_failure_delays_double_per_key_up_to_the_cap() -> None:
+    queue = workqueue.WorkQueue()
+    delays = [queue.add_rate_limited(("ns", "a")) for _ in range(9)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    assert queue.add_rate_limited(("ns", "b")) == workqueue.FAILURE_DELAY_START  # counted per key
+    assert queue.requeues(("ns", "a")) == 9
+    assert len(queue) == 2  # each failed key is waiting for its next pass
+
+
+def test_forget_restarts_the_delays_of_that_key_only() -> None:
+    queue = workqueue.WorkQueue()
+    for _ in range(3):
+        queue.add_rate_limited(("ns", "a"))
+        queue.add_rate_limited(("ns", "b"))
+    queue.forget(("ns", "a"))
+    assert queue.requeues(("ns", "a")) == 0
+    assert queue.add_rate_limited(("ns", "a")) == workqueue.FAILURE_DELAY_START
+    assert queue.add_rate_limited(("ns", "b")) == 8.0
+
+
+def test_a_key_failing_for_days_stays_at_the_cap() -> None:
+    queue = workqueue.WorkQueue()
+    for _ in range(5000):
+        delay = queue.add_rate_limited(("ns", "a"))
+    assert delay == workqueue.FAILURE_DELAY_MAX

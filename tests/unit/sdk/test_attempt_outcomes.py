@@ -112,10 +112,10 @@ async def test_spec_policy_from_the_environment_classifies_errors(
     settings = worker.read_settings({
         "DURAKUBE_RUN_ID": run_id, "DURAKUBE_ATTEMPT": "1", "DURAKUBE_DATABASE_URL": "unused",
         "DURAKUBE_RETRY_POLICY": spec_policy.model_dump_json()})
-    assert settings.retry_policy == spec_policy
+    assert worker.spec_retry_policy(settings) == spec_policy
 
     outcome = await worker.run_attempt(pool, run_id, 1, registry,
-                                       retry_policy=settings.retry_policy)
+                                       retry_policy=worker.spec_retry_policy(settings))
 
     assert outcome.kind == kind
     assert outcome.error is not None and outcome.error["retryable"] is (kind == "retry")

@@ -118,7 +118,7 @@ async def test_worker_process_exits_non_zero_when_nothing_can_be_recorded(
         ({"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "one", "DURAKUBE_DATABASE_URL": "x"},
          "DURAKUBE_ATTEMPT must be an integer, got 'one'"),
         ({"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "0", "DURAKUBE_DATABASE_URL": "x"},
-         "DURAKUBE_ATTEMPT starts at 1"),
+         "DURAKUBE_ATTEMPT must be at least 1"),
         ({"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "1", "DURAKUBE_DATABASE_URL": "x",
           "DURAKUBE_RETRY_POLICY": '{"min_timeout": 5, "max_timeout": 1}'},
          "DURAKUBE_RETRY_POLICY is not a retry policy"),
@@ -138,4 +138,4 @@ def test_settings_merge_env_modules_and_flags() -> None:
     assert (settings.attempt, settings.pod_name) == (3, "r-3")
     assert settings.termination_message_path == "/dev/termination-log"
     assert settings.statement_cache_size is None
-    assert settings.retry_policy is None
+    assert worker.spec_retry_policy(settings) is None

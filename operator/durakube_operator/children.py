@@ -1,10 +1,11 @@
-"""Spawning child runs that tasks asked for, and telling parents when children end.
+"""Child runs: creating the TaskRuns that tasks asked for, and telling parents when they end.
 
 Worker pods hold no Kubernetes credentials: `ctx.trigger` records a request in
-Postgres and this loop creates the TaskRun (named deterministically, so a retry
-after a crash finds it already there), owned by the parent run and labelled with
-it. When a child reaches a final phase, the reconciler calls `report_child_end`,
-which sends its result as an event on the key its parent waits on.
+Postgres and `SubmittingLoop` creates the TaskRun (named deterministically, so a
+retry after a crash finds it already there), owned by the parent run and labelled
+with it. When a child reaches a final phase, the reconciler's `acting` calls
+`report_child_end`, which sends its result as an event on the key its parent
+waits on.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ async def report_child_end(db: pools.Database, body: dict[str, Any],
     return True
 
 
-class SpawningLoop(looping.PokedLoop):
-    name = "spawning"
+class SubmittingLoop(looping.PokedLoop):
+    """Creates the TaskRuns of child runs that workers asked for."""
+
+    name = "submitting children"
 
     def __init__(self, db: pools.Database, api: kubeapi.KubeApi, interval: float = 0.5) -> None:
         super().__init__(interval)

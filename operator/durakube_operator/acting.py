@@ -1,0 +1,89 @@
+"""Acting on a decision: the writes to Postgres and Kubernetes that a new status needs.
+
+The third of the reconciler's four stages (observe -> decide -> act -> publish).
+Performs `deciding`'s actions in order, before the status is published: the status
+patch is the commit point, so every action here is idempotent and a pass cut short
+by a crash is finished by the next one. Decides nothing; it tells the admission
+and waking loops when a slot was freed, a line joined or a parent's wait ended.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from durakube.store import attempts, pools, queues, runs
+from durakube_operator import actions, children, kubeapi, metrics
+from durakube_operator import settings as settings_module
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Actor:
+    """Performs actions; built once by the controller and shared by every pass."""
+
+    api: kubeapi.KubeApi
+    db: pools.Database
+    settings: settings_module.Settings
+    clock: Callable[[], datetime]
+    # Asks the admission loop for a pass over a queue (a run joined its line or left a slot).
+    poke_admission: Callable[[str | None], None]
+    # Asks the waking loop to resume runs whose wait just ended.
+    wake_waiting_runs: Callable[[], None]
+    # Namespaces where the database Secret is known to exist (saves a GET per attempt).
+    secrets_ensured: set[str] = field(default_factory=set)
+
+    async def perform(self, actions: tuple[actions.Action, ...]) -> queues.Place | None:
+        """Performs `actions` in order; returns the run's place once it joined a line."""
+        place = None
+        for action in actions:
+            place = await self._perform(action) or place
+        return place
+
+    async def _perform(self, action: actions.Action) -> queues.Place | None:
+        match action:
+            case actions.RegisterRun():
+                await runs.register_run(self.db, run_id=action.run_id, namespace=action.namespace,
+                                        name=action.name, task_id=action.task_id,
+                                        payload=action.payload, queue=action.queue)
+            case actions.EnsureSecret(namespace=namespace):
+                if namespace not in self.secrets_ensured:
+                    await self.api.ensure_secret(
+                        namespace, self.settings.database_secret_name,
+                        {self.settings.database_secret_key: self.settings.database_url})
+                    self.secrets_ensured.add(namespace)
+            case actions.Enqueue():
+                await queues.enqueue_run(self.db, run_id=action.run_id, queue=action.queue,
+                                         namespace=action.namespace, name=action.name,
+                                         concurrency_key=action.concurrency_key,
+                                         priority=action.priority, created_at=action.created_at,
+                                         default_limit=self.settings.default_concurrency_limit)
+                self.poke_admission(action.queue)
+                return await queues.place(self.db, action.run_id)
+            case actions.ReleaseSlot():
+                if await queues.release(self.db, action.run_id):
+                    self.poke_admission(action.queue)
+            case actions.StartAttempt():
+                await self._start_attempt(action)
+            case actions.DeletePod():
+                await self.api.delete_pod(action.namespace, action.name)
+            case actions.MirrorPhase():
+                await runs.set_run_status(self.db, action.run_id, action.phase)
+            case actions.ReportChildEnd():
+                if await children.report_child_end(self.db, action.body, action.status):
+                    self.wake_waiting_runs()
+        return None
+
+    async def _start_attempt(self, action: actions.StartAttempt) -> None:
+        pod_name = action.pod["metadata"]["name"]
+        # Record the attempt first: a worker that starts finds its row, and a crash between
+        # here and the pod's creation only repeats this idempotent write.
+        await attempts.start_attempt(self.db, action.run_id, action.attempt, pod_name)
+        if not await self.api.create_pod(action.namespace, action.pod):
+            logger.info("adopting existing pod %s/%s", action.namespace, pod_name)
+        elif action.due_since is not None:
+            metrics.POD_START_LATENCY.labels(**metrics.queue_labels(action.queue)).observe(
+                max(0.0, (self.clock() - action.due_since).total_seconds()))

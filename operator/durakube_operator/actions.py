@@ -1,0 +1,94 @@
+"""The actions a decision about a run asks for, as plain data.
+
+`deciding` returns them; `acting` performs them in the order given, before the
+run's status is published. Each names everything its performer needs, so
+performing one reads nothing else, and each is idempotent.
+
+Pure data: no I/O here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from durakube import resources
+
+
+@dataclass(frozen=True, kw_only=True)
+class _OfRun:
+    """An action about one run: who it is and which queue it uses."""
+
+    run_id: str
+    namespace: str
+    name: str
+    queue: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterRun(_OfRun):
+    """Records the run and its payload in Postgres (idempotent)."""
+
+    task_id: str
+    payload: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Enqueue(_OfRun):
+    """Puts the run in its queue's line for a slot (idempotent)."""
+
+    concurrency_key: str | None
+    priority: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartAttempt(_OfRun):
+    """Records the attempt, then creates its pod (adopting one that exists)."""
+
+    attempt: int
+    pod: dict[str, Any]
+    # When the attempt became due (created, delay or back-off over); None for resumes.
+    due_since: datetime | None
+
+
+@dataclass(frozen=True)
+class EnsureSecret:
+    """Creates the database Secret in the namespace when missing (if the operator manages it)."""
+
+    namespace: str
+
+
+@dataclass(frozen=True)
+class ReleaseSlot:
+    """Gives back the run's slot and takes it out of line (idempotent)."""
+
+    run_id: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class MirrorPhase:
+    """Mirrors the phase in Postgres: history outlives the TaskRun; queues count by it."""
+
+    run_id: str
+    phase: str
+
+
+@dataclass(frozen=True)
+class ReportChildEnd:
+    """Sends a finished child run's result to the parent waiting on it."""
+
+    body: dict[str, Any]
+    status: resources.TaskRunStatus
+
+
+Action = (RegisterRun | EnsureSecret | Enqueue | ReleaseSlot | StartAttempt | DeletePod
+          | MirrorPhase | ReportChildEnd)

@@ -1,0 +1,390 @@
+"""Deciding what happens to a TaskRun next: a pure function of what was seen and the time.
+
+The second of the reconciler's four stages (observe -> decide -> act -> publish).
+`decide(observation, now, settings)` returns the next status, the actions to
+perform before that status is published (in order) and when to look again. It
+holds the whole decision table of a run: registration, validation, cancellation,
+delay, ttl, waiting for a slot, starting an attempt, reading the attempt's end
+(success, a permanent failure, a retry within the budget, suspension, a timeout,
+an infrastructure failure with its own budget) and back-off.
+
+No I/O and no clock: the caller passes `now` (and, for tests, the jitter's random
+source), so every transition is testable in microseconds. Every decision is
+level-based: deciding again on the same observation gives the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pydantic
+
+from durakube import durations, errors, resources, retry
+from durakube.store import attempts, queues
+from durakube_operator import actions, conditions, observing, pods, reasons
+from durakube_operator import settings as settings_module
+
+Phase = resources.Phase
+
+# Back-off after a pod died without an outcome (infrastructure): quick, capped.
+INFRASTRUCTURE_RETRY = retry.Retry(max_attempts=1000, factor=2.0, min_timeout=1.0,
+                                   max_timeout=30.0, randomize=True)
+# Output preview kept in the CR; the full output lives in Postgres.
+PREVIEW_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: resources.TaskRunStatus
+    actions: tuple[actions.Action, ...] = ()
+    # When to look at the run again without a new event (None: only on events).
+    requeue_after: float | None = None
+
+
+def decide(seen: observing.Observation, now: datetime, settings: settings_module.Settings,
+           rng: random.Random | None = None) -> Decision:
+    """The next status of the observed run, the actions that lead to it, and when to look again."""
+    if seen.run is None:
+        before = conditions_only(seen.body)
+        generation = seen.body["metadata"].get("generation")
+        return Decision(conditions.transition(before, Phase.FAILED, reasons.INVALID,
+                                              seen.invalid or "invalid TaskRun", generation, now))
+    before = seen.run.status
+    if before.phase in resources.FINAL_PHASES:
+        return Decision(before)
+    try:
+        decision = _Deciding(seen, now, settings, rng).decide()
+    except _InvalidPolicy as error:
+        decision = Decision(conditions.transition(before, Phase.FAILED, reasons.INVALID, str(error),
+                                                  seen.run.metadata.generation, now))
+    return _with_consequences(seen, before, decision)
+
+
+def place_in_line(decision: Decision, place: queues.Place, queue: str, generation: int | None,
+                  now: datetime) -> Decision:
+    """The decision once the run has joined its line: its place (and the phase mirrored),
+    or another pass at once when it was admitted in the meantime."""
+    if place.in_line is None:
+        return Decision(decision.status, (), 0.0)
+    queued = _queued(decision.status, queue, place.in_line, generation, now)
+    mirror: tuple[actions.Action, ...] = ()
+    if decision.status.phase != queued.phase and queued.run_id is not None:
+        mirror = (actions.MirrorPhase(queued.run_id, str(queued.phase)),)
+    return Decision(queued, mirror, decision.requeue_after)
+
+
+def effective_policy(run: resources.TaskRun, task: resources.Task,
+                     outcome: attempts.Outcome | None) -> retry.Retry:
+    """The TaskRun's retry policy, else the Task's, else the one the worker's decorator
+    declared (recorded with the outcome), else the defaults."""
+    spec = run.spec.retry or task.spec.retry
+    try:
+        if spec is not None:
+            return spec.to_policy()
+        if outcome is not None and outcome.policy is not None:
+            return outcome.policy
+    except (pydantic.ValidationError, errors.InvalidDuration) as error:
+        raise _InvalidPolicy(f"the retry policy is invalid: {error}") from error
+    return retry.Retry()
+
+
+class _InvalidPolicy(ValueError):
+    pass
+
+
+class _Deciding:
+    """One decision; an object only to keep the observation, clock and settings at hand."""
+
+    def __init__(self, seen: observing.Observation, now: datetime,
+                 settings: settings_module.Settings, rng: random.Random | None) -> None:
+        assert seen.run is not None
+        self.seen, self.run, self.now, self.settings, self.rng = seen, seen.run, now, settings, rng
+        self.generation = seen.run.metadata.generation
+        meta = seen.run.metadata
+        assert meta.uid is not None and meta.namespace is not None, "a stored TaskRun has both"
+        self.uid, self.namespace = meta.uid, meta.namespace
+
+    def transition(self, status: resources.TaskRunStatus, phase: Phase, reason: str,
+                   message: str) -> resources.TaskRunStatus:
+        return conditions.transition(status, phase, reason, message, self.generation, self.now)
+
+    def decide(self) -> Decision:
+        seen, run = self.seen, self.run
+        status = run.status
+        todo: list[actions.Action] = []
+        if status.phase is None:
+            status = self.transition(status, Phase.PENDING, reasons.PENDING, "waiting for the operator")
+            status = status.model_copy(update={"run_id": self.uid,
+                                               "start_time": self.now.replace(microsecond=0)})
+        if seen.problem is not None:
+            return Decision(self.transition(status, Phase.FAILED, seen.problem.reason,
+                                            seen.problem.message))
+        if seen.task is None:
+            if run.spec.cancel:
+                return Decision(self.canceled(status))
+            return Decision(self.transition(
+                status, Phase.FAILED, reasons.TASK_NOT_FOUND,
+                f"Task {run.spec.task_ref.name!r} does not exist in namespace {self.namespace!r}"))
+        if seen.payload_missing:
+            return Decision(self.transition(
+                status, Phase.FAILED, reasons.INVALID,
+                f"spec.payloadRef {run.spec.payload_ref} names no stored payload"))
+        task = seen.task
+        if run.status.phase is None:
+            todo.append(actions.RegisterRun(run_id=self.uid, namespace=self.namespace,
+                                       name=run.metadata.name, task_id=task.spec.entrypoint,
+                                       payload=seen.payload, queue=seen.queue))
+
+        pod = seen.pod
+        if run.spec.cancel:
+            if pod is not None and not observing.pod_finished(pod):
+                if not pod["metadata"].get("deletionTimestamp"):
+                    todo.append(actions.DeletePod(self.namespace, pod["metadata"]["name"]))
+                return Decision(status, tuple(todo), 1.0)  # look again once the pod is gone
+            return Decision(self.canceled(status), tuple(todo))
+
+        if status.phase == Phase.SUSPENDED and not seen.wait_over:
+            # No pod, no slot, no timer of its own: the waking loop or an event brings it back.
+            return Decision(status, tuple(todo))
+        if status.attempt == 0 or status.phase in observing.WAITING_PHASES:
+            return self.start_or_wait(status, task, todo)
+        return self.observe_attempt(status, task, todo)
+
+    def start_or_wait(self, status: resources.TaskRunStatus, task: resources.Task,
+                      todo: list[actions.Action]) -> Decision:
+        run, seen = self.run, self.seen
+        due = status.next_attempt_at or self.first_attempt_due()
+        if due is not None and due > self.now:
+            return Decision(status, tuple(todo), (due - self.now).total_seconds())
+        assert seen.place is not None, "observed while the run may start"
+        if seen.place.holds_slot:
+            # A slot first: the pod of an attempt exists only while its run holds one.
+            attempt = status.attempt + 1
+            manifest = pods.build_attempt_pod(run, task, attempt, self.settings)
+            pod_name = manifest["metadata"]["name"]
+            if self.settings.manage_database_secret:
+                todo.append(actions.EnsureSecret(self.namespace))
+            resumed = status.phase == Phase.SUSPENDED
+            todo.append(actions.StartAttempt(run_id=self.uid, namespace=self.namespace,
+                                        name=run.metadata.name, queue=seen.queue,
+                                        attempt=attempt, pod=manifest,
+                                        due_since=None if resumed else due or seen.created_at))
+            status = status.model_copy(update={"attempt": attempt, "pod_name": pod_name,
+                                               "next_attempt_at": None, "queue_position": None,
+                                               "waiting_for": None})
+            return Decision(self.transition(status, Phase.RUNNING, reasons.RUNNING,
+                                            f"attempt {attempt} running in pod {pod_name}"),
+                            tuple(todo))
+        # Waiting in line, unless the ttl ran out first.
+        requeue = self.settings.resync_seconds
+        if run.spec.ttl and status.attempt == 0:
+            created = seen.created_at or self.now
+            expires = created + timedelta(seconds=durations.parse_duration(run.spec.ttl))
+            if expires <= self.now:
+                return Decision(self.transition(
+                    status, Phase.EXPIRED, reasons.EXPIRED,
+                    f"still waiting in queue {seen.queue} after its ttl of {run.spec.ttl}"),
+                    tuple(todo))
+            requeue = min(requeue, (expires - self.now).total_seconds())
+        if seen.place.in_line is not None:
+            return Decision(_queued(status, seen.queue, seen.place.in_line, self.generation, self.now),
+                            tuple(todo), requeue)
+        todo.append(actions.Enqueue(run_id=self.uid, queue=seen.queue, namespace=self.namespace,
+                               name=run.metadata.name, concurrency_key=run.spec.concurrency_key,
+                               priority=run.spec.priority, created_at=seen.created_at or self.now))
+        return Decision(status, tuple(todo), requeue)
+
+    def observe_attempt(self, status: resources.TaskRunStatus, task: resources.Task,
+                        todo: list[actions.Action]) -> Decision:
+        seen = self.seen
+        pod = seen.pod
+        status = _with_progress(status, seen)
+        if pod is not None and not observing.pod_finished(pod):
+            return Decision(status, tuple(todo), self.settings.resync_seconds)
+        # The pod has ended or gone: its slot goes back to the queue before anything else.
+        todo.append(actions.ReleaseSlot(self.uid, seen.queue))
+        if seen.outcome is not None:
+            status, more = self.conclude(status, task, seen.outcome)
+            return Decision(status, (*todo, *more), 0.0)
+        if pod is None:
+            # The pod may be gone (deleted, evicted and collected) without an outcome.
+            return Decision(self.infrastructure_failure(
+                status, task, reasons.POD_DELETED,
+                f"pod {status.pod_name} disappeared without an outcome"), tuple(todo), 0.0)
+        reason, message = why_pod_ended(pod)
+        if reason == reasons.DEADLINE_EXCEEDED:
+            return Decision(self.timed_out(status, task, message), tuple(todo), 0.0)
+        return Decision(self.infrastructure_failure(status, task, reason, message), tuple(todo), 0.0)
+
+    def conclude(self, status: resources.TaskRunStatus, task: resources.Task,
+                 outcome: attempts.Outcome) -> tuple[resources.TaskRunStatus, list[actions.Action]]:
+        if outcome.kind == "suspended":
+            # The pod of an attempt that ended by suspending did its work and recorded it:
+            # remove it, so a waiting run holds no pod at all, not even a finished one.
+            todo: list[actions.Action] = []
+            if status.pod_name:
+                todo.append(actions.DeletePod(self.namespace, status.pod_name))
+            waiting_for = outcome.output if isinstance(outcome.output, dict) else {}
+            status = status.model_copy(update={"waiting_for": waiting_for,
+                                               "resumes": status.resumes + 1})
+            until = f" until {waiting_for['until']}" if waiting_for.get("until") else ""
+            return self.transition(status, Phase.SUSPENDED, reasons.SUSPENDED,
+                                   f"waiting for {waiting_for.get('kind', 'something')}{until}; "
+                                   "no pod is held"), todo
+        if outcome.kind == "succeeded":
+            status = status.model_copy(update={"output": preview(outcome.output), "last_error": None})
+            return self.transition(status, Phase.SUCCEEDED, reasons.SUCCEEDED, "the task returned"), []
+        error = outcome.error or {"type": "Error", "message": "no error recorded"}
+        last_error = resources.RunError(type=str(error.get("type", "Error")),
+                                        message=str(error.get("message", ""))[:2000],
+                                        retryable=outcome.kind == "retry")
+        status = status.model_copy(update={"last_error": last_error})
+        if outcome.kind == "retry":
+            policy = effective_policy(self.run, task, outcome)
+            used = user_attempts(status)
+            if retry.has_attempts_left(policy, used):
+                due = outcome.retry_at or self.now + timedelta(
+                    seconds=retry.backoff_delay(policy, used, self.rng))
+                return self.backing_off(status, due, reasons.BACKING_OFF,
+                                        f"attempt {status.attempt} failed with {last_error.type}: "
+                                        f"{last_error.message}; next attempt at {_display(due)}"), []
+            return self.transition(
+                status, Phase.FAILED, reasons.RETRIES_EXHAUSTED,
+                f"{policy.max_attempts} attempts failed; last: {last_error.type}: "
+                f"{last_error.message}"), []
+        # A permanent failure; the error's code is the reason when it is one of ours.
+        reason = str(error.get("code") or reasons.FAILED)
+        if not reason.isidentifier() or not reason[0].isupper():
+            reason = reasons.FAILED
+        return self.transition(status, Phase.FAILED, reason,
+                               f"{last_error.type}: {last_error.message}"), []
+
+    def backing_off(self, status: resources.TaskRunStatus, due: datetime, reason: str,
+                    message: str) -> resources.TaskRunStatus:
+        # Sub-second precision is kept: rounding would break "never sooner than half the delay".
+        status = status.model_copy(update={"next_attempt_at": due})
+        return self.transition(status, Phase.BACKING_OFF, reason, message)
+
+    def infrastructure_failure(self, status: resources.TaskRunStatus, task: resources.Task,
+                               reason: str, message: str) -> resources.TaskRunStatus:
+        failures = status.infrastructure_failures + 1
+        status = status.model_copy(update={
+            "infrastructure_failures": failures,
+            "last_error": resources.RunError(type=reason, message=message, retryable=True)})
+        if failures > task.spec.infrastructure_retries:
+            return self.transition(
+                status, Phase.FAILED, reasons.INFRASTRUCTURE_FAILED,
+                f"{failures} attempts ended without an outcome; last: {reason}: {message}")
+        due = self.now + timedelta(seconds=retry.backoff_delay(INFRASTRUCTURE_RETRY, failures, self.rng))
+        return self.backing_off(status, due, reason,
+                                f"{message}; resuming from the last checkpoint at {_display(due)}")
+
+    def timed_out(self, status: resources.TaskRunStatus, task: resources.Task,
+                  message: str) -> resources.TaskRunStatus:
+        status = status.model_copy(update={"last_error": resources.RunError(
+            type=reasons.TIMED_OUT, message=message, retryable=True)})
+        policy = effective_policy(self.run, task, None)
+        used = user_attempts(status)
+        if retry.has_attempts_left(policy, used):
+            due = self.now + timedelta(seconds=retry.backoff_delay(policy, used, self.rng))
+            return self.backing_off(status, due, reasons.TIMED_OUT,
+                                    f"{message}; resuming from the last checkpoint at {_display(due)}")
+        return self.transition(status, Phase.TIMED_OUT, reasons.TIMED_OUT, message)
+
+    def canceled(self, status: resources.TaskRunStatus) -> resources.TaskRunStatus:
+        return self.transition(status, Phase.CANCELED, reasons.CANCELED, "canceled by spec.cancel")
+
+    def first_attempt_due(self) -> datetime | None:
+        """When `spec.delay` lets the first attempt start (None: at once)."""
+        created = self.seen.created_at
+        if self.run.status.attempt or not self.run.spec.delay or created is None:
+            return None
+        return created + timedelta(seconds=durations.parse_duration(self.run.spec.delay))
+
+
+def user_attempts(status: resources.TaskRunStatus) -> int:
+    """Attempts that count against maxAttempts: infrastructure failures and attempts
+    that ended by suspending (a wait) do not."""
+    return int(status.attempt - status.infrastructure_failures - status.resumes)
+
+
+def why_pod_ended(pod: dict[str, Any]) -> tuple[str, str]:
+    """The infrastructure reason a pod ended without its worker recording an outcome."""
+    status = pod.get("status") or {}
+    name = pod["metadata"]["name"]
+    if status.get("reason") == "DeadlineExceeded":
+        return reasons.DEADLINE_EXCEEDED, f"attempt pod {name} ran past its timeout"
+    if status.get("reason") == "Evicted":
+        return reasons.POD_EVICTED, f"pod {name} was evicted: {status.get('message', '')}"
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        if terminated.get("reason") == "OOMKilled":
+            return reasons.OOM_KILLED, f"pod {name} exceeded its memory limit"
+        if terminated:
+            detail = (terminated.get("message") or "").strip()[-500:]
+            return reasons.WORKER_CRASHED, (
+                f"worker in pod {name} exited with code {terminated.get('exitCode')} "
+                f"without recording an outcome{': ' + detail if detail else ''}")
+    return reasons.WORKER_CRASHED, f"pod {name} ended without an outcome"
+
+
+def preview(output: Any) -> dict[str, Any] | None:
+    """A small preview of the output for the CR (objects only; etcd stays small)."""
+    text = json.dumps(output, default=str)
+    if len(text) <= PREVIEW_BYTES:
+        return output if isinstance(output, dict) else {"value": output}
+    return {"truncated": True, "bytes": len(text), "head": text[:PREVIEW_BYTES // 2]}
+
+
+def _with_consequences(seen: observing.Observation, before: resources.TaskRunStatus,
+                       decision: Decision) -> Decision:
+    """Adds what every change of phase implies: the Postgres mirror, the slot given back
+    when the run no longer runs, and a child's result for its parent."""
+    after = decision.status
+    if after.phase == before.phase or after.run_id is None or after.phase is None:
+        return decision
+    todo = list(decision.actions)
+    if after.phase in resources.FINAL_PHASES or after.phase == Phase.BACKING_OFF:
+        if not any(isinstance(action, actions.ReleaseSlot) for action in todo):
+            todo.append(actions.ReleaseSlot(after.run_id, seen.queue))
+    if after.phase != Phase.PENDING:  # registration wrote Pending
+        todo.append(actions.MirrorPhase(after.run_id, str(after.phase)))
+    if after.phase in resources.FINAL_PHASES and seen.is_child:
+        todo.append(actions.ReportChildEnd(seen.body, after))
+    return Decision(after, tuple(todo), decision.requeue_after)
+
+
+def _queued(status: resources.TaskRunStatus, queue: str, place: tuple[int, int],
+            generation: int | None, now: datetime) -> resources.TaskRunStatus:
+    status = status.model_copy(update={"queue_position": place[0]})
+    return conditions.transition(status, Phase.QUEUED, reasons.QUEUED,
+                                 f"waiting for a slot in queue {queue} ({place[0]} of {place[1]} waiting)",
+                                 generation, now)
+
+
+def _with_progress(status: resources.TaskRunStatus,
+                   seen: observing.Observation) -> resources.TaskRunStatus:
+    if seen.progress is None:
+        return status
+    update: dict[str, Any] = {"completed_steps": seen.progress.completed}
+    if seen.progress.last_name is not None:
+        update["current_step"] = seen.progress.last_name
+    return status.model_copy(update=update)
+
+
+def conditions_only(body: dict[str, Any]) -> resources.TaskRunStatus:
+    """What can be kept of an unparseable TaskRun's status: its conditions, if they parse."""
+    status = body.get("status")
+    try:
+        return resources.TaskRunStatus.model_validate(
+            {"conditions": status.get("conditions") or []} if isinstance(status, dict) else {})
+    except pydantic.ValidationError:
+        return resources.TaskRunStatus()
+
+
+def _display(moment: datetime) -> str:
+    return moment.replace(microsecond=0).isoformat()

@@ -1,0 +1,142 @@
+"""Observing one TaskRun: everything a decision about it needs, read into one value.
+
+The first of the reconciler's four stages (observe -> decide -> act -> publish).
+Reads the TaskRun, its Task, the attempt's pod (by its deterministic name), the
+run's place in its queue, the attempt's outcome, the steps recorded so far and
+whether a wait is over, each only when the run's status says it can matter.
+
+Reads only: no write to Kubernetes or Postgres happens here, so observing twice
+changes nothing. What it reads is a snapshot; `deciding` turns it into a status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pydantic
+
+from durakube import resources
+from durakube.store import attempts, payloads, pools, queues, steps, waitpoints
+from durakube_operator import children, kubeapi, validating
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What was seen of one TaskRun and what it depends on, at one moment."""
+
+    body: dict[str, Any]
+    # The parsed TaskRun; None when the object cannot be parsed (see `invalid`).
+    run: resources.TaskRun | None
+    invalid: str | None = None
+    # The run's queue as "<namespace>/<name>", resolved from the run, its Task or the default.
+    queue: str = ""
+    task: resources.Task | None = None
+    # Why the run cannot run as written (checked until its first attempt starts).
+    problem: validating.Problem | None = None
+    # The payload to register on the first pass (inline or stored); `payload_missing`
+    # when spec.payloadRef names nothing stored.
+    payload: Any = None
+    payload_missing: bool = False
+    pod: dict[str, Any] | None = None
+    # Read while the run may start an attempt: its slot and place in line.
+    place: queues.Place | None = None
+    # Read once the attempt's pod has ended or gone: what the worker recorded (None: nothing).
+    outcome: attempts.Outcome | None = None
+    progress: steps.Progress | None = None
+    # Read while suspended: whether the wait it suspended on has ended.
+    wait_over: bool = False
+
+    @property
+    def created_at(self) -> datetime | None:
+        return self.run.metadata.creation_timestamp if self.run is not None else None
+
+    @property
+    def is_child(self) -> bool:
+        return children.LABEL_PARENT_UID in ((self.body.get("metadata") or {}).get("labels") or {})
+
+
+async def observe(api: kubeapi.KubeApi, db: pools.Database, default_queue: str,
+                  namespace: str, name: str) -> Observation | None:
+    """The observation of TaskRun `namespace/name`; None when it is gone or being deleted."""
+    body = await api.get_taskrun(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    try:
+        run = resources.TaskRun.model_validate(body)
+    except pydantic.ValidationError as error:
+        # The CRD schema refuses most of this; what remains (say, a status an older
+        # version wrote) must still end the run with a message, not a crash loop.
+        return Observation(body=body, run=None, invalid=f"invalid TaskRun: {error}",
+                           queue=f"{namespace}/{default_queue}")
+    status = run.status
+    # The queue until the Task is known: the run's own, else the default.
+    unresolved = f"{namespace}/{run.spec.queue or default_queue}"
+    if status.phase in resources.FINAL_PHASES:
+        return Observation(body=body, run=run, queue=unresolved)
+
+    task_body = await api.get_task(namespace, run.spec.task_ref.name)
+    if task_body is None:
+        return Observation(body=body, run=run, queue=unresolved)
+    # The inputs are fixed once the first attempt started: check them until then.
+    if status.attempt == 0:
+        problem = await validating.check_run(run, task_body)
+        if problem is not None:
+            return Observation(body=body, run=run, problem=problem, queue=unresolved)
+    task = resources.Task.model_validate(task_body)
+    queue = f"{namespace}/{run.spec.queue or task.spec.queue or default_queue}"
+    seen = Observation(body=body, run=run, queue=queue, task=task)
+    assert run.metadata.uid is not None
+
+    if status.phase is None:
+        # The first pass registers the run with its payload.
+        payload: Any = run.spec.payload
+        if run.spec.payload_ref is not None:
+            payload = await payloads.get_payload(db, run.spec.payload_ref)
+            if payload is None:
+                return _replace(seen, payload_missing=True)
+        seen = _replace(seen, payload=payload)
+
+    # Only a running attempt has a pod worth reading (a cancel may have to stop it).
+    pod = None
+    if status.pod_name and (status.phase == resources.Phase.RUNNING or run.spec.cancel):
+        pod = await api.get_pod(namespace, status.pod_name)
+    seen = _replace(seen, pod=pod)
+    if run.spec.cancel:
+        return seen
+    if status.phase == resources.Phase.SUSPENDED:
+        seen = _replace(seen, wait_over=await _wait_is_over(db, run.metadata.uid, status))
+        if not seen.wait_over:
+            return seen
+    if status.attempt == 0 or status.phase in WAITING_PHASES:
+        return _replace(seen, place=await queues.place(db, run.metadata.uid))
+    # An attempt is under way or has ended.
+    progress = await steps.summarize_steps(db, run.metadata.uid)
+    seen = _replace(seen, progress=progress)
+    if pod is None or pod_finished(pod):
+        outcome = await attempts.read_outcome(db, run.metadata.uid, status.attempt)
+        seen = _replace(seen, outcome=outcome)
+    return seen
+
+
+# Phases in which a run has no attempt under way and may start the next one.
+WAITING_PHASES = frozenset({resources.Phase.BACKING_OFF, resources.Phase.QUEUED,
+                            resources.Phase.SUSPENDED})
+
+
+def pod_finished(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+async def _wait_is_over(db: pools.Database, run_id: str, status: resources.TaskRunStatus) -> bool:
+    step = (status.waiting_for or {}).get("step")
+    if not isinstance(step, int):
+        return True  # nothing recorded to wait for: resume rather than hang
+    waitpoint = await waitpoints.load_waitpoint(db, run_id, step)
+    return waitpoint is None or waitpoint.completed_at is not None
+
+
+def _replace(seen: Observation, **changes: Any) -> Observation:
+    return dataclasses.replace(seen, **changes)

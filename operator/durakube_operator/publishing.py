@@ -1,0 +1,53 @@
+"""Publishing a run's new status: one patch, then one Event and the metrics of the change.
+
+The last of the reconciler's four stages (observe -> decide -> act -> publish). The
+status patch is the commit point: it comes after every action, so a crash before it
+repeats the pass. An Event is recorded, and the run counters move, only when the
+phase or the Succeeded condition's reason changed, so a pass repeated with the same
+result adds nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from durakube import resources
+from durakube_operator import conditions, kubeapi, metrics, observing
+
+
+async def publish(api: kubeapi.KubeApi, seen: observing.Observation,
+                  before: resources.TaskRunStatus, after: resources.TaskRunStatus) -> None:
+    """Patches the status when it changed, then records one Event per transition."""
+    body = seen.body
+    old = before.model_dump(mode="json", by_alias=True, exclude_none=True)
+    new = after.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if old == new:
+        return
+    # JSON merge patch: fields that went away are sent as null to remove them.
+    patch: dict[str, Any] = {**{k: None for k in old if k not in new}, **new}
+    meta = body["metadata"]
+    await api.patch_status("taskruns", meta["namespace"], meta["name"], patch)
+    if conditions.changed(before, after):
+        condition = conditions.succeeded(after)
+        assert condition is not None
+        count_transition(body, seen.queue, seen.created_at, before, after, condition.reason)
+        event_type = "Warning" if condition.status == resources.ConditionStatus.FALSE else "Normal"
+        await api.create_event(body, "TaskRun", condition.reason, condition.message, event_type)
+
+
+def count_transition(body: dict[str, Any], queue: str, created_at: datetime | None,
+                     before: resources.TaskRunStatus, after: resources.TaskRunStatus,
+                     reason: str) -> None:
+    """Moves the run counters; `queue` is the resolved "<namespace>/<name>"."""
+    task = str(((body.get("spec") or {}).get("taskRef") or {}).get("name", ""))
+    labels = {**metrics.queue_labels(queue), "task": task}
+    if after.phase == resources.Phase.BACKING_OFF:
+        metrics.RETRIES.labels(**labels, reason=reason).inc()
+    elif after.phase in resources.FINAL_PHASES:
+        metrics.RUNS_FINISHED.labels(**labels, outcome=str(after.phase)).inc()
+        if created_at is not None and after.completion_time is not None:
+            seconds = (after.completion_time - created_at).total_seconds()
+            metrics.RUN_DURATION.labels(**labels, outcome=str(after.phase)).observe(seconds)
+    elif before.phase is None:
+        metrics.RUNS_STARTED.labels(**labels).inc()

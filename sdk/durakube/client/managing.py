@@ -1,0 +1,162 @@
+"""Managing runs that exist: read, list, cancel, replay; steps, outputs, logs; events.
+
+Called by `AsyncClient`. A run is read from its live TaskRun first and from the
+run history in Postgres (`history`) once the TaskRun is gone. Outputs, steps,
+history and events need the database (`sessions.Session.database`); cancel, get
+and list of live runs do not.
+
+Creates runs only through `submitting` (replay); never waits for one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from durakube import resources
+from durakube.client import failures, handles, history, kubeapi, manifests, sessions, submitting
+from durakube.store import payloads, steps, waitpoints
+
+REPLAY_OF_ANNOTATION = "durakube.io/replay-of"
+
+
+async def get(session: sessions.Session, run: sessions.RunRef) -> handles.RunSummary:
+    """The run from the API, or from the history once its TaskRun is gone."""
+    namespace, name = session.locate(run)
+    body = await session.api.get_taskrun(namespace, name)
+    if body is not None:
+        return handles.summarize_taskrun(body)
+    if session.database_url is not None:
+        record = await history.find_run(await session.database("run history"), namespace, name)
+        if record is not None:
+            return handles.summarize_history(record)
+    raise failures.TaskRunNotFound(name, namespace)
+
+
+async def list_runs(session: sessions.Session, *, task: str | None = None,
+                    queue: str | None = None, phase: str | None = None,
+                    tags: Iterable[str] | None = None,
+                    limit: int | None = 100) -> list[handles.RunSummary]:
+    """Runs of the namespace, newest first: live TaskRuns, then history from Postgres."""
+    wanted_tags = list(tags or [])
+    selector = manifests.select_tags(wanted_tags) if wanted_tags else None
+    found = await session.api.list_taskruns(session.namespace, selector)
+
+    async def open_db() -> Any:
+        return await session.database("run history")
+
+    return await history.merge_runs(
+        open_db if session.database_url is not None else None, session.namespace,
+        found.get("items", []), task=task, queue=queue, phase=phase, tagged=bool(wanted_tags),
+        limit=limit)
+
+
+async def cancel(session: sessions.Session, run: sessions.RunRef) -> handles.RunSummary:
+    """Asks the operator to cancel the run (spec.cancel=true); returns it as patched."""
+    namespace, name = session.locate(run)
+    body = await session.api.patch_taskrun(namespace, name, {"spec": {"cancel": True}})
+    if body is None:
+        raise failures.TaskRunNotFound(name, namespace)
+    return handles.summarize_taskrun(body)
+
+
+async def replay(session: sessions.Session, run: sessions.RunRef) -> handles.RunHandle:
+    """A new run of the same task with the same payload (and queue, key, priority, tags)."""
+    namespace, name = session.locate(run)
+    body = await session.api.get_taskrun(namespace, name)
+    options: dict[str, Any] = {"payload": None, "payload_ref": None, "queue": None,
+                               "concurrency_key": None, "priority": None,
+                               "idempotency_key": None, "delay": None, "ttl": None,
+                               "tags": (), "annotations": {REPLAY_OF_ANNOTATION: name}}
+    if body is not None:
+        spec = body.get("spec") or {}
+        task_id = str(spec["taskRef"]["name"])
+        options.update(payload=spec.get("payload") if not spec.get("payloadRef") else None,
+                       payload_ref=spec.get("payloadRef"), queue=spec.get("queue"),
+                       concurrency_key=spec.get("concurrencyKey"),
+                       priority=spec.get("priority"),
+                       tags=tuple(manifests.read_tags(body["metadata"].get("labels") or {})))
+    else:
+        if session.database_url is None:
+            raise failures.TaskRunNotFound(name, namespace)
+        db = await session.database("replaying a run whose TaskRun is gone")
+        record = await history.find_run(db, namespace, name)
+        if record is None:
+            raise failures.TaskRunNotFound(name, namespace)
+        stored = await history.read_payload(db, record["run_id"])
+        task_id = manifests.task_object_name(record["task_id"])
+        queue = record["queue"]
+        options.update(queue=queue.split("/", 1)[1] if queue and "/" in queue else None)
+        if manifests.fits_inline(stored):
+            options["payload"] = stored
+        else:
+            options["payload_ref"] = await payloads.put_payload(db, stored)
+    await session.read_task(namespace, task_id)
+    return await submitting.create(session, namespace, task_id, options, None)
+
+
+async def list_steps(session: sessions.Session,
+                     run: sessions.RunRef) -> list[handles.StepSummary]:
+    """The run's recorded steps, in order (from Postgres)."""
+    summary = await get(session, run)
+    db = await session.database("steps")
+    return [handles.summarize_step(step) for step in await steps.load_steps(db, summary.run_id)]
+
+
+async def output(session: sessions.Session, run: sessions.RunRef) -> Any:
+    """The run's full output (from Postgres); `RunFailed` unless it succeeded."""
+    summary = await get(session, run)
+    raise_unless_succeeded(summary)
+    return await output_of(session, summary)
+
+
+async def output_of(session: sessions.Session, summary: handles.RunSummary) -> Any:
+    """The full output of a succeeded run: from Postgres, else the TaskRun's preview."""
+    if session.database_url is None:
+        preview = summary.output
+        if isinstance(preview, dict) and preview.get("truncated"):
+            raise failures.DatabaseNotConfigured("the full output (only a preview is in the TaskRun)")
+        return preview.get("value", preview) if isinstance(preview, dict) and \
+            set(preview) == {"value"} else preview
+    found, value = await history.read_output(await session.database("outputs"), summary.run_id)
+    if not found:
+        raise failures.RunNotFinished(summary.name, summary.phase)
+    return value
+
+
+def raise_unless_succeeded(summary: handles.RunSummary) -> None:
+    """`RunFailed` (phase, reason, last error) for a final phase other than Succeeded."""
+    if summary.phase == resources.Phase.SUCCEEDED:
+        return
+    if summary.phase not in resources.FINAL_PHASES:
+        raise failures.RunNotFinished(summary.name, summary.phase)
+    error = summary.last_error or {}
+    raise failures.RunFailed(summary.name, str(summary.phase), summary.reason or str(summary.phase),
+                             summary.message or "", error.get("type"), error.get("message"))
+
+
+async def logs(session: sessions.Session, run: sessions.RunRef) -> list[handles.AttemptLog]:
+    """The logs of the run's attempt pods that still exist, first attempt first."""
+    summary = await get(session, run)
+    pods = await session.api.list_attempt_pods(summary.namespace, summary.run_id)
+    found = []
+    for pod in pods:
+        text = await session.api.read_pod_log(summary.namespace, pod.metadata.name)
+        attempt = int((pod.metadata.labels or {}).get(kubeapi.ATTEMPT_LABEL, 0))
+        found.append(handles.AttemptLog(attempt, pod.metadata.name, text))
+    return found
+
+
+async def send_event(session: sessions.Session, key: str, data: Any = None, *,
+                     event_id: str | None = None) -> handles.EventDelivery:
+    """Sends an event to the runs waiting on `key` (or buffers it for the next one)."""
+    db = await session.database("sending an event")
+    delivery = await waitpoints.send_event(db, key, data, event_id=event_id)
+    return handles.EventDelivery(str(delivery.event_id), list(delivery.run_ids),
+                                 bool(delivery.buffered))
+
+
+async def complete_token(session: sessions.Session, token: str, data: Any = None) -> str:
+    """Completes the wait holding `token` with `data`; returns the waiting run's id."""
+    db = await session.database("completing a token")
+    return str(await waitpoints.complete_token(db, token, data))

@@ -1,0 +1,182 @@
+"""Typed settings read from DURAKUBE_* environment variables (pydantic-settings).
+
+`Settings` is the base of every such model: the worker's `WorkerSettings` here,
+and the operator's own settings (which subclass it). A model names its fields;
+this module maps each to its variable (`DURAKUBE_` + the field name in capitals,
+unless the field gives an alias), reads a secret (a field declared `repr=False`)
+from the file named by `<VARIABLE>_FILE` instead when that is set (as a mounted
+Secret gives it), and turns every problem into one `SettingsError` naming the
+variables, never echoing a secret.
+
+An empty variable counts as unset. Reads the environment only when a model is
+built; imports no other Durakube module, so both the worker and the operator can
+use it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import pydantic
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+PREFIX = "DURAKUBE_"
+FILE_SUFFIX = "_FILE"
+
+# The environment that `Settings.from_environ` reads instead of os.environ, for one build.
+_environ: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "durakube_environ", default=None)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names each variable at fault."""
+
+
+def _split_names(value: Any) -> Any:
+    """"a, b,,c" -> ("a", "b", "c"): a comma-separated variable, blanks and repeats dropped."""
+    if isinstance(value, str):
+        return tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    return value
+
+
+# A list of names in one variable, comma-separated (not JSON, as pydantic-settings would expect).
+Names = Annotated[tuple[str, ...], NoDecode, pydantic.BeforeValidator(_split_names)]
+
+
+class _EnvironmentSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading the mapping given to `from_environ`
+    (os.environ otherwise), where a secret's `<VARIABLE>_FILE` stands for the variable."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _environ.get()
+        variables = {name.upper(): value for name, value in (environ or os.environ).items()
+                     if value != ""}
+        settings_cls: type[Settings] = self.settings_cls  # type: ignore[assignment]
+        for field in sorted(settings_cls.secret_fields()):
+            variable = settings_cls.variable_of(field)
+            path = variables.pop(variable + FILE_SUFFIX, None)
+            if path is None:
+                continue
+            if variable in variables:
+                raise SettingsError(f"{variable} and {variable}{FILE_SUFFIX} are both set: set one")
+            try:
+                # A file written by hand or by `kubectl create secret` often ends in a newline.
+                variables[variable] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as error:
+                raise SettingsError(f"{variable}{FILE_SUFFIX}: cannot read {path}: "
+                                    f"{error.strerror or error}") from None
+        # Keys as the base source keeps them: lower case unless the model is case-sensitive.
+        return {(name if self.case_sensitive else name.lower()): value
+                for name, value in variables.items()}
+
+
+# Short phrases for the errors that settings meet most; others keep pydantic's own words.
+_PROBLEMS = {
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "greater_than_equal": "must be at least {ge:g}",
+    "greater_than": "must be greater than {gt:g}",
+    "less_than_equal": "must be at most {le:g}",
+}
+
+
+class Settings(BaseSettings):
+    """The base of Durakube's settings models: DURAKUBE_ variables, secrets from files."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_ignore_empty=True, extra="forbid", frozen=True,
+        validate_by_name=True, validate_by_alias=True)
+
+    @classmethod
+    def secret_fields(cls) -> set[str]:
+        """The fields declared `repr=False`: secrets, which may come from the file named by
+        <VARIABLE>_FILE and are never shown, in a repr or in an error."""
+        return {name for name, field in cls.model_fields.items() if not field.repr}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword arguments first, then the environment; no dotenv or secrets directory.
+        return init_settings, _EnvironmentSource(settings_cls)
+
+    @classmethod
+    def variable_of(cls, field: str) -> str:
+        """The environment variable a field is read from (the first, if it has several)."""
+        alias = cls.model_fields[field].validation_alias
+        if isinstance(alias, str):
+            return alias
+        if isinstance(alias, pydantic.AliasChoices) and isinstance(alias.choices[0], str):
+            return alias.choices[0]
+        return PREFIX + field.upper()
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """The settings from `environ` (default: os.environ); SettingsError names what is wrong."""
+        token = _environ.set(environ)
+        try:
+            return cls()
+        except pydantic.ValidationError as error:
+            raise SettingsError(cls._describe(error.errors())) from None
+        finally:
+            _environ.reset(token)
+
+    @classmethod
+    def _describe(cls, errors: Sequence[Any]) -> str:
+        """One message for all problems: the missing variables, then each bad value."""
+        by_alias = {cls.variable_of(name).lower(): name for name in cls.model_fields}
+        missing: list[str] = []
+        problems: list[str] = []
+        for error in errors:
+            located = str(error["loc"][0]) if error["loc"] else ""
+            field = by_alias.get(located.lower(), located)
+            variable = cls.variable_of(field) if field in cls.model_fields else located
+            if error["type"] == "missing":
+                missing.append(variable)
+                continue
+            problem = _PROBLEMS.get(error["type"])
+            problem = (problem.format(**error.get("ctx", {})) if problem
+                       else str(error["msg"]).replace("Input should be", "must be"))
+            shown = "" if field in cls.secret_fields() else f", got {error['input']!r}"
+            problems.append(f"{variable} {problem}{shown}")
+        if missing:
+            problems.insert(0, f"missing environment variables: {', '.join(missing)}")
+        return "; ".join(problems)
+
+
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+
+class WorkerSettings(Settings):
+    """What the operator tells one attempt pod's worker (see `durakube.worker`)."""
+
+    run_id: str
+    attempt: int = pydantic.Field(ge=1)
+    database_url: str = pydantic.Field(repr=False)
+    # Modules that register the tasks; the worker's --module flags add to them.
+    task_modules: Names = ()
+    termination_message_path: str = DEFAULT_TERMINATION_MESSAGE_PATH
+    pod_name: str | None = pydantic.Field(
+        default=None, validation_alias=pydantic.AliasChoices("DURAKUBE_POD_NAME", "HOSTNAME"))
+    # asyncpg's statement cache; 0 behind PgBouncer in transaction mode. None: asyncpg's default.
+    statement_cache_size: int | None = pydantic.Field(default=None, ge=0)
+    # The TaskRun's or the Task's spec.retry as JSON of `durakube.retry.Retry`, which the
+    # worker validates (this module imports no other); unset when neither spec has one.
+    retry_policy: str | None = None

@@ -1,0 +1,153 @@
+"""The operator's Kubernetes calls against a fake API server: what is sent, how answers map."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from kubernetes.aio import client as kubeclient
+
+from durakube_operator import kubeapi
+
+Answer = tuple[int, dict[str, Any]]
+
+
+class FakeApiServer:
+    """Answers each request from `answers` (by method and path; 404 otherwise) and keeps it."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str], Answer] = {}
+        self.requests: list[tuple[str, str, str, Any]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else None
+        self.requests.append((request.method, request.raw_path, request.content_type, body))
+        status, answer = self.answers.get((request.method, request.raw_path),
+                                          (404, {"kind": "Status", "code": 404}))
+        return web.json_response(answer, status=status)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeApiServer, kubeapi.KubeApi]]:
+    server = FakeApiServer()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    api = kubeapi.KubeApi(kubeclient.ApiClient(kubeclient.Configuration(host=f"http://127.0.0.1:{port}")),
+                          qps=1000)
+    try:
+        yield server, api
+    finally:
+        await api.close()
+        await runner.cleanup()
+
+
+TASKRUN = "/apis/durakube.io/v1alpha1/namespaces/ns/taskruns/r"
+
+
+async def test_reads_return_the_object_or_none_when_missing(
+        fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    server.answers[("GET", TASKRUN)] = (200, {"metadata": {"name": "r"}})
+    assert await api.get_taskrun("ns", "r") == {"metadata": {"name": "r"}}
+    assert await api.get_task("ns", "t") is None
+    assert await api.get_pod("ns", "r-1") is None
+    assert [request[:2] for request in server.requests] == [
+        ("GET", TASKRUN),
+        ("GET", "/apis/durakube.io/v1alpha1/namespaces/ns/tasks/t"),
+        ("GET", "/api/v1/namespaces/ns/pods/r-1"),
+    ]
+
+
+async def test_a_pod_body_is_sent_as_it_is(fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    # The typed client's models would refuse an integer quantity; the API server takes it.
+    pod = {"metadata": {"name": "r-1"}, "spec": {"containers": [
+        {"name": "main", "image": "i", "resources": {"limits": {"cpu": 1}}}]}}
+    server.answers[("POST", "/api/v1/namespaces/ns/pods")] = (201, pod)
+    assert await api.create_pod("ns", pod) is True
+    assert server.requests == [("POST", "/api/v1/namespaces/ns/pods", "application/json", pod)]
+
+
+@pytest.mark.parametrize(
+    ("status", "created"), [(201, True), (409, False)], ids=["created", "exists-adopt"])
+async def test_create_tells_whether_the_object_is_new(
+        fake: tuple[FakeApiServer, kubeapi.KubeApi], status: int, created: bool) -> None:
+    server, api = fake
+    server.answers[("POST", "/api/v1/namespaces/ns/pods")] = (status, {})
+    server.answers[("POST", "/apis/durakube.io/v1alpha1/namespaces/ns/taskruns")] = (status, {})
+    assert await api.create_pod("ns", {"metadata": {"name": "r-1"}}) is created
+    assert await api.create_taskrun("ns", {"metadata": {"name": "r"}}) is created
+
+
+async def test_other_errors_raise_with_their_status(
+        fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    server.answers[("POST", "/api/v1/namespaces/ns/pods")] = (403, {"reason": "Forbidden"})
+    server.answers[("GET", TASKRUN)] = (500, {})
+    with pytest.raises(kubeapi.ApiException) as refused:
+        await api.create_pod("ns", {})
+    assert refused.value.status == 403
+    with pytest.raises(kubeapi.ApiException):
+        await api.get_taskrun("ns", "r")
+
+
+async def test_status_is_merge_patched_and_a_missing_object_is_ignored(
+        fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    server.answers[("PATCH", TASKRUN + "/status")] = (200, {})
+    await api.patch_status("taskruns", "ns", "r", {"phase": "Running"})
+    await api.patch_status("taskqueues", "ns", "gone", {"running": 0})
+    method, path, content_type, body = server.requests[0]
+    assert (method, path, content_type) == ("PATCH", TASKRUN + "/status", "application/merge-patch+json")
+    assert body == {"status": {"phase": "Running"}}
+
+
+async def test_delete_of_a_missing_pod_is_done(fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    await api.delete_pod("ns", "r-1", grace_seconds=5)
+    assert server.requests[0][::3] == ("DELETE", {"apiVersion": "v1", "kind": "DeleteOptions",
+                                                  "gracePeriodSeconds": 5})
+
+
+async def test_an_existing_secret_is_left_alone(fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    server.answers[("GET", "/api/v1/namespaces/a/secrets/db")] = (200, {"data": {}})
+    server.answers[("POST", "/api/v1/namespaces/b/secrets")] = (201, {})
+    await api.ensure_secret("a", "db", {"url": "pg://"})
+    await api.ensure_secret("b", "db", {"url": "pg://"})
+    assert [request[:2] for request in server.requests] == [
+        ("GET", "/api/v1/namespaces/a/secrets/db"),
+        ("GET", "/api/v1/namespaces/b/secrets/db"),
+        ("POST", "/api/v1/namespaces/b/secrets"),
+    ]
+    assert server.requests[-1][3]["stringData"] == {"url": "pg://"}
+
+
+async def test_a_refused_event_is_only_logged(fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    involved = {"metadata": {"name": "r", "namespace": "ns", "uid": "u"}}
+    await api.create_event(involved, "TaskRun", "Started", "attempt 1")
+    (method, path, _, event), = server.requests
+    assert (method, path) == ("POST", "/api/v1/namespaces/ns/events")
+    assert event["involvedObject"]["uid"] == "u" and event["reason"] == "Started"
+
+
+async def test_names_cannot_leave_their_path(fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    await api.get_taskrun("ns", "../../../api/v1/namespaces/kube-system/secrets/x")
+    assert server.requests[0][1] == (
+        "/apis/durakube.io/v1alpha1/namespaces/ns/taskruns/"
+        "..%2F..%2F..%2Fapi%2Fv1%2Fnamespaces%2Fkube-system%2Fsecrets%2Fx")
+
+
+@pytest.mark.parametrize(("qps", "burst", "capacity"), [(50, None, 100), (20, 30, 30), (0.5, None, 1)],
+                         ids=["default-twice-qps", "set", "at-least-one"])
+def test_rate_limiter_burst(qps: float, burst: int | None, capacity: float) -> None:
+    assert kubeapi.RateLimiter(qps, burst).capacity == capacity

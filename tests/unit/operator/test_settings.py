@@ -1,0 +1,135 @@
+"""The operator's settings: each DURAKUBE_ variable, its default, and one clear error."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from durakube_operator import settings
+
+DSN = "postgresql://db/durakube"
+REQUIRED = {"DURAKUBE_DATABASE_URL": DSN}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DURAKUBE_ variable of the machine running the tests leaks into them."""
+    for name in list(os.environ):
+        if name.startswith("DURAKUBE_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    config = settings.Settings.from_environ(REQUIRED)
+    assert config.model_dump() == {
+        "database_url": DSN, "namespaces": (), "database_secret_name": "durakube-database",
+        "database_secret_key": "url", "manage_database_secret": True, "worker_uid": 65532,
+        "default_queue": "default", "default_concurrency_limit": 100, "workers": 8,
+        "api_qps": 50.0, "api_burst": None, "metrics_port": 8080, "liveness_port": 8081,
+        "webhook_port": 8082, "webhook_secret": None, "resync_seconds": 30.0,
+    }
+
+
+VARIABLES = [
+    ("DURAKUBE_NAMESPACES", "a, b,,a", "namespaces", ("a", "b")),
+    ("DURAKUBE_DATABASE_SECRET", "pg", "database_secret_name", "pg"),
+    ("DURAKUBE_DATABASE_SECRET_KEY", "dsn", "database_secret_key", "dsn"),
+    ("DURAKUBE_MANAGE_DATABASE_SECRET", "no", "manage_database_secret", False),
+    ("DURAKUBE_MANAGE_DATABASE_SECRET", "ON", "manage_database_secret", True),
+    ("DURAKUBE_WORKER_UID", "1000", "worker_uid", 1000),
+    ("DURAKUBE_DEFAULT_QUEUE", "batch", "default_queue", "batch"),
+    ("DURAKUBE_DEFAULT_CONCURRENCY_LIMIT", "1000", "default_concurrency_limit", 1000),
+    ("DURAKUBE_WORKERS", "16", "workers", 16),
+    ("DURAKUBE_API_QPS", "20", "api_qps", 20.0),
+    ("DURAKUBE_API_BURST", "30", "api_burst", 30),
+    ("DURAKUBE_METRICS_PORT", "0", "metrics_port", 0),
+    ("DURAKUBE_LIVENESS_PORT", "9091", "liveness_port", 9091),
+    ("DURAKUBE_WEBHOOK_PORT", "0", "webhook_port", 0),
+    ("DURAKUBE_WEBHOOK_SECRET", "s3cret", "webhook_secret", "s3cret"),
+    ("DURAKUBE_RESYNC_SECONDS", "5", "resync_seconds", 5.0),
+    ("DURAKUBE_WORKERS", "", "workers", 8),  # empty means unset
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "field", "expected"), VARIABLES,
+                         ids=[f"{variable}={value}" for variable, value, _, _ in VARIABLES])
+def test_each_variable_is_read(variable: str, value: str, field: str, expected: Any) -> None:
+    config = settings.Settings.from_environ({**REQUIRED, variable: value})
+    assert getattr(config, field) == expected
+
+
+def test_from_environment_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DURAKUBE_DATABASE_URL", DSN)
+    monkeypatch.setenv("DURAKUBE_WORKERS", "3")
+    config = settings.from_environment()
+    assert (config.database_url, config.workers) == (DSN, 3)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({}, "missing environment variables: DURAKUBE_DATABASE_URL"),
+        ({"DURAKUBE_DATABASE_URL": ""}, "missing environment variables: DURAKUBE_DATABASE_URL"),
+        ({**REQUIRED, "DURAKUBE_WORKERS": "many"}, "DURAKUBE_WORKERS must be an integer, got 'many'"),
+        ({**REQUIRED, "DURAKUBE_WORKERS": "0"}, "DURAKUBE_WORKERS must be at least 1, got '0'"),
+        ({**REQUIRED, "DURAKUBE_API_QPS": "0"}, "DURAKUBE_API_QPS must be greater than 0, got '0'"),
+        ({**REQUIRED, "DURAKUBE_API_QPS": "fast"}, "DURAKUBE_API_QPS must be a number, got 'fast'"),
+        ({**REQUIRED, "DURAKUBE_API_BURST": "0"}, "DURAKUBE_API_BURST must be at least 1"),
+        ({**REQUIRED, "DURAKUBE_MANAGE_DATABASE_SECRET": "maybe"},
+         "DURAKUBE_MANAGE_DATABASE_SECRET must be true or false, got 'maybe'"),
+        ({**REQUIRED, "DURAKUBE_METRICS_PORT": "70000"}, "DURAKUBE_METRICS_PORT must be at most 65535"),
+        ({"DURAKUBE_WORKERS": "0"},
+         "missing environment variables: DURAKUBE_DATABASE_URL; DURAKUBE_WORKERS must be at least 1"),
+    ],
+    ids=["missing-dsn", "empty-dsn", "workers-not-a-number", "no-workers", "qps-zero", "qps-not-a-number",
+         "burst-zero", "bad-bool", "port-too-high", "all-problems-at-once"],
+)
+def test_bad_settings_give_one_message_naming_the_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(settings.SettingsError) as refused:
+        settings.Settings.from_environ(environ)
+    assert str(refused.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [("DURAKUBE_DATABASE_URL", "database_url"), ("DURAKUBE_WEBHOOK_SECRET", "webhook_secret")],
+)
+def test_a_secret_can_come_from_a_file(tmp_path: Path, variable: str, field: str) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-the-file\n")  # the trailing newline of `echo` is not part of it
+    config = settings.Settings.from_environ({**REQUIRED, variable: "", f"{variable}_FILE": str(secret)})
+    assert getattr(config, field) == "from-the-file"
+
+
+def test_a_secret_set_twice_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(DSN)
+    with pytest.raises(settings.SettingsError,
+                       match="DURAKUBE_DATABASE_URL and DURAKUBE_DATABASE_URL_FILE are both set"):
+        settings.Settings.from_environ({**REQUIRED, "DURAKUBE_DATABASE_URL_FILE": str(secret)})
+
+
+def test_an_unreadable_secret_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(settings.SettingsError, match=r"DURAKUBE_WEBHOOK_SECRET_FILE: cannot read .*missing"):
+        settings.Settings.from_environ(
+            {**REQUIRED, "DURAKUBE_WEBHOOK_SECRET_FILE": str(tmp_path / "missing")})
+
+
+def test_only_secrets_have_a_file_variant(tmp_path: Path) -> None:
+    workers = tmp_path / "workers"
+    workers.write_text("3")
+    config = settings.Settings.from_environ({**REQUIRED, "DURAKUBE_WORKERS_FILE": str(workers)})
+    assert config.workers == 8
+
+
+def test_secrets_are_never_shown() -> None:
+    config = settings.Settings.from_environ({**REQUIRED, "DURAKUBE_WEBHOOK_SECRET": "s3cret"})
+    assert DSN not in repr(config) and "s3cret" not in repr(config)
+
+
+def test_settings_can_be_built_in_code() -> None:
+    config = settings.Settings(database_url=DSN, database_secret_name="pg", namespaces=("a",))
+    assert (config.database_secret_name, config.namespaces) == ("pg", ("a",))
