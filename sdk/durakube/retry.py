@@ -7,14 +7,13 @@ that one to the worker. The worker uses the policy to classify an attempt's erro
 budget (`max_attempts`, with infrastructure failures counted apart), so nothing
 here decides that a run is finished.
 
-Pure functions over a pydantic model: no I/O, no clock (callers pass `now`).
+Pure functions over a pydantic model: no I/O, no clock.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -88,14 +87,6 @@ def backoff_delay(policy: Retry, attempt: int, rng: random.Random | None = None)
     if policy.randomize:
         delay = (rng or random).uniform(delay / 2, delay)
     return delay
-
-
-def next_attempt_at(policy: Retry, attempt: int, now: datetime, error: BaseException | None,
-                    rng: random.Random | None = None) -> datetime:
-    """When the attempt after `attempt` may start: `RetryableError.retry_at` wins."""
-    if isinstance(error, errors.RetryableError) and error.retry_at is not None:
-        return error.retry_at
-    return now + timedelta(seconds=backoff_delay(policy, attempt, rng))
 
 
 def is_retryable(policy: Retry, error: BaseException) -> bool:

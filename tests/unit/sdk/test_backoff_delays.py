@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
 
 import pydantic
 import pytest
@@ -37,16 +36,6 @@ def test_jitter_stays_between_half_and_the_full_delay(attempt: int) -> None:
     delays = [retry.backoff_delay(policy, attempt, rng) for _ in range(500)]
     assert all(nominal / 2 <= delay <= nominal for delay in delays)
     assert len(set(delays)) > 1
-
-
-def test_retry_at_of_a_retryable_error_overrides_the_backoff() -> None:
-    now = datetime(2030, 1, 1, tzinfo=UTC)
-    wanted = now + timedelta(hours=3)
-    policy = retry.Retry(randomize=False)
-    assert retry.next_attempt_at(policy, 1, now, errors.RetryableError("busy", wanted)) == wanted
-    assert retry.next_attempt_at(policy, 2, now, errors.RetryableError("busy")) == (
-        now + timedelta(seconds=2))
-    assert retry.next_attempt_at(policy, 1, now, ValueError()) == now + timedelta(seconds=1)
 
 
 @pytest.mark.parametrize(
