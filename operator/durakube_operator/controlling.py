@@ -21,6 +21,7 @@ from durakube.store import pools, queues, schema
 from durakube_operator import (
     acting,
     admitting,
+    caching,
     children,
     conditions,
     delivering,
@@ -53,24 +54,40 @@ class Controller:
         actor = acting.Actor(api=api, db=db, settings=settings, clock=conditions.now,
                              poke_admission=self.admission.poke,
                              wake_waiting_runs=self.waking.poke)
-        self.reconciler = reconciling.Reconciler(api=api, db=db, settings=settings, actor=actor)
+        self.reads = caching.CachedReads(api, settings.resync_seconds)
+        self.reconciler = reconciling.Reconciler(api=api, reads=self.reads, db=db, settings=settings,
+                                                 actor=actor)
         self._webhooks: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._queue_status: dict[str, tuple[int, int, int]] = {}
 
     # What kopf's handlers call.
 
-    def taskrun_changed(self, namespace: str, name: str) -> None:
-        self.queue.add((namespace, name))
+    def taskrun_changed(self, body: caching.Body) -> None:
+        self.reads.taskruns.record(body)
+        self.queue.add((body["metadata"]["namespace"], body["metadata"]["name"]))
 
-    async def taskrun_deleted(self, run_id: str) -> None:
+    async def taskrun_deleted(self, namespace: str, name: str, run_id: str) -> None:
         """Its pods go with it (owner references); its slot and place in line go now."""
+        self.reads.taskruns.forget(namespace, name)
         if await queues.release(self.db, run_id):
             self.admission.poke()
 
-    def attempt_pod_changed(self, namespace: str, run_name: str) -> None:
+    def task_changed(self, body: caching.Body, deleted: bool) -> None:
+        meta = body["metadata"]
+        if deleted:
+            self.reads.tasks.forget(meta["namespace"], meta["name"])
+        else:
+            self.reads.tasks.record(body)
+
+    def attempt_pod_changed(self, body: caching.Body, deleted: bool, run_name: str) -> None:
+        meta = body["metadata"]
+        if deleted:
+            self.reads.pods.forget(meta["namespace"], meta["name"])
+        else:
+            self.reads.pods.record(body)
         # An attempt's pod changed (often: ended, freeing a slot): urgent.
-        self.queue.add((namespace, run_name), urgent=True)
+        self.queue.add((meta["namespace"], run_name), urgent=True)
 
     async def queue_changed(self, namespace: str, name: str,
                             spec: resources.TaskQueueSpec | None) -> None:

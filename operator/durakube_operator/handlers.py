@@ -49,14 +49,21 @@ async def stop_controller(memo: Memo, **_: Any) -> None:
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "taskruns")
-async def taskrun_changed(type: str, name: str, namespace: str | None, uid: str, memo: Memo,
-                          **_: Any) -> None:
+async def taskrun_changed(type: str, name: str, namespace: str | None, uid: str, body: kopf.Body,
+                          memo: Memo, **_: Any) -> None:
     if namespace is None:
         return
     if type == "DELETED":
-        await memo.controller.taskrun_deleted(uid)
+        await memo.controller.taskrun_deleted(namespace, name, uid)
     else:
-        memo.controller.taskrun_changed(namespace, name)
+        memo.controller.taskrun_changed(_plain(body))
+
+
+@kopf.on.event(resources.GROUP, resources.VERSION, "tasks")
+async def task_changed(type: str, namespace: str | None, body: kopf.Body, memo: Memo,
+                       **_: Any) -> None:
+    if namespace is not None:
+        memo.controller.task_changed(_plain(body), deleted=type == "DELETED")
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "taskqueues")
@@ -69,11 +76,11 @@ async def taskqueue_changed(type: str, name: str, namespace: str | None, body: k
 
 
 @kopf.on.event("", "v1", "pods", labels={pods.LABEL_MANAGED_BY: pods.MANAGER})
-async def attempt_pod_changed(meta: kopf.Meta, namespace: str | None, memo: Memo,
-                              **_: Any) -> None:
+async def attempt_pod_changed(type: str, meta: kopf.Meta, namespace: str | None, body: kopf.Body,
+                              memo: Memo, **_: Any) -> None:
     for owner in meta.get("ownerReferences") or []:
         if owner.get("controller") and owner.get("kind") == "TaskRun" and namespace:
-            memo.controller.attempt_pod_changed(namespace, owner["name"])
+            memo.controller.attempt_pod_changed(_plain(body), type == "DELETED", owner["name"])
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "taskevents")
@@ -89,3 +96,8 @@ async def taskevent_changed(type: str, name: str, namespace: str | None, uid: st
 async def queued_runs(memo: Memo, **_: Any) -> int:
     controller = memo.get("controller")
     return len(controller.queue) if controller is not None else 0
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    """The object as the watch delivered it, as a plain dict (kopf's Body is a read-only view)."""
+    return dict(body)

@@ -139,15 +139,17 @@ class KubeApi:
         return await self._get(_custom(namespace, "tasks", name))
 
     async def patch_status(self, plural: str, namespace: str, name: str,
-                           status: dict[str, Any]) -> None:
-        """Merge-patches the status of one of our custom resources; a resource deleted
-        meanwhile (or a queue no TaskQueue defines) has no status left to keep."""
+                           status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patches the status of one of our custom resources and returns the object as
+        patched; None when it was deleted meanwhile (or is a queue no TaskQueue defines),
+        with no status left to keep."""
         try:
-            await self._request("PATCH", _custom(namespace, plural, name, "status"),
-                                {"status": status}, content_type=MERGE_PATCH)
+            return await self._request("PATCH", _custom(namespace, plural, name, "status"),
+                                       {"status": status}, content_type=MERGE_PATCH)
         except ApiException as error:
             if error.status != NotFound:
                 raise
+        return None
 
     async def create_taskrun(self, namespace: str, body: dict[str, Any]) -> bool:
         """Creates a TaskRun; False when one of that name exists already."""

@@ -1,7 +1,8 @@
 """Observing one TaskRun: everything a decision about it needs, read into one value.
 
 The first of the reconciler's four stages (observe -> decide -> act -> publish).
-Reads the TaskRun, its Task, the attempt's pod (by its deterministic name), the
+Reads the TaskRun, its Task and the attempt's pod (by its deterministic name), as
+the watches delivered them (`caching`), then from Postgres the
 run's place in its queue, the attempt's outcome, the steps recorded so far and
 whether a wait is over, each only when the run's status says it can matter.
 
@@ -20,7 +21,7 @@ import pydantic
 
 from durakube import resources
 from durakube.store import attempts, payloads, pools, queues, steps, waitpoints
-from durakube_operator import children, kubeapi, validating
+from durakube_operator import caching, children, validating
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,11 @@ class Observation:
         return children.LABEL_PARENT_UID in ((self.body.get("metadata") or {}).get("labels") or {})
 
 
-async def observe(api: kubeapi.KubeApi, db: pools.Database, default_queue: str,
+async def observe(api: caching.CachedReads, db: pools.Database, default_queue: str,
                   namespace: str, name: str) -> Observation | None:
-    """The observation of TaskRun `namespace/name`; None when it is gone or being deleted."""
+    """The observation of TaskRun `namespace/name`; None when it is gone or being deleted.
+
+    Objects come from what the watches delivered (`caching`), from the API on a miss."""
     body = await api.get_taskrun(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return None

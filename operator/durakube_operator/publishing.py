@@ -17,23 +17,27 @@ from durakube_operator import conditions, kubeapi, metrics, observing
 
 
 async def publish(api: kubeapi.KubeApi, seen: observing.Observation,
-                  before: resources.TaskRunStatus, after: resources.TaskRunStatus) -> None:
-    """Patches the status when it changed, then records one Event per transition."""
+                  before: resources.TaskRunStatus,
+                  after: resources.TaskRunStatus) -> dict[str, Any] | None:
+    """Patches the status when it changed, then records one Event per transition.
+
+    Returns the TaskRun as patched (None when nothing was patched or it is gone)."""
     body = seen.body
     old = before.model_dump(mode="json", by_alias=True, exclude_none=True)
     new = after.model_dump(mode="json", by_alias=True, exclude_none=True)
     if old == new:
-        return
+        return None
     # JSON merge patch: fields that went away are sent as null to remove them.
     patch: dict[str, Any] = {**{k: None for k in old if k not in new}, **new}
     meta = body["metadata"]
-    await api.patch_status("taskruns", meta["namespace"], meta["name"], patch)
+    patched = await api.patch_status("taskruns", meta["namespace"], meta["name"], patch)
     if conditions.changed(before, after):
         condition = conditions.succeeded(after)
         assert condition is not None
         count_transition(body, seen.queue, seen.created_at, before, after, condition.reason)
         event_type = "Warning" if condition.status == resources.ConditionStatus.FALSE else "Normal"
         await api.create_event(body, "TaskRun", condition.reason, condition.message, event_type)
+    return patched
 
 
 def count_transition(body: dict[str, Any], queue: str, created_at: datetime | None,

@@ -2,7 +2,8 @@
 
 Reads as Tekton's TaskRun reconciler does, one stage a module:
 - `observing` reads the TaskRun, its Task, the attempt's pod (by its deterministic
-  name), the run's slot, its outcome and progress into one `Observation`;
+  name; all three as the watches delivered them, `caching`), the run's slot, its
+  outcome and progress into one `Observation`;
 - `deciding` turns that and the time into the next status, the actions that lead
   to it and when to look again; it is pure, and its table is unit-tested;
 - `acting` performs the actions (register the run, join the queue's line, create or
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from durakube.store import pools
-from durakube_operator import acting, conditions, deciding, kubeapi, observing, publishing
+from durakube_operator import acting, caching, conditions, deciding, kubeapi, observing, publishing
 from durakube_operator import settings as settings_module
 
 
@@ -35,13 +36,14 @@ class Result:
 @dataclass
 class Reconciler:
     api: kubeapi.KubeApi
+    reads: caching.CachedReads
     db: pools.Database
     settings: settings_module.Settings
     actor: acting.Actor
     clock: Callable[[], datetime] = conditions.now
 
     async def reconcile(self, namespace: str, name: str) -> Result:
-        seen = await observing.observe(self.api, self.db, self.settings.default_queue, namespace, name)
+        seen = await observing.observe(self.reads, self.db, self.settings.default_queue, namespace, name)
         if seen is None:
             return Result()
         before = seen.run.status if seen.run is not None else deciding.conditions_only(seen.body)
@@ -52,5 +54,9 @@ class Reconciler:
             generation = seen.body["metadata"].get("generation")
             decision = deciding.place_in_line(decision, place, seen.queue, generation, now)
             await self.actor.perform(decision.actions)
-        await publishing.publish(self.api, seen, before, decision.status)
+        patched = await publishing.publish(self.api, seen, before, decision.status)
+        if patched is not None:
+            # The next pass must see this status, even before the watch brings it, and a
+            # late watch event from before this write must not undo it.
+            self.reads.taskruns.record(patched)
         return Result(decision.requeue_after)

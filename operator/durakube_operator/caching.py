@@ -1,0 +1,103 @@
+"""What the operator has seen of TaskRuns, Tasks and attempt pods, so passes read no API.
+
+kopf's watch handlers put every object they see here (`ObjectCache.record`), and
+the reconciler's own status patches put their answers here too, so the cache is
+never older than the operator's last write: a pass right after a patch sees the
+patched status, not the one before it. Readers (`CachedReads`) fall back to a GET
+when an object is missing (a watch not caught up at start, or a pod just
+created) or was recorded longer ago than `max_age` (a watch can miss a deletion
+while it re-lists, so nothing is trusted for longer than one resync), and remember
+what the GET returned.
+
+Bodies are kept as the API sent them and never changed in place: callers must not
+mutate what they read. Knows nothing of runs or Postgres; holds no lock (one event
+loop).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from durakube_operator import kubeapi
+
+Key = tuple[str, str]  # (namespace, name)
+Body = dict[str, Any]
+
+
+def _version(body: Body) -> int | None:
+    # resourceVersion is opaque to clients; etcd's are integers, compared only as a guard.
+    text = (body.get("metadata") or {}).get("resourceVersion")
+    return int(text) if isinstance(text, str) and text.isdigit() else None
+
+
+@dataclass
+class ObjectCache:
+    """The newest body seen of each object of one kind, by (namespace, name)."""
+
+    # Seconds a body is trusted after it was recorded (None: until an event replaces it).
+    max_age: float | None = None
+    # Each body with the monotonic time it was recorded.
+    bodies: dict[Key, tuple[Body, float]] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+
+    def record(self, body: Body) -> None:
+        """Keeps `body` unless the cache holds a newer version of the same object."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        held = self.bodies.get(key)
+        if held is not None and (held[0].get("metadata") or {}).get("uid") == meta.get("uid"):
+            old, new = _version(held[0]), _version(body)
+            if old is not None and new is not None and new < old:
+                return  # a watch event older than our own write
+        self.bodies[key] = (body, self.clock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.bodies.pop((namespace, name), None)
+
+    def get(self, namespace: str, name: str) -> Body | None:
+        """The body recorded, if any and recorded at most `max_age` ago."""
+        held = self.bodies.get((namespace, name))
+        if held is None or (self.max_age is not None and self.clock() - held[1] > self.max_age):
+            return None
+        return held[0]
+
+    def __len__(self) -> int:
+        return len(self.bodies)
+
+
+class CachedReads:
+    """Reads TaskRuns, Tasks and pods from the caches, from the API on a miss.
+
+    TaskRuns and pods are trusted for one resync period (`resync_seconds`): a run
+    looked at again only by its resync reads them afresh. Tasks change rarely and
+    are trusted ten times as long."""
+
+    def __init__(self, api: kubeapi.KubeApi, resync_seconds: float) -> None:
+        self.api = api
+        self.taskruns = ObjectCache(max_age=resync_seconds)
+        self.tasks = ObjectCache(max_age=10 * resync_seconds)
+        self.pods = ObjectCache(max_age=resync_seconds)
+
+    async def get_taskrun(self, namespace: str, name: str) -> Body | None:
+        return await self._read(self.taskruns, self.api.get_taskrun, namespace, name)
+
+    async def get_task(self, namespace: str, name: str) -> Body | None:
+        return await self._read(self.tasks, self.api.get_task, namespace, name)
+
+    async def get_pod(self, namespace: str, name: str) -> Body | None:
+        return await self._read(self.pods, self.api.get_pod, namespace, name)
+
+    async def _read(self, cache: ObjectCache, fetch: Callable[[str, str], Awaitable[Body | None]],
+                    namespace: str, name: str) -> Body | None:
+        body = cache.get(namespace, name)
+        if body is not None:
+            return body
+        body = await fetch(namespace, name)
+        if body is None:
+            cache.forget(namespace, name)
+        else:
+            cache.record(body)
+        return body

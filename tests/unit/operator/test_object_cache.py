@@ -1,0 +1,101 @@
+"""The cache of watched objects: never older than the operator's own writes, never trusted
+for longer than its age limit, and a GET on a miss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from durakube_operator import caching
+
+
+def body(name: str = "r", version: str = "10", uid: str = "u1", phase: str = "Queued") -> dict[str, Any]:
+    return {"metadata": {"namespace": "team", "name": name, "uid": uid, "resourceVersion": version},
+            "status": {"phase": phase}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("held", "seen", "kept"),
+    [
+        (body(version="10"), body(version="11", phase="Running"), "Running"),
+        (body(version="11", phase="Running"), body(version="10"), "Running"),
+        (body(version="11", phase="Running"), body(version="11", phase="Queued"), "Queued"),
+        (body(version="11", phase="Running"), body(version="3", uid="u2"), "Queued"),
+        (body(version="x", phase="Running"), body(version="3"), "Queued"),
+    ],
+    ids=["newer-replaces", "older-event-after-own-write-is-ignored", "same-version-replaces",
+         "recreated-object-replaces", "unreadable-versions-replace"],
+)
+def test_record_keeps_the_newest_body(held: dict[str, Any], seen: dict[str, Any], kept: str) -> None:
+    cache = caching.ObjectCache()
+    cache.record(held)
+    cache.record(seen)
+    got = cache.get("team", "r")
+    assert got is not None and got["status"]["phase"] == kept
+
+
+def test_bodies_are_trusted_only_for_their_age_limit() -> None:
+    clock = Clock()
+    cache = caching.ObjectCache(max_age=30.0, clock=clock)
+    cache.record(body())
+    clock.now += 30.0
+    assert cache.get("team", "r") is not None
+    clock.now += 0.5
+    assert cache.get("team", "r") is None
+    cache.record(body(version="12"))
+    assert cache.get("team", "r") is not None
+
+
+def test_forgotten_bodies_are_gone() -> None:
+    cache = caching.ObjectCache()
+    cache.record(body())
+    cache.forget("team", "r")
+    assert cache.get("team", "r") is None and len(cache) == 0
+
+
+class FakeApi:
+    """Counts GETs; answers from `objects`."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        self.objects = objects
+        self.gets: list[str] = []
+
+    async def get_taskrun(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets.append(name)
+        return self.objects.get(name)
+
+
+async def test_a_miss_reads_the_api_once_then_the_cache() -> None:
+    api = FakeApi({"r": body()})
+    reads = caching.CachedReads(api, resync_seconds=30.0)  # type: ignore[arg-type]
+    assert (await reads.get_taskrun("team", "r")) == body()
+    assert (await reads.get_taskrun("team", "r")) == body()
+    assert api.gets == ["r"]
+
+
+async def test_a_body_recorded_by_a_watch_needs_no_read() -> None:
+    api = FakeApi({})
+    reads = caching.CachedReads(api, resync_seconds=30.0)  # type: ignore[arg-type]
+    reads.taskruns.record(body(phase="Running"))
+    got = await reads.get_taskrun("team", "r")
+    assert got is not None and got["status"]["phase"] == "Running" and api.gets == []
+
+
+async def test_an_object_the_api_no_longer_has_is_dropped() -> None:
+    api = FakeApi({})
+    reads = caching.CachedReads(api, resync_seconds=30.0)  # type: ignore[arg-type]
+    clock = Clock()
+    reads.taskruns = caching.ObjectCache(max_age=0.0, clock=clock)
+    reads.taskruns.record(body())
+    clock.now += 1
+    assert await reads.get_taskrun("team", "r") is None
+    assert len(reads.taskruns) == 0 and api.gets == ["r"]
