@@ -153,21 +153,19 @@ class KubeApi:
 
     async def create_taskrun(self, namespace: str, body: dict[str, Any]) -> bool:
         """Creates a TaskRun; False when one of that name exists already."""
-        try:
-            await self._request("POST", _custom(namespace, "taskruns"), body)
-        except ApiException as error:
-            if error.status == Conflict:
-                return False
-            raise
-        return True
+        return await self._create(_custom(namespace, "taskruns"), body)
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(_core(namespace, "pods", name))
 
     async def create_pod(self, namespace: str, pod: dict[str, Any]) -> bool:
         """Creates `pod`; False when a pod of that name already exists (adopt it)."""
+        return await self._create(_core(namespace, "pods"), pod)
+
+    async def _create(self, path: str, body: dict[str, Any]) -> bool:
+        """Creates an object; False when one of that name exists already (409)."""
         try:
-            await self._request("POST", _core(namespace, "pods"), pod)
+            await self._request("POST", path, body)
         except ApiException as error:
             if error.status == Conflict:
                 return False

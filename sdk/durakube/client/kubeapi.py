@@ -125,10 +125,15 @@ class KubeApi:
     # Tasks.
 
     async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_custom("Task", "tasks", namespace, name)
+
+    async def _get_custom(self, kind: str, plural: str, namespace: str,
+                          name: str) -> dict[str, Any] | None:
+        """One of our custom resources; None when it does not exist."""
         custom = await self._custom()
         found: dict[str, Any] | None = await _call(
-            f"get Task {namespace}/{name}", custom.get_namespaced_custom_object(
-                resources.GROUP, resources.VERSION, namespace, "tasks", name))
+            f"get {kind} {namespace}/{name}", custom.get_namespaced_custom_object(
+                resources.GROUP, resources.VERSION, namespace, plural, name))
         return found
 
     async def list_task_names(self, namespace: str) -> list[str]:
@@ -153,11 +158,7 @@ class KubeApi:
         return typing.cast(dict[str, Any], created)
 
     async def get_taskrun(self, namespace: str, name: str) -> dict[str, Any] | None:
-        custom = await self._custom()
-        found: dict[str, Any] | None = await _call(
-            f"get TaskRun {namespace}/{name}", custom.get_namespaced_custom_object(
-                resources.GROUP, resources.VERSION, namespace, "taskruns", name))
-        return found
+        return await self._get_custom("TaskRun", "taskruns", namespace, name)
 
     async def list_taskruns(self, namespace: str, label_selector: str | None = None) -> dict[str, Any]:
         custom = await self._custom()
