@@ -10,12 +10,12 @@ and waking loops when a slot was freed, a line joined or a parent's wait ended.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from durakube.store import attempts, pools, queues, runs
-from durakube_operator import actions, children, kubeapi, metrics
+from durakube_operator import actions, caching, children, kubeapi, metrics
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -26,20 +26,25 @@ class Actor:
     """Performs actions; built once by the controller and shared by every pass."""
 
     api: kubeapi.KubeApi
+    # The reconciler's cache: a pod created here is recorded at once.
+    reads: caching.CachedReads
     db: pools.Database
     settings: settings_module.Settings
     clock: Callable[[], datetime]
-    # Asks the admission loop for a pass over a queue (a run joined its line or left a slot).
+    # Asks the admission loop for a pass over a queue (a run left a slot).
     poke_admission: Callable[[str | None], None]
+    # An admission pass over a queue now; whether the given run got a slot.
+    admit_now: Callable[[str, str], Awaitable[bool]]
     # Asks the waking loop to resume runs whose wait just ended.
     wake_waiting_runs: Callable[[], None]
     # Namespaces where the database Secret is known to exist (saves a GET per attempt).
     secrets_ensured: set[str] = field(default_factory=set)
 
-    async def perform(self, actions: tuple[actions.Action, ...]) -> queues.Place | None:
-        """Performs `actions` in order; returns the run's place once it joined a line."""
+    async def perform(self, todo: tuple[actions.Action, ...]) -> queues.Place | None:
+        """Performs `todo` in order; returns the run's place once it joined a line (a slot
+        when it was admitted at once)."""
         place = None
-        for action in actions:
+        for action in todo:
             place = await self._perform(action) or place
         return place
 
@@ -61,7 +66,8 @@ class Actor:
                                          concurrency_key=action.concurrency_key,
                                          priority=action.priority, created_at=action.created_at,
                                          default_limit=self.settings.default_concurrency_limit)
-                self.poke_admission(action.queue)
+                if await self.admit_now(action.queue, action.run_id):
+                    return queues.Place(holds_slot=True)
                 return await queues.place(self.db, action.run_id)
             case actions.ReleaseSlot():
                 if await queues.release(self.db, action.run_id):
@@ -82,8 +88,12 @@ class Actor:
         # Record the attempt first: a worker that starts finds its row, and a crash between
         # here and the pod's creation only repeats this idempotent write.
         await attempts.start_attempt(self.db, action.run_id, action.attempt, pod_name)
-        if not await self.api.create_pod(action.namespace, action.pod):
+        created = await self.api.create_pod(action.namespace, action.pod)
+        if created is None:
             logger.info("adopting existing pod %s/%s", action.namespace, pod_name)
-        elif action.due_since is not None:
+            return
+        # The next pass reads it from here, before its watch event arrives.
+        self.reads.pods.record(created)
+        if action.due_since is not None:
             metrics.POD_START_LATENCY.labels(**metrics.queue_labels(action.queue)).observe(
                 max(0.0, (self.clock() - action.due_since).total_seconds()))

@@ -103,6 +103,18 @@ class AdmissionLoop(looping.PokedLoop):
         await self.admit_everywhere()
         return None
 
+    async def admit_now(self, queue: str, run_id: str) -> bool:
+        """An admission pass over `queue` right away, for a run that just joined its line:
+        whether that run got a slot. Other runs admitted go to `on_admitted` as usual, so
+        a run admitted at once can start its attempt in the same reconcile pass."""
+        admitted = False
+        for run in await admit_next_runs(self.db, queue):
+            if run.run_id == run_id:
+                admitted = True
+            else:
+                self.on_admitted(run)
+        return admitted
+
     async def admit_everywhere(self) -> None:
         poked, self._poked = self._poked, set()
         for queue in sorted(poked | set(await queues.queues_with_waiting_runs(self.db))):

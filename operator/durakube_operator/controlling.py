@@ -51,10 +51,10 @@ class Controller:
         self.waking = waking.WakingLoop(db, lambda namespace, name: self.queue.add((namespace, name)))
         self.deliverer = delivering.Deliverer(db, self.waking.poke)
         self.submitting = children.SubmittingLoop(db, api)
-        actor = acting.Actor(api=api, db=db, settings=settings, clock=conditions.now,
-                             poke_admission=self.admission.poke,
-                             wake_waiting_runs=self.waking.poke)
         self.reads = caching.CachedReads(api, settings.resync_seconds)
+        actor = acting.Actor(api=api, reads=self.reads, db=db, settings=settings, clock=conditions.now,
+                             poke_admission=self.admission.poke, admit_now=self.admission.admit_now,
+                             wake_waiting_runs=self.waking.poke)
         self.reconciler = reconciling.Reconciler(api=api, reads=self.reads, db=db, settings=settings,
                                                  actor=actor)
         self._webhooks: web.AppRunner | None = None

@@ -15,6 +15,7 @@ level-based: deciding again on the same observation gives the same result.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass
@@ -64,13 +65,22 @@ def decide(seen: observing.Observation, now: datetime, settings: settings_module
     return _with_consequences(seen, before, decision)
 
 
-def place_in_line(decision: Decision, place: queues.Place, queue: str, generation: int | None,
-                  now: datetime) -> Decision:
-    """The decision once the run has joined its line: its place (and the phase mirrored),
-    or another pass at once when it was admitted in the meantime."""
+def after_joining(seen: observing.Observation, decision: Decision, place: queues.Place,
+                  now: datetime, settings: settings_module.Settings) -> Decision:
+    """The decision once the run has joined its line (`decision` had it join).
+
+    Admitted at once: decided again from the status just decided, so the attempt
+    starts in the same pass (one status patch, one Event, as for a Job's pod). In
+    line: its place, with the phase mirrored. Neither (admitted and already let go):
+    another pass at once.
+    """
+    assert seen.run is not None
+    if place.holds_slot:
+        run = seen.run.model_copy(update={"status": decision.status})
+        return decide(dataclasses.replace(seen, run=run, place=place), now, settings)
     if place.in_line is None:
         return Decision(decision.status, (), 0.0)
-    queued = _queued(decision.status, queue, place.in_line, generation, now)
+    queued = _queued(decision.status, seen.queue, place.in_line, seen.run.metadata.generation, now)
     mirror: tuple[actions.Action, ...] = ()
     if decision.status.phase != queued.phase and queued.run_id is not None:
         mirror = (actions.MirrorPhase(queued.run_id, str(queued.phase)),)

@@ -153,24 +153,24 @@ class KubeApi:
 
     async def create_taskrun(self, namespace: str, body: dict[str, Any]) -> bool:
         """Creates a TaskRun; False when one of that name exists already."""
-        return await self._create(_custom(namespace, "taskruns"), body)
+        return await self._create(_custom(namespace, "taskruns"), body) is not None
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(_core(namespace, "pods", name))
 
-    async def create_pod(self, namespace: str, pod: dict[str, Any]) -> bool:
-        """Creates `pod`; False when a pod of that name already exists (adopt it)."""
+    async def create_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any] | None:
+        """Creates `pod` and returns it as created; None when a pod of that name already
+        exists (adopt it)."""
         return await self._create(_core(namespace, "pods"), pod)
 
-    async def _create(self, path: str, body: dict[str, Any]) -> bool:
-        """Creates an object; False when one of that name exists already (409)."""
+    async def _create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Creates an object and returns it; None when one of that name exists already (409)."""
         try:
-            await self._request("POST", path, body)
+            return await self._request("POST", path, body)
         except ApiException as error:
             if error.status == Conflict:
-                return False
+                return None
             raise
-        return True
 
     async def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None:
         options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}

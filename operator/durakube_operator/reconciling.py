@@ -51,8 +51,7 @@ class Reconciler:
         decision = deciding.decide(seen, now, self.settings)
         place = await self.actor.perform(decision.actions)
         if place is not None:
-            generation = seen.body["metadata"].get("generation")
-            decision = deciding.place_in_line(decision, place, seen.queue, generation, now)
+            decision = deciding.after_joining(seen, decision, place, now, self.settings)
             await self.actor.perform(decision.actions)
         patched = await publishing.publish(self.api, seen, before, decision.status)
         if patched is not None:

@@ -71,7 +71,7 @@ async def test_a_pod_body_is_sent_as_it_is(fake: tuple[FakeApiServer, kubeapi.Ku
     pod = {"metadata": {"name": "r-1"}, "spec": {"containers": [
         {"name": "main", "image": "i", "resources": {"limits": {"cpu": 1}}}]}}
     server.answers[("POST", "/api/v1/namespaces/ns/pods")] = (201, pod)
-    assert await api.create_pod("ns", pod) is True
+    assert await api.create_pod("ns", pod) == pod
     assert server.requests == [("POST", "/api/v1/namespaces/ns/pods", "application/json", pod)]
 
 
@@ -82,7 +82,7 @@ async def test_create_tells_whether_the_object_is_new(
     server, api = fake
     server.answers[("POST", "/api/v1/namespaces/ns/pods")] = (status, {})
     server.answers[("POST", "/apis/durakube.io/v1alpha1/namespaces/ns/taskruns")] = (status, {})
-    assert await api.create_pod("ns", {"metadata": {"name": "r-1"}}) is created
+    assert (await api.create_pod("ns", {"metadata": {"name": "r-1"}}) is not None) is created
     assert await api.create_taskrun("ns", {"metadata": {"name": "r"}}) is created
 
 

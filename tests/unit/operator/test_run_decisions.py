@@ -392,14 +392,30 @@ def test_an_unparseable_taskrun_fails_with_its_conditions_kept() -> None:
     assert decision.actions == ()
 
 
-def test_joining_the_line_shows_the_place_or_looks_again_when_admitted_meanwhile() -> None:
-    decision = deciding.decide(observation(Case("x")), NOW, SETTINGS)
-    placed = deciding.place_in_line(decision, IN_LINE, "team/default", 1, NOW)
+def test_a_run_that_joined_its_line_shows_its_place() -> None:
+    seen = observation(Case("x"))
+    decision = deciding.decide(seen, NOW, SETTINGS)
+    placed = deciding.after_joining(seen, decision, IN_LINE, NOW, SETTINGS)
     assert placed.status.phase == resources.Phase.QUEUED and placed.status.queue_position == 2
     assert placed.requeue_after == 30.0
     assert placed.actions == (actions.MirrorPhase("uid-1", "Queued"),)
-    admitted = deciding.place_in_line(decision, ADMITTED, "team/default", 1, NOW)
-    assert admitted.status.phase == resources.Phase.PENDING and admitted.requeue_after == 0.0
+
+
+def test_a_run_admitted_as_it_joined_starts_in_the_same_pass() -> None:
+    seen = observation(Case("x"))
+    decision = deciding.decide(seen, NOW, SETTINGS)
+    started = deciding.after_joining(seen, decision, ADMITTED, NOW, SETTINGS)
+    assert started.status.phase == resources.Phase.RUNNING and started.status.attempt == 1
+    # Registered and enqueued already: only what starting the attempt takes.
+    assert [type(a).__name__ for a in started.actions] == ["EnsureSecret", "StartAttempt", "MirrorPhase"]
+    assert started.status.run_id == "uid-1" and started.status.start_time is not None
+
+
+def test_a_run_admitted_and_let_go_at_once_is_looked_at_again() -> None:
+    seen = observation(Case("x"))
+    decision = deciding.decide(seen, NOW, SETTINGS)
+    again = deciding.after_joining(seen, decision, NOT_IN_LINE, NOW, SETTINGS)
+    assert again.status == decision.status and again.actions == () and again.requeue_after == 0.0
 
 
 def test_conditions_move_only_when_their_status_changes() -> None:
