@@ -189,8 +189,12 @@ def let_pods_run_the_project() -> None:
                 folder.chmod(mode | 0o001)
 
 
-def start(state_dir: Path, *, nodes: tuple[str, ...] = ("node-1",)) -> Cluster:
-    """Starts a whole test bed in `state_dir`; on failure nothing is left running."""
+def start(state_dir: Path, *, nodes: tuple[str, ...] = ("node-1",),
+          controller_manager_args: tuple[str, ...] = ()) -> Cluster:
+    """Starts a whole test bed in `state_dir`; on failure nothing is left running.
+
+    `controller_manager_args` go last on the controller-manager's command line, so they
+    override the test bed's own (a bench sets `--kube-api-qps` and `--kube-api-burst`)."""
     binary = str(build.binary())
     let_pods_run_the_project()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +207,7 @@ def start(state_dir: Path, *, nodes: tuple[str, ...] = ("node-1",)) -> Cluster:
                       ca)
     try:
         _start_etcd_and_apiserver(cluster, binary)
-        _start_controllers(cluster, binary)
+        _start_controllers(cluster, binary, controller_manager_args)
         for name in nodes:
             node = cluster.start_node(name)
             _wait(f"node {name}", node, lambda n=name: _node_ready(cluster, n), 60)
@@ -267,7 +271,7 @@ def _start_etcd_and_apiserver(cluster: Cluster, binary: str) -> None:
     _wait("kube-apiserver", apiserver, lambda: _get(cluster, "/readyz") == b"ok", 120)
 
 
-def _start_controllers(cluster: Cluster, binary: str) -> None:
+def _start_controllers(cluster: Cluster, binary: str, controller_manager_args: tuple[str, ...]) -> None:
     state_dir, ca = cluster.state_dir, cluster.ca
     _start_control_component(cluster, binary, "kube-controller-manager", "controller-manager",
                              "system:kube-controller-manager", [
@@ -279,6 +283,7 @@ def _start_controllers(cluster: Cluster, binary: str) -> None:
         "--cluster-signing-key-file", str(state_dir / "pki" / "ca.key"),
         "--controllers", "*",
         "--node-monitor-grace-period", NODE_MONITOR_GRACE_PERIOD,
+        *controller_manager_args,
     ])
     _start_control_component(cluster, binary, "kube-scheduler", "scheduler", "system:kube-scheduler", [])
     # The service-account controller creates each namespace's "default" account; pods
