@@ -71,13 +71,15 @@ class ObjectCache:
 class CachedReads:
     """Reads TaskRuns, Tasks and pods from the caches, from the API on a miss.
 
-    TaskRuns and pods are trusted for one resync period (`resync_seconds`): a run
-    looked at again only by its resync reads them afresh. Tasks change rarely and
-    are trusted ten times as long."""
+    Pods are trusted for one resync period (`resync_seconds`): the resync of a
+    running attempt reads its pod afresh, so a deletion the watch missed is seen
+    within that period. TaskRuns and Tasks, whose changes come from their watches
+    and the operator's own writes, are trusted ten times as long: a queue of waiting
+    runs re-reads nothing at each resync."""
 
     def __init__(self, api: kubeapi.KubeApi, resync_seconds: float) -> None:
         self.api = api
-        self.taskruns = ObjectCache(max_age=resync_seconds)
+        self.taskruns = ObjectCache(max_age=10 * resync_seconds)
         self.tasks = ObjectCache(max_age=10 * resync_seconds)
         self.pods = ObjectCache(max_age=resync_seconds)
 
