@@ -39,7 +39,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -47,10 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import beds  # bench/beds.py: run as a script, bench/ is on the path
 import kubernetes
 from kubernetes.watch import watch as kubewatch
 
-from devcluster import cluster, kubeconfigs, ports, postgres
+from devcluster import cluster, kubeconfigs, ports
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -64,12 +64,6 @@ JOB_LABEL = "batch.kubernetes.io/job-name"
 RUN_LABEL = "durakube.io/run"
 TASK = {"apiVersion": "durakube.io/v1alpha1", "kind": "Task", "metadata": {"name": "echo"},
         "spec": {"image": "ghcr.io/durakube/test-tasks:dev", "entrypoint": "echo", "modules": ["echoing"]}}
-
-
-def kubectl(bed: cluster.Cluster, *args: str, stdin: str | None = None, timeout: float = 300) -> str:
-    result = subprocess.run([str(BIN / "kubectl"), *args], env=bed.env(), input=stdin,
-                            capture_output=True, text=True, timeout=timeout, check=True)
-    return result.stdout
 
 
 def cpu_seconds(pid: int) -> float:
@@ -317,7 +311,7 @@ def start_operator(bed: cluster.Cluster, state: Path, database_url: str, qps: in
     system:masters: its requests then have a flow schema to themselves in /metrics."""
     credentials = bed.ca.issue(OPERATOR_USER, OPERATOR_USER)
     config = kubeconfigs.write(state / "operator.kubeconfig", bed.server, bed.ca.cert_path, credentials)
-    kubectl(bed, "create", "clusterrolebinding", OPERATOR_USER, "--clusterrole=cluster-admin",
+    beds.kubectl(bed, "create", "clusterrolebinding", OPERATOR_USER, "--clusterrole=cluster-admin",
             f"--user={OPERATOR_USER}")
     env = {**bed.env(), "KUBECONFIG": str(config), "DURAKUBE_DATABASE_URL": database_url,
            "DURAKUBE_LIVENESS_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
@@ -341,8 +335,8 @@ def stop_operator(operator: subprocess.Popen[bytes]) -> None:
 def warm_up(client: Client, bed: cluster.Cluster) -> None:
     """One Job and one TaskRun to their pods: both controllers are watching and the
     operator's first-run paths (Postgres pool, namespace Secret) are behind us."""
-    kubectl(bed, "create", "namespace", "warm-up")
-    kubectl(bed, "apply", "-n", "warm-up", "-f", "-", stdin=json.dumps(TASK))
+    beds.kubectl(bed, "create", "namespace", "warm-up")
+    beds.kubectl(bed, "apply", "-n", "warm-up", "-f", "-", stdin=json.dumps(TASK))
     for peer in (JOBS, RUNS):
         watch = PodWatch(client, "warm-up", peer.label, 150)
         try:
@@ -416,20 +410,14 @@ def main() -> int:
           f"{CLIENT_THREADS} client threads")
     print(f"controller-manager: {' '.join(limits)}; operator: DURAKUBE_API_QPS={args.qps} "
           f"DURAKUBE_API_BURST={args.burst}")
-    with tempfile.TemporaryDirectory(prefix="durakube-bench-") as folder:
-        state = Path(folder)
-        bed = cluster.start(state / "cluster", controller_manager_args=limits)
-        database = postgres.start(state / "postgres")
+    with beds.started(controller_manager_args=limits) as (bed, database, state):
         operator = None
         try:
-            kubectl(bed, "apply", "-f", str(ROOT / "crds"))
-            time.sleep(3)
-            kubectl(bed, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(ROOT / "crds"))
             limit = args.runs + int(args.rate * args.seconds) + 10
             operator = start_operator(bed, state, database.create_database("durakube"), args.qps, args.burst,
                                       limit)
             client = Client(bed.kubeconfig)
-            kubectl(bed, "cordon", NODE)
+            beds.kubectl(bed, "cordon", NODE)
             warm_up(client, bed)
             controllers = {"operator": operator.pid,
                            "controller-manager": bed.components["kube-controller-manager"].process.pid}
@@ -437,9 +425,9 @@ def main() -> int:
             for key, peer, pid in (("jobs", JOBS, controllers["controller-manager"]),
                                    ("runs", RUNS, controllers["operator"])):
                 namespace = f"throughput-{key}"
-                kubectl(bed, "create", "namespace", namespace)
+                beds.kubectl(bed, "create", "namespace", namespace)
                 if peer is RUNS:
-                    kubectl(bed, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(TASK))
+                    beds.kubectl(bed, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(TASK))
                 pids = {"controller": pid, "apiserver": bed.components["kube-apiserver"].process.pid}
                 print(f"{peer.title}: creating {args.runs} ...", flush=True)
                 throughput[key] = measure_throughput(client, peer, namespace, args.runs, pids, controllers)
@@ -448,9 +436,9 @@ def main() -> int:
             if not args.skip_latency:
                 for key, peer in (("jobs", JOBS), ("runs", RUNS)):
                     namespace = f"latency-{key}"
-                    kubectl(bed, "create", "namespace", namespace)
+                    beds.kubectl(bed, "create", "namespace", namespace)
                     if peer is RUNS:
-                        kubectl(bed, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(TASK))
+                        beds.kubectl(bed, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(TASK))
                     settle(controllers)
                     print(f"{peer.title}: {args.rate:g}/s for {args.seconds:g}s ...", flush=True)
                     latency[key] = measure_latency(client, peer, namespace, args.rate, args.seconds)
@@ -458,12 +446,8 @@ def main() -> int:
             report(args, throughput, latency)
             return 0
         finally:
-            try:
-                if operator is not None:
-                    stop_operator(operator)
-            finally:
-                bed.stop()
-                database.stop()
+            if operator is not None:
+                stop_operator(operator)
 
 
 if __name__ == "__main__":

@@ -16,21 +16,15 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from devcluster import cluster, ports, postgres
+import beds  # bench/beds.py: run as a script, bench/ is on the path
 
-ROOT = Path(__file__).resolve().parent.parent
+from devcluster import cluster, ports
+
 BIN = Path(sys.executable).parent
 QUIET_SECONDS = 30
-
-
-def kubectl(bed: cluster.Cluster, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run([str(BIN / "kubectl"), *args], env=bed.env(), input=stdin,
-                            capture_output=True, text=True, timeout=300, check=True)
-    return result.stdout
 
 
 def rss_mib(pid: int) -> float:
@@ -52,7 +46,8 @@ def quiet_cpu_percent(pid: int) -> float:
 
 
 def count_phases(bed: cluster.Cluster) -> dict[str, int]:
-    out = kubectl(bed, "get", "taskruns", "-o", "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}")
+    out = beds.kubectl(bed, "get", "taskruns", "-o",
+                       "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}")
     counts: dict[str, int] = {}
     for phase in out.split():
         counts[phase] = counts.get(phase, 0) + 1
@@ -63,15 +58,9 @@ def main() -> int:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     # Stopped from outside (timeout, kill): unwind so `finally` stops the test bed too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    with tempfile.TemporaryDirectory(prefix="durakube-bench-") as folder:
-        state = Path(folder)
-        bed = cluster.start(state / "cluster")
-        database = postgres.start(state / "postgres")
+    with beds.started() as (bed, database, state):
         operator = None
         try:
-            kubectl(bed, "apply", "-f", str(ROOT / "crds"))
-            time.sleep(3)
-            kubectl(bed, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(ROOT / "crds"))
             env = {**bed.env(), "DURAKUBE_DATABASE_URL": database.create_database("durakube"),
                    "DURAKUBE_LIVENESS_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
                    "DURAKUBE_METRICS_PORT": "0", "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": "1000"}
@@ -89,7 +78,7 @@ def main() -> int:
                      "spec": {"taskRef": {"name": "napper"}, "payload": {"seconds": 3600}}}
                     for i in range(count)]
             started = time.monotonic()
-            kubectl(bed, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+            beds.kubectl(bed, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
                                                              "items": [task, *runs]}))
             while True:
                 phases = count_phases(bed)
@@ -102,7 +91,7 @@ def main() -> int:
                     raise SystemExit(f"runs ended instead of suspending: {ended}")
                 time.sleep(5)
             suspend_seconds = time.monotonic() - started
-            pods = kubectl(bed, "get", "pods", "-l", "app.kubernetes.io/managed-by=durakube",
+            pods = beds.kubectl(bed, "get", "pods", "-l", "app.kubernetes.io/managed-by=durakube",
                            "-o", "name").split()
             time.sleep(10)  # let the last reconciles settle before measuring the quiet state
             busy_rss, busy_cpu = rss_mib(operator.pid), quiet_cpu_percent(operator.pid)
@@ -118,8 +107,6 @@ def main() -> int:
             if operator is not None:
                 os.killpg(operator.pid, signal.SIGTERM)
                 operator.wait(timeout=30)
-            bed.stop()
-            database.stop()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""What the benchmarks share: a test bed with Postgres and the CRDs, and kubectl.
+
+`started()` starts the local test bed (real control plane, process node) and an
+embedded Postgres in a temporary folder, installs the CRDs, and stops everything
+when the block ends, however it ends. Benchmarks start the operator inside it.
+Not a test helper: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from devcluster import cluster, postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def kubectl(bed: cluster.Cluster, *args: str, stdin: str | None = None, timeout: float = 300) -> str:
+    result = subprocess.run([str(BIN / "kubectl"), *args], env=bed.env(), input=stdin,
+                            capture_output=True, text=True, timeout=timeout, check=True)
+    return result.stdout
+
+
+@contextmanager
+def started(controller_manager_args: tuple[str, ...] = ()) -> Iterator[
+        tuple[cluster.Cluster, postgres.PostgresServer, Path]]:
+    """(test bed, Postgres, state folder), with the CRDs established."""
+    with tempfile.TemporaryDirectory(prefix="durakube-bench-") as folder:
+        state = Path(folder)
+        bed = cluster.start(state / "cluster", controller_manager_args=controller_manager_args)
+        try:
+            database = postgres.start(state / "postgres")
+            try:
+                kubectl(bed, "apply", "-f", str(ROOT / "crds"))
+                time.sleep(3)
+                kubectl(bed, "wait", "--for=condition=Established", "--timeout=60s",
+                        "-f", str(ROOT / "crds"))
+                yield bed, database, state
+            finally:
+                database.stop()
+        finally:
+            bed.stop()
