@@ -70,6 +70,8 @@ class ReleaseSlot:
 
 @dataclass(frozen=True)
 class DeletePod:
+    """Deletes a pod with its grace period (a pod already gone is no error)."""
+
     namespace: str
     name: str
 
