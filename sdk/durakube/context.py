@@ -18,7 +18,11 @@ replay raises). Its record is held back until the task goes on (the next step
 records it first) or ends (the worker records it in the outcome's transaction);
 a retryable error is never recorded, so the next attempt runs the step again.
 `NonDeterministicReplay` and `NonSerializableState` are fatal: kept in `fatal`,
-they fail the run even if the task code catches them.
+they fail the run even if the task code catches them. A lost connection to
+Postgres is retried once on a fresh connection; if that fails too, the error is
+kept in `store_lost` and the worker records nothing: the platform failed, not the
+task, and the run resumes from its last checkpoint. Store calls of waits and
+child runs go through `ctx.store(...)` for the same reason.
 
 Does not decide outcomes; that is the worker's job.
 """
@@ -26,15 +30,18 @@ Does not decide outcomes; that is the worker's job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import inspect
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from durakube import current, durations, errors, retry, serializing, tasks, triggering, waiting
 from durakube.store import pools, steps
+
+T = TypeVar("T")
 
 CheckpointHook = Callable[[steps.Step], None]
 
@@ -59,6 +66,7 @@ class TaskContext:
         self.checkpoints = 0
         self.replayed = 0
         self.fatal: errors.DurakubeError | None = None
+        self.store_lost: errors.StoreUnavailable | None = None
         self.pending_step: steps.Step | None = None
         self._recorded = {step.seq: step for step in recorded}
         self._next_seq = 1
@@ -71,7 +79,17 @@ class TaskContext:
         """Returns the checkpoint connection to the pool; the worker calls it at the end."""
         connection, self._connection = self._connection, None
         if connection is not None:
-            await self.pool.release(connection)
+            with contextlib.suppress(*pools.CONNECTION_LOST_ERRORS):
+                await self.pool.release(connection)
+
+    async def store(self, call: Awaitable[T]) -> T:
+        """Awaits a store call made for this attempt; a lost connection to Postgres becomes
+        `StoreUnavailable`, kept in `store_lost`, so it can never pass for the task's error."""
+        try:
+            return await call
+        except pools.CONNECTION_LOST_ERRORS as error:
+            self.store_lost = errors.StoreUnavailable(f"{type(error).__name__}: {error}")
+            raise self.store_lost from error
 
     async def trigger(self, task: str | Callable[..., Any], payload: Any, **options: Any) -> str:
         """Starts a child run (fire and forget); returns its TaskRun name."""
@@ -123,6 +141,8 @@ class TaskContext:
         if self.fatal is not None:
             # The task swallowed a fatal error: no further step may run.
             raise self.fatal
+        if self.store_lost is not None:
+            raise self.store_lost
         if current.active_step() is not None:
             # Inside another step: part of it, since replay never enters that step.
             return await _call(fn, args, kwargs)
@@ -155,7 +175,7 @@ class TaskContext:
             duration_ms=(time.perf_counter() - started) * 1000)
         if not await self._write(step):
             # Another writer recorded this seq first (a zombie attempt): its record stands.
-            existing = await steps.load_step(self.pool, self.run_id, seq)
+            existing = await self.store(steps.load_step(self.pool, self.run_id, seq))
             if existing is not None:
                 return self._replay(existing, name, fn)
         self._count_checkpoint(step)
@@ -203,6 +223,17 @@ class TaskContext:
             self._count_checkpoint(pending)
 
     async def _write(self, step: steps.Step) -> bool:
+        try:
+            return await self._write_once(step)
+        except pools.CONNECTION_LOST_ERRORS:
+            # The held connection may be the one lost (Postgres restarted, the session was
+            # ended): once more on a fresh one. The write is idempotent.
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                await pools.discard(self.pool, connection)
+            return await self.store(self._write_once(step))
+
+    async def _write_once(self, step: steps.Step) -> bool:
         if pools.is_pool(self.pool) and self._connection_lock.locked():
             # Concurrent steps: the held connection is busy, take another from the pool.
             return await steps.record_step(self.pool, step)

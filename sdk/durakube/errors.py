@@ -284,6 +284,18 @@ class InvalidDuration(DurakubeError, ValueError):
         self.text = text
 
 
+class StoreUnavailable(DurakubeError):
+    """Postgres could not be reached to record a checkpoint: the attempt ends without an
+    outcome and the run resumes from its last checkpoint in a new pod. A task that
+    catches it gains nothing: every later step raises it again."""
+
+    retryable = True
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the run's checkpoints cannot be recorded: {detail}")
+        self.detail = detail
+
+
 class AttemptTimedOut(DurakubeError):
     """The attempt ran longer than the task's timeout; the next one resumes from the checkpoints."""
 

@@ -51,8 +51,9 @@ async def trigger(ctx: TaskContext, task: str | Callable[..., Any], payload: Any
 
     async def request() -> str:
         seq = current.current_seq()
-        _, name = await children.request_child_run(ctx.pool, parent_run_id=ctx.run_id, seq=seq,
-                                                   task=task_id, payload=payload, options=options)
+        _, name = await ctx.store(children.request_child_run(
+            ctx.pool, parent_run_id=ctx.run_id, seq=seq, task=task_id, payload=payload,
+            options=options))
         return name
 
     name: str = await ctx.step(f"trigger:{task_id}", request)
@@ -64,10 +65,10 @@ async def wait_for_run(ctx: TaskContext, name: str) -> Any:
 
     async def wait() -> Any:
         seq = current.current_seq()
-        namespace = await children.namespace_of(ctx.pool, ctx.run_id)
-        waitpoint = await waitpoints.wait_for_event(
+        namespace = await ctx.store(children.namespace_of(ctx.pool, ctx.run_id))
+        waitpoint = await ctx.store(waitpoints.wait_for_event(
             ctx.pool, run_id=ctx.run_id, seq=seq, key=children.result_key(namespace, name),
-            wake_at=None)
+            wake_at=None))
         if waitpoint.completed_at is None:
             raise waiting.Suspend(waitpoint)
         result = waitpoint.data or {}

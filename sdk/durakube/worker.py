@@ -72,8 +72,9 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
     decorator's classifies errors and is recorded with the outcome.
 
     Raises only when nothing could be recorded (the run is unknown, Postgres is
-    unreachable) or when cancelled (a pod being killed): the operator then finds no
-    outcome and resumes the run from its last checkpoint.
+    unreachable, or its connection was lost under a checkpoint: `StoreUnavailable`)
+    or when cancelled (a pod being killed): the operator then finds no outcome and
+    resumes the run from its last checkpoint.
     """
     run = await runs.load_run(pool, run_id)
     if run is None:
@@ -116,6 +117,10 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
         state = _encodable_state(ctx)
     if ctx is not None:
         await ctx.close()
+        if ctx.store_lost is not None:
+            # Postgres went away under a checkpoint (even one the task caught): nothing is
+            # recorded, the operator sees an attempt without an outcome and resumes the run.
+            raise ctx.store_lost
 
     await attempts.record_outcome(pool, run_id, attempt, outcome, state=state,
                                   last_step=ctx.pending_step if ctx is not None else None)

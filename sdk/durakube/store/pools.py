@@ -13,6 +13,7 @@ several store calls in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,25 @@ Database = Any
 # Errors worth retrying a connection after: Postgres restarting, or not listening yet.
 TRANSIENT_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
+
+
+# Errors that mean the connection to Postgres was lost (Postgres restarting, an
+# administrator ending sessions, the network): the platform's trouble, never a task's.
+# asyncpg reports a session the server ended while idle as an InternalClientError
+# ("cannot switch to state ...") on the next statement: the connection is as good as lost.
+CONNECTION_LOST_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError)
+
+
+async def discard(pool: Any, connection: Any) -> None:
+    """Gives back to `pool` a connection that lost its server: closed at once, so the pool
+    opens a new one instead of resetting this one (which would fail on the dead session)."""
+    # Either may find the pool took it back already, when it saw the server go.
+    with contextlib.suppress(asyncpg.InterfaceError, asyncpg.InternalClientError):
+        connection.terminate()
+        await pool.release(connection)
 
 
 def encode_json(value: Any) -> str:

@@ -1,0 +1,91 @@
+"""A lost connection to Postgres is the platform's failure, never the task's.
+
+The first test ends the worker's sessions for real (`pg_terminate_backend`, as an
+administrator or a Postgres restart would); the second makes every checkpoint write
+fail, which no real server can be made to do on cue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+
+from durakube import context, errors, tasks, worker
+from durakube.store import attempts, steps
+
+EFFECTS: list[str] = []
+
+
+async def end_other_sessions(dsn: str) -> int:
+    admin = await asyncpg.connect(dsn)
+    try:
+        return int(await admin.fetchval("""
+            SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid()"""))
+    finally:
+        await admin.close()
+
+
+async def test_a_session_ended_under_the_task_is_replaced_and_the_run_goes_on(
+        pool: Any, new_run: Any, database_dsn: str) -> None:
+    registry = tasks.Registry()
+    EFFECTS.clear()
+
+    async def record(name: str) -> str:
+        EFFECTS.append(name)
+        return name
+
+    @tasks.task(id="two-steps", registry=registry)
+    async def two_steps(ctx: context.TaskContext, payload: dict[str, Any]) -> list[str]:
+        first = await ctx.step("first", record, "first")
+        # Every session of the worker ends, the checkpoint connection included.
+        assert await end_other_sessions(database_dsn) >= 1
+        second = await ctx.step("second", record, "second")
+        return [first, second]
+
+    run_id = await new_run("two-steps")
+    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+
+    assert outcome.kind == "succeeded" and outcome.output == ["first", "second"], outcome.error
+    assert EFFECTS == ["first", "second"]
+    assert [step.name for step in await steps.load_steps(pool, run_id)] == ["first", "second"]
+
+
+async def test_postgres_gone_ends_the_attempt_without_an_outcome(
+        pool: Any, new_run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = tasks.Registry()
+
+    @tasks.task(id="stubborn", registry=registry)
+    async def stubborn(ctx: context.TaskContext, payload: dict[str, Any]) -> str:
+        try:
+            await ctx.step("first", lambda: "done")
+        except Exception:
+            pass  # a task that swallows everything must not turn the outage into its result
+        return "finished anyway"
+
+    run_id = await new_run("stubborn")
+
+    async def refuse(*_: Any, **__: Any) -> bool:
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+    monkeypatch.setattr(steps, "record_step", refuse)
+    with pytest.raises(errors.StoreUnavailable, match="ConnectionDoesNotExistError"):
+        await worker.run_attempt(pool, run_id, 1, registry)
+    # No outcome: the operator sees an attempt that ended without one and resumes the run.
+    assert await attempts.read_outcome(pool, run_id, 1) is None
+
+
+async def test_a_task_error_that_looks_like_a_lost_connection_is_still_the_tasks(
+        pool: Any, new_run: Any) -> None:
+    registry = tasks.Registry()
+
+    @tasks.task(id="own-database", registry=registry)
+    async def own_database(ctx: context.TaskContext, payload: dict[str, Any]) -> None:
+        raise ConnectionResetError("the task's own service hung up")
+
+    run_id = await new_run("own-database")
+    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    assert outcome.kind == "failed" and outcome.error is not None
+    assert outcome.error["type"] == "ConnectionResetError"
