@@ -146,8 +146,8 @@ class _Deciding:
         task = seen.task
         if run.status.phase is None:
             todo.append(actions.RegisterRun(run_id=self.uid, namespace=self.namespace,
-                                       name=run.metadata.name, task_id=task.spec.entrypoint,
-                                       payload=seen.payload, queue=seen.queue))
+                                            name=run.metadata.name, task_id=task.spec.entrypoint,
+                                            payload=seen.payload, queue=seen.queue))
 
         pod = seen.pod
         if run.spec.cancel:
@@ -180,9 +180,9 @@ class _Deciding:
                 todo.append(actions.EnsureSecret(self.namespace))
             resumed = status.phase == Phase.SUSPENDED
             todo.append(actions.StartAttempt(run_id=self.uid, namespace=self.namespace,
-                                        name=run.metadata.name, queue=seen.queue,
-                                        attempt=attempt, pod=manifest,
-                                        due_since=None if resumed else due or seen.created_at))
+                                             name=run.metadata.name, queue=seen.queue,
+                                             attempt=attempt, pod=manifest,
+                                             due_since=None if resumed else due or seen.created_at))
             status = status.model_copy(update={"attempt": attempt, "pod_name": pod_name,
                                                "next_attempt_at": None, "queue_position": None,
                                                "waiting_for": None})
@@ -204,8 +204,8 @@ class _Deciding:
             return Decision(_queued(status, seen.queue, seen.place.in_line, self.generation, self.now),
                             tuple(todo), requeue)
         todo.append(actions.Enqueue(run_id=self.uid, queue=seen.queue, namespace=self.namespace,
-                               name=run.metadata.name, concurrency_key=run.spec.concurrency_key,
-                               priority=run.spec.priority, created_at=seen.created_at or self.now))
+                                    name=run.metadata.name, concurrency_key=run.spec.concurrency_key,
+                                    priority=run.spec.priority, created_at=seen.created_at or self.now))
         return Decision(status, tuple(todo), requeue)
 
     def observe_attempt(self, status: resources.TaskRunStatus, task: resources.Task,
