@@ -99,28 +99,28 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
         if run.spec.payload_ref is not None:
             payload = await payloads.get_payload(db, run.spec.payload_ref)
             if payload is None:
-                return _replace(seen, payload_missing=True)
-        seen = _replace(seen, payload=payload)
+                return dataclasses.replace(seen, payload_missing=True)
+        seen = dataclasses.replace(seen, payload=payload)
 
     # Only a running attempt has a pod worth reading (a cancel may have to stop it).
     pod = None
     if status.pod_name and (status.phase == resources.Phase.RUNNING or run.spec.cancel):
         pod = await api.get_pod(namespace, status.pod_name)
-    seen = _replace(seen, pod=pod)
+    seen = dataclasses.replace(seen, pod=pod)
     if run.spec.cancel:
         return seen
     if status.phase == resources.Phase.SUSPENDED:
-        seen = _replace(seen, wait_over=await _wait_is_over(db, run.metadata.uid, status))
+        seen = dataclasses.replace(seen, wait_over=await _wait_is_over(db, run.metadata.uid, status))
         if not seen.wait_over:
             return seen
     if status.attempt == 0 or status.phase in WAITING_PHASES:
-        return _replace(seen, place=await queues.place(db, run.metadata.uid))
+        return dataclasses.replace(seen, place=await queues.place(db, run.metadata.uid))
     # An attempt is under way or has ended.
     progress = await steps.summarize_steps(db, run.metadata.uid)
-    seen = _replace(seen, progress=progress)
+    seen = dataclasses.replace(seen, progress=progress)
     if pod is None or pod_finished(pod):
         outcome = await attempts.read_outcome(db, run.metadata.uid, status.attempt)
-        seen = _replace(seen, outcome=outcome)
+        seen = dataclasses.replace(seen, outcome=outcome)
     return seen
 
 
@@ -139,7 +139,3 @@ async def _wait_is_over(db: pools.Database, run_id: str, status: resources.TaskR
         return True  # nothing recorded to wait for: resume rather than hang
     waitpoint = await waitpoints.load_waitpoint(db, run_id, step)
     return waitpoint is None or waitpoint.completed_at is not None
-
-
-def _replace(seen: Observation, **changes: Any) -> Observation:
-    return dataclasses.replace(seen, **changes)
