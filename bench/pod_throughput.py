@@ -314,7 +314,7 @@ def start_operator(bed: cluster.Cluster, state: Path, database_url: str, qps: in
     beds.kubectl(bed, "create", "clusterrolebinding", OPERATOR_USER, "--clusterrole=cluster-admin",
             f"--user={OPERATOR_USER}")
     env = {**bed.env(), "KUBECONFIG": str(config), "DURAKUBE_DATABASE_URL": database_url,
-           "DURAKUBE_LIVENESS_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
+           "DURAKUBE_HEALTH_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
            "DURAKUBE_METRICS_PORT": "0", "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": str(limit),
            "DURAKUBE_API_QPS": str(qps), "DURAKUBE_API_BURST": str(burst)}
     log = open(state / "operator.log", "wb")

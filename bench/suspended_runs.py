@@ -62,7 +62,7 @@ def main() -> int:
         operator = None
         try:
             env = {**bed.env(), "DURAKUBE_DATABASE_URL": database.create_database("durakube"),
-                   "DURAKUBE_LIVENESS_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
+                   "DURAKUBE_HEALTH_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
                    "DURAKUBE_METRICS_PORT": "0", "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": "1000"}
             log = open(state / "operator.log", "wb")
             operator = subprocess.Popen([str(BIN / "durakube-operator")], env=env, stdout=log,

@@ -62,7 +62,7 @@ def main() -> int:
             log = open(state / "operator.log", "wb")
             operator = subprocess.Popen(
                 [str(BIN / "durakube-operator")], stdout=log, stderr=subprocess.STDOUT,
-                env={**bed.env(), "DURAKUBE_DATABASE_URL": dsn, "DURAKUBE_LIVENESS_PORT": "0",
+                env={**bed.env(), "DURAKUBE_DATABASE_URL": dsn, "DURAKUBE_HEALTH_PORT": "0",
                      "DURAKUBE_WEBHOOK_PORT": "0", "DURAKUBE_METRICS_PORT": "0"},
                 start_new_session=True)
 

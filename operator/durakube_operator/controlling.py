@@ -1,8 +1,9 @@
 """The controller: one work queue of runs, a few workers reconciling them.
 
-Started in kopf's start-up handler and stopped in its clean-up handler; kopf's
-watch handlers call its methods, which add keys to the queue or hand events and
-queue definitions to Postgres. A pass that raises is logged and retried after a
+Started in kopf's start-up handler and stopped in its clean-up handler, so it runs
+only on the replica that leads (`operating`); kopf's watch handlers call its
+methods, which add keys to the queue or hand events and queue definitions to
+Postgres. A pass that raises is logged and retried after a
 per-run back-off kept by the work queue (1 s doubling to 60 s); nothing escapes
 unclassified, and `asyncio.CancelledError` always propagates.
 """
@@ -13,11 +14,8 @@ import asyncio
 import contextlib
 import logging
 
-import prometheus_client
-from aiohttp import web
-
 from durakube import errors, resources
-from durakube.store import pools, queues, schema
+from durakube.store import pools, queues
 from durakube_operator import (
     acting,
     admitting,
@@ -28,7 +26,6 @@ from durakube_operator import (
     kubeapi,
     reconciling,
     waking,
-    webhooks,
     workqueue,
 )
 from durakube_operator import settings as settings_module
@@ -57,7 +54,6 @@ class Controller:
                              wake_waiting_runs=self.waking.poke)
         self.reconciler = reconciling.Reconciler(api=api, reads=self.reads, db=db, settings=settings,
                                                  actor=actor)
-        self._webhooks: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._queue_status: dict[str, tuple[int, int, int]] = {}
 
@@ -148,36 +144,26 @@ class Controller:
         self.admission.poke()
 
     @classmethod
-    async def start(cls, settings: settings_module.Settings) -> Controller:
-        db = await pools.connect(settings.database_url, min_size=1,
-                                 max_size=max(4, settings.workers + 2))
-        await schema.migrate(db)
+    async def start(cls, settings: settings_module.Settings, db: pools.Database) -> Controller:
+        """Starts the loops and workers over `db` (the replica's pool, which it keeps)."""
         api = kubeapi.KubeApi(await kubeapi.load_client(), settings.api_qps, settings.api_burst)
         controller = cls(api, db, settings)
-        if settings.metrics_port:
-            prometheus_client.start_http_server(settings.metrics_port)
         await controller.release_orphans()
         controller._tasks.append(asyncio.create_task(controller.queue.run_delays()))
         controller._tasks.append(asyncio.create_task(controller.admission.run()))
         controller._tasks.append(asyncio.create_task(controller._publish_queue_counts()))
         controller._tasks.append(asyncio.create_task(controller.waking.run()))
         controller._tasks.append(asyncio.create_task(controller.submitting.run()))
-        if settings.webhook_port:
-            controller._webhooks = await webhooks.serve(controller.deliverer, settings.webhook_port,
-                                                        settings.webhook_secret)
         for index in range(settings.workers):
             controller._tasks.append(asyncio.create_task(controller._work(), name=f"worker-{index}"))
         return controller
 
     async def stop(self) -> None:
-        if self._webhooks is not None:
-            await self._webhooks.cleanup()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.db.close()
         await self.api.close()
 
     async def _work(self) -> None:

@@ -21,14 +21,25 @@ from typing import Any
 import kopf
 
 from durakube import resources
+from durakube.store import pools
 from durakube_operator import controlling, pods
 from durakube_operator import settings as settings_module
 
 
 class Memo(kopf.Memo):
-    """What kopf keeps for the operator's handlers: the controller, once started."""
+    """What kopf keeps for the operator's handlers: the replica's settings and Postgres
+    pool (given by `operating`), and the controller once started."""
 
+    settings: settings_module.Settings
+    db: pools.Database
     controller: controlling.Controller
+
+    def wake_waiting_runs(self) -> None:
+        """Hurries the waking loop when this replica leads; a standby's webhook deliveries
+        are found by the leader's next round (at most a second later)."""
+        controller = self.get("controller")
+        if controller is not None:
+            controller.waking.poke()
 
 
 @kopf.on.startup()
@@ -38,7 +49,7 @@ async def start_controller(settings: kopf.OperatorSettings, memo: Memo, **_: Any
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.posting.level = logging.WARNING
-    memo.controller = await controlling.Controller.start(settings_module.from_environment())
+    memo.controller = await controlling.Controller.start(memo.settings, memo.db)
 
 
 @kopf.on.cleanup()
@@ -90,12 +101,6 @@ async def taskevent_changed(type: str, name: str, namespace: str | None, uid: st
         return  # delivered (or refused) once already: a TaskEvent is a one-shot message
     spec = resources.TaskEventSpec.model_validate(body.get("spec") or {})
     await memo.controller.task_event_created(namespace, name, uid, spec)
-
-
-@kopf.on.probe(id="queued")
-async def queued_runs(memo: Memo, **_: Any) -> int:
-    controller = memo.get("controller")
-    return len(controller.queue) if controller is not None else 0
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -99,6 +99,10 @@ def _core(namespace: str, plural: str, *rest: str) -> str:
     return _path("api", "v1", "namespaces", namespace, plural, *rest)
 
 
+def _leases(namespace: str, *name: str) -> str:
+    return _path("apis", "coordination.k8s.io", "v1", "namespaces", namespace, "leases", *name)
+
+
 class KubeApi:
     def __init__(self, client: kubeclient.ApiClient, qps: float, burst: int | None = None) -> None:
         self.client = client
@@ -183,19 +187,33 @@ class KubeApi:
                 raise
 
     async def ensure_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
-        """Creates the Secret when missing; leaves an existing one as its owner made it."""
-        if await self._get(_core(namespace, "secrets", name)) is not None:
-            return
+        """Creates the Secret when missing; leaves an existing one as its owner made it.
+
+        Create-only on purpose: AlreadyExists answers "is it there", so the operator needs
+        no right to read Secrets anywhere."""
         secret = {
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "durakube"}},
             "stringData": data, "type": "Opaque",
         }
+        await self._create(_core(namespace, "secrets"), secret)
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(_leases(namespace, name))
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Creates a Lease; None when one of that name exists already."""
+        return await self._create(_leases(namespace), body)
+
+    async def replace_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Writes a Lease whole, guarded by its resourceVersion; None when somebody else
+        wrote it since it was read (409 Conflict)."""
         try:
-            await self._request("POST", _core(namespace, "secrets"), secret)
+            return await self._request("PUT", _leases(namespace, body["metadata"]["name"]), body)
         except ApiException as error:
-            if error.status != Conflict:
-                raise
+            if error.status == Conflict:
+                return None
+            raise
 
     async def create_event(self, involved: dict[str, Any], kind: str, reason: str,
                            message: str, event_type: str = "Normal") -> None:

@@ -1,19 +1,20 @@
 """`durakube-operator`: the operator's entry point (the operator image's command).
 
-Reads the settings (failing fast on bad ones), then runs kopf with the handlers
-of `durakube_operator.handlers`, cluster-wide or in the namespaces listed in
-DURAKUBE_NAMESPACES, with a liveness endpoint for the pod's probe.
+Reads the settings (failing fast, with one message naming every bad variable),
+then runs one replica (`operating`): the HTTP endpoints, the leader election, and
+kopf with the handlers of `durakube_operator.handlers` while this replica leads,
+cluster-wide or in the namespaces listed in DURAKUBE_NAMESPACES.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
-import kopf
-
 from durakube_operator import (
-    handlers,  # registers the kopf handlers on import
+    handlers,  # noqa: F401 (registers the kopf handlers on import)
+    operating,
     settings,
 )
 
@@ -27,14 +28,7 @@ def main() -> int:
         return 2
     # kopf logs every handler call at INFO; one line per pod event is noise at our scale.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    kopf.run(
-        standalone=True,  # correctness rests on Postgres and deterministic pod names, not peering
-        clusterwide=not config.namespaces,
-        namespaces=list(config.namespaces),
-        liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz",
-        memo=handlers.Memo(),
-    )
-    return 0
+    return asyncio.run(operating.operate(config))
 
 
 if __name__ == "__main__":

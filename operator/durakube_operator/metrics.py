@@ -30,6 +30,8 @@ QUEUE_WAITING = Gauge("durakube_queue_waiting", "Runs waiting for a slot.", _QUE
 QUEUE_SUSPENDED = Gauge("durakube_queue_suspended", "Runs of the queue suspended in a long wait.",
                         _QUEUE)
 QUEUE_LIMIT = Gauge("durakube_queue_concurrency_limit", "The queue's limit (0 when paused).", _QUEUE)
+LEADER = Gauge("durakube_operator_leader",
+               "1 on the replica that holds the leader Lease (and reconciles), 0 on a standby.")
 POD_START_LATENCY = Histogram(
     "durakube_attempt_pod_created_seconds",
     "From the moment an attempt was due (TaskRun created, delay or back-off over) to its pod "

@@ -1,7 +1,7 @@
 """The operator's configuration, read once from the environment at start.
 
-`from_environment()` is called by `main` (to fail fast) and by kopf's start-up
-handler; the reconciler reads the result as `ctx.settings`. Each field is read
+`from_environment()` is called once, by `main` (to fail fast); the replica hands
+the result to the controller through kopf's memo. Each field is read
 from DURAKUBE_ + its name in capitals unless an alias says otherwise; the secrets
 (`database_url`, `webhook_secret`) may instead come from the file named by
 DURAKUBE_DATABASE_URL_FILE or DURAKUBE_WEBHOOK_SECRET_FILE. The parsing, the
@@ -15,9 +15,15 @@ touches nothing but the environment and those files.
 
 from __future__ import annotations
 
+import secrets
+import socket
+from pathlib import Path
+
 import pydantic
 
 from durakube import environment
+
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 SettingsError = environment.SettingsError
 
@@ -43,15 +49,45 @@ class Settings(environment.Settings):
     # --kube-api-burst are the same two knobs.
     api_qps: float = pydantic.Field(default=50.0, gt=0)
     api_burst: int | None = pydantic.Field(default=None, ge=1)
+    # Every replica serves /metrics on the first, /healthz and /readyz on the second (0: off).
     metrics_port: int = pydantic.Field(default=8080, ge=0, le=65535)
-    liveness_port: int = pydantic.Field(default=8081, ge=0, le=65535)
+    health_port: int = pydantic.Field(default=8081, ge=0, le=65535)
     # Webhooks for tokens and events (0: off), and the bearer secret events need.
     webhook_port: int = pydantic.Field(default=8082, ge=0, le=65535)
     webhook_secret: str | None = pydantic.Field(default=None, repr=False)
     # Longest a run waits before its state is looked at again without any event.
     resync_seconds: float = pydantic.Field(default=30.0, gt=0)
+    # Leader election on a Lease: only its holder reconciles. Off only when one replica
+    # runs and nothing else ever could (a test, a laptop).
+    leader_election: bool = True
+    lease_name: str = "durakube-operator"
+    # Where the Lease lives: the chart gives the pod's namespace; otherwise the service
+    # account's namespace in a pod, else "default".
+    lease_namespace: str = pydantic.Field(default_factory=lambda: _own_namespace())
+    # Who this replica is on the Lease: the chart gives the pod's name; otherwise the host
+    # name and a random suffix, so two processes on one machine never share an identity.
+    pod_name: str = pydantic.Field(
+        default_factory=lambda: f"{socket.gethostname()}_{secrets.token_hex(4)}")
+    lease_duration_seconds: float = pydantic.Field(default=15.0, gt=0)
+    renew_deadline_seconds: float = pydantic.Field(default=10.0, gt=0)
+    retry_period_seconds: float = pydantic.Field(default=2.0, gt=0)
+
+
+def _own_namespace() -> str:
+    try:
+        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def from_environment() -> Settings:
     """The settings from os.environ; SettingsError names every variable at fault."""
-    return Settings.from_environ()
+    settings = Settings.from_environ()
+    if not (settings.retry_period_seconds < settings.renew_deadline_seconds
+            < settings.lease_duration_seconds):
+        raise SettingsError(
+            "DURAKUBE_RETRY_PERIOD_SECONDS < DURAKUBE_RENEW_DEADLINE_SECONDS < "
+            "DURAKUBE_LEASE_DURATION_SECONDS must hold, so a leader stops before a standby may "
+            f"take over; got {settings.retry_period_seconds}, {settings.renew_deadline_seconds}, "
+            f"{settings.lease_duration_seconds}")
+    return settings

@@ -7,7 +7,7 @@ A token is its own credential (192 random bits), so completing one needs nothing
 else; an unknown token is 404 and an already completed one 409, with a message
 that says which. Sending events to keys needs the bearer secret in
 DURAKUBE_WEBHOOK_SECRET when one is set. Served with aiohttp (kopf's own HTTP
-library), started and stopped by the controller.
+library) by every replica (`serving`).
 """
 
 from __future__ import annotations
@@ -69,9 +69,3 @@ def build_app(deliverer: delivering.Deliverer, secret: str | None) -> web.Applic
     app.router.add_post("/v1/events/{key}", send_event)
     return app
 
-
-async def serve(deliverer: delivering.Deliverer, port: int, secret: str | None) -> web.AppRunner:
-    runner = web.AppRunner(build_app(deliverer, secret), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()
-    return runner

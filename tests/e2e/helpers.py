@@ -52,9 +52,12 @@ class OperatorProcess:
         self.metrics_port = _free_port()
         self.env = {**cluster.env(), "DURAKUBE_DATABASE_URL": database_url,
                     "DURAKUBE_METRICS_PORT": str(self.metrics_port),
-                    "DURAKUBE_LIVENESS_PORT": str(_free_port()),
+                    "DURAKUBE_HEALTH_PORT": str(_free_port()),
                     "DURAKUBE_WEBHOOK_PORT": str(self.webhook_port),
-                    "DURAKUBE_RESYNC_SECONDS": "5"}
+                    "DURAKUBE_RESYNC_SECONDS": "5",
+                    # One identity across restarts, as a pod's name: a restarted operator
+                    # takes its own Lease back at once.
+                    "DURAKUBE_POD_NAME": f"operator-{os.getpid()}"}
         self.database_url = database_url
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None

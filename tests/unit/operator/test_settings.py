@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,33 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults() -> None:
     config = settings.Settings.from_environ(REQUIRED)
-    assert config.model_dump() == {
+    dumped = config.model_dump()
+    identity = dumped.pop("pod_name")
+    assert dumped == {
         "database_url": DSN, "namespaces": (), "database_secret_name": "durakube-database",
         "database_secret_key": "url", "manage_database_secret": True, "worker_uid": 65532,
         "default_queue": "default", "default_concurrency_limit": 100, "workers": 8,
-        "api_qps": 50.0, "api_burst": None, "metrics_port": 8080, "liveness_port": 8081,
+        "api_qps": 50.0, "api_burst": None, "metrics_port": 8080, "health_port": 8081,
         "webhook_port": 8082, "webhook_secret": None, "resync_seconds": 30.0,
+        "leader_election": True, "lease_name": "durakube-operator", "lease_namespace": "default",
+        "lease_duration_seconds": 15.0, "renew_deadline_seconds": 10.0,
+        "retry_period_seconds": 2.0,
     }
+    # Two processes on one machine must never stand for the Lease as the same replica.
+    assert identity.startswith(socket.gethostname() + "_")
+    assert identity != settings.Settings.from_environ(REQUIRED).pod_name
+
+
+@pytest.mark.parametrize(("retry", "renew", "duration"), [("2", "10", "10"), ("5", "4", "15")],
+                         ids=["renew-deadline-not-under-lease", "retry-not-under-renew"])
+def test_lease_timings_that_could_make_two_leaders_are_refused(
+        retry: str, renew: str, duration: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {**REQUIRED, "DURAKUBE_RETRY_PERIOD_SECONDS": retry,
+                        "DURAKUBE_RENEW_DEADLINE_SECONDS": renew,
+                        "DURAKUBE_LEASE_DURATION_SECONDS": duration}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(settings.SettingsError, match="DURAKUBE_RETRY_PERIOD_SECONDS < "):
+        settings.from_environment()
 
 
 VARIABLES = [
@@ -46,7 +67,12 @@ VARIABLES = [
     ("DURAKUBE_API_QPS", "20", "api_qps", 20.0),
     ("DURAKUBE_API_BURST", "30", "api_burst", 30),
     ("DURAKUBE_METRICS_PORT", "0", "metrics_port", 0),
-    ("DURAKUBE_LIVENESS_PORT", "9091", "liveness_port", 9091),
+    ("DURAKUBE_HEALTH_PORT", "9091", "health_port", 9091),
+    ("DURAKUBE_LEADER_ELECTION", "false", "leader_election", False),
+    ("DURAKUBE_LEASE_NAME", "ops", "lease_name", "ops"),
+    ("DURAKUBE_LEASE_NAMESPACE", "durakube-system", "lease_namespace", "durakube-system"),
+    ("DURAKUBE_POD_NAME", "durakube-7d9-x2", "pod_name", "durakube-7d9-x2"),
+    ("DURAKUBE_LEASE_DURATION_SECONDS", "30", "lease_duration_seconds", 30.0),
     ("DURAKUBE_WEBHOOK_PORT", "0", "webhook_port", 0),
     ("DURAKUBE_WEBHOOK_SECRET", "s3cret", "webhook_secret", "s3cret"),
     ("DURAKUBE_RESYNC_SECONDS", "5", "resync_seconds", 5.0),
