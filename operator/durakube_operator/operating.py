@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 from collections.abc import Coroutine
 from typing import Any
@@ -51,8 +52,9 @@ async def operate(settings: settings_module.Settings) -> int:
     db = await pools.connect(settings.database_url, min_size=1,
                              max_size=max(4, settings.workers + 2))
     lease_api = kubeapi.KubeApi(await kubeapi.load_client(), _LEASE_QPS)
+    identity = f"{settings.pod_name}_{secrets.token_hex(4)}"
     elector = leading.LeaderElector(
-        lease_api, settings.lease_namespace, settings.lease_name, settings.pod_name,
+        lease_api, settings.lease_namespace, settings.lease_name, identity,
         leading.Timings(settings.lease_duration_seconds, settings.renew_deadline_seconds,
                         settings.retry_period_seconds),
     ) if settings.leader_election else None
@@ -65,7 +67,7 @@ async def operate(settings: settings_module.Settings) -> int:
         await schema.migrate(db)
         if elector is not None:
             logger.info("standing for lease %s/%s as %s", settings.lease_namespace,
-                        settings.lease_name, settings.pod_name)
+                        settings.lease_name, identity)
             if not await _first(elector.acquire(), stopping):
                 return 0
         metrics.LEADER.set(1)

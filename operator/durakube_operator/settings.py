@@ -15,7 +15,6 @@ touches nothing but the environment and those files.
 
 from __future__ import annotations
 
-import secrets
 import socket
 from pathlib import Path
 
@@ -64,10 +63,10 @@ class Settings(environment.Settings):
     # Where the Lease lives: the chart gives the pod's namespace; otherwise the service
     # account's namespace in a pod, else "default".
     lease_namespace: str = pydantic.Field(default_factory=lambda: _own_namespace())
-    # Who this replica is on the Lease: the chart gives the pod's name; otherwise the host
-    # name and a random suffix, so two processes on one machine never share an identity.
-    pod_name: str = pydantic.Field(
-        default_factory=lambda: f"{socket.gethostname()}_{secrets.token_hex(4)}")
+    # The replica's name (the chart gives the pod's; otherwise the host's). Its identity on
+    # the Lease adds a random suffix per process, as controller-runtime's does: a restarted
+    # process never inherits leadership, it waits for the lease like any standby.
+    pod_name: str = pydantic.Field(default_factory=socket.gethostname, min_length=1)
     lease_duration_seconds: float = pydantic.Field(default=15.0, gt=0)
     renew_deadline_seconds: float = pydantic.Field(default=10.0, gt=0)
     retry_period_seconds: float = pydantic.Field(default=2.0, gt=0)
