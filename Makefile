@@ -28,9 +28,9 @@ controlplane: $(STAMP)
 helm: $(STAMP)
 	$(BIN)/python -m devcluster.build helm
 
-# Regenerates crds/ and the chart's copy from sdk/durakube/resources.py.
+# Regenerates crds/ and the chart's CRD templates from sdk/durakube/resources.py.
 crds: setup
-	$(BIN)/python -m durakube.crds crds charts/durakube/crds
+	$(BIN)/python -m durakube.crds crds --chart charts/durakube
 
 test: setup controlplane helm
 	$(BIN)/pytest -q
