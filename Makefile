@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Control-plane and helm builds are cached outside the tree, once per machine.
 export DURAKUBE_CACHE ?= $(HOME)/.cache/durakube
 
-.PHONY: setup controlplane crds test test-unit test-e2e lint demo cluster-up cluster-down bench bench-suspended bench-pods clean
+.PHONY: setup controlplane helm crds test test-unit test-e2e lint demo cluster-up cluster-down bench bench-suspended bench-pods clean
 
 setup: $(STAMP)
 
@@ -23,24 +23,29 @@ $(STAMP): pyproject.toml
 controlplane: $(STAMP)
 	$(BIN)/python -m devcluster.build controlplane
 
-# Regenerates crds/ and the chart's copy from sdk/durakube/resources.py.
-crds: setup
-	$(BIN)/python -m durakube.crds crds charts/durakube/crds
+# Compiles the helm CLI from its Go module (devcluster/helm/go.mod pins the version), for
+# the chart's tests and the demo.
+helm: $(STAMP)
+	$(BIN)/python -m devcluster.build helm
 
-test: setup controlplane
+# Regenerates crds/ and the chart's CRD templates from sdk/durakube/resources.py.
+crds: setup
+	$(BIN)/python -m durakube.crds crds --chart charts/durakube
+
+test: setup controlplane helm
 	$(BIN)/pytest -q
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit
 
-test-e2e: setup controlplane
+test-e2e: setup controlplane helm
 	$(BIN)/pytest -q tests/e2e
 
 lint: setup
 	$(BIN)/ruff check sdk operator devcluster tests bench examples
 	$(BIN)/mypy sdk/durakube operator/durakube_operator
 
-demo: setup controlplane
+demo: setup controlplane helm
 	$(BIN)/python -m devcluster.demo
 
 cluster-up: setup controlplane

@@ -2,10 +2,13 @@
 
 Both come from the Go module proxy: `devcluster/controlplane/` is a small Go
 module that requires k8s.io/kubernetes (and etcd's server) at pinned versions;
-`devcluster/helm/` pins helm's. Outputs land in a cache folder outside the work
-tree (`$DURAKUBE_CACHE`, by default `~/.cache/durakube`), under a key derived from
-the module files, so a fresh clone on the same machine reuses them and a version
-bump rebuilds. Go's own build cache makes even a rebuild cheap.
+`devcluster/helm/` holds no code of its own: its go.mod declares helm's command
+(`helm.sh/helm/v3/cmd/helm`) as a `tool`, which pins helm and all its
+dependencies in go.mod and go.sum, and the build compiles that package. Outputs
+land in a cache folder outside the work tree (`$DURAKUBE_CACHE`, by default
+`~/.cache/durakube`), under a key derived from the module files, so a fresh clone
+on the same machine reuses them and a version bump rebuilds. Go's own build cache
+makes even a rebuild cheap.
 
 Run as `python -m devcluster.build` (the Makefile does); `binary()` is what the
 test bed calls to find the result.
@@ -36,6 +39,15 @@ def _required_version(module: Path, path: str) -> str | None:
     return None
 
 
+def _tool(module: Path, program: str) -> str | None:
+    """The package of the go.mod `tool` directive whose command is `program`."""
+    for line in (module / "go.mod").read_text().splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "tool" and words[1].rsplit("/", 1)[-1] == program:
+            return words[1]
+    return None
+
+
 def _ldflags(module: Path) -> str:
     flags = "-s -w"
     version = _required_version(module, "k8s.io/kubernetes")
@@ -45,6 +57,17 @@ def _ldflags(module: Path) -> str:
         base = "k8s.io/component-base/version"
         flags += (f" -X {base}.gitVersion={version} -X {base}.gitMajor={major}"
                   f" -X {base}.gitMinor={minor} -X {base}.gitTreeState=clean")
+    helm = _required_version(module, "helm.sh/helm/v3")
+    client_go = _required_version(module, "k8s.io/client-go")
+    if helm and client_go:
+        # As helm's own Makefile does: `helm version` reports the release, and the
+        # Kubernetes version that `helm template` and `helm lint` assume without a
+        # cluster follows client-go (v0.N is Kubernetes 1.N), not the 1.20 compiled in.
+        minor = client_go.lstrip("v").split(".")[1]
+        flags += f" -X helm.sh/helm/v3/internal/version.version={helm}"
+        flags += " -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+        for package in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+            flags += f" -X {package}.k8sVersionMajor=1 -X {package}.k8sVersionMinor={minor}"
     return flags
 
 
@@ -65,7 +88,7 @@ def binary(module_name: str = "controlplane", program: str = "controlplane") -> 
     """Path of a built program; raises with the command to run when it is missing."""
     path = _output(module_name, program)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is not built yet: run `make controlplane` (or `make setup`)")
+        raise FileNotFoundError(f"{path} is not built yet: run `make {module_name}`")
     return path
 
 
@@ -78,8 +101,10 @@ def build(module_name: str, program: str) -> Path:
     started = time.monotonic()
     print(f"building {program} from {HERE / module_name} (first time on this machine)...", flush=True)
     partial = path.with_suffix(".partial")
+    # A module that only declares a tool builds that tool; one with a main package, itself.
+    package = _tool(HERE / module_name, program) or "."
     subprocess.run(
-        ["go", "build", "-trimpath", "-ldflags", _ldflags(HERE / module_name), "-o", str(partial), "."],
+        ["go", "build", "-trimpath", "-ldflags", _ldflags(HERE / module_name), "-o", str(partial), package],
         cwd=HERE / module_name,
         check=True,
     )

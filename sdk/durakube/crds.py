@@ -3,7 +3,10 @@
 Pydantic's JSON schema is turned into a Kubernetes *structural* schema: references
 inlined, optional fields unwrapped from `anyOf [X, null]`, free-form objects marked
 `x-kubernetes-preserve-unknown-fields`, titles dropped. `python -m durakube.crds
-DIR...` writes the files; a test fails when the committed files are stale.
+DIR... [--chart CHART]` writes the files, and the Helm chart's CRD templates
+(`CHART/templates/crds/<plural>.yaml`: the same definitions behind `crds.install`,
+with the chart's labels and, under `crds.keep`, helm's keep policy); a test fails
+when the committed files are stale.
 """
 
 from __future__ import annotations
@@ -165,18 +168,62 @@ def definitions() -> dict[str, dict[str, Any]]:
     }
 
 
+_HEADER = "# Generated from sdk/durakube/resources.py by `make crds`; do not edit.\n"
+
+# The chart's CRD template around the generated spec. The CRDs are templates rather than
+# files in the chart's crds/ folder, which helm installs once and never upgrades; the keep
+# policy spares them (and so every run) when the release is uninstalled.
+_CHART_METADATA = """\
+{{{{- if .Values.crds.install }}}}
+{header}apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {name}
+  labels:
+    {{{{- include "durakube.labels" . | nindent 4 }}}}
+    app.kubernetes.io/component: crds
+  {{{{- if .Values.crds.keep }}}}
+  annotations:
+    helm.sh/resource-policy: keep
+  {{{{- end }}}}
+"""
+
+
 def render() -> dict[str, str]:
     """File name -> YAML text."""
-    header = "# Generated from sdk/durakube/resources.py by `make crds`; do not edit.\n"
-    return {name: header + yaml.safe_dump(crd, sort_keys=False, width=100)
+    return {name: _HEADER + yaml.safe_dump(crd, sort_keys=False, width=100)
             for name, crd in definitions().items()}
 
 
+def render_chart_templates() -> dict[str, str]:
+    """File name (`<plural>.yaml`) -> the chart's template of that CRD."""
+    templates = {}
+    for crd in definitions().values():
+        head = _CHART_METADATA.format(header=_HEADER, name=crd["metadata"]["name"])
+        spec = yaml.safe_dump({"spec": crd["spec"]}, sort_keys=False, width=100)
+        if "{{" in spec or "}}" in spec:
+            # A description quoting a template would be read by helm as one.
+            raise ValueError(f"{crd['metadata']['name']} holds template delimiters")
+        templates[f"{crd['spec']['names']['plural']}.yaml"] = head + spec + "{{- end }}\n"
+    return templates
+
+
 def main(argv: list[str] | None = None) -> int:
-    folders = [Path(p) for p in (argv if argv is not None else sys.argv[1:])] or [Path("crds")]
+    args = list(argv if argv is not None else sys.argv[1:])
+    chart = None
+    if "--chart" in args:
+        at = args.index("--chart")
+        chart = Path(args[at + 1])
+        del args[at:at + 2]
+    folders = [Path(p) for p in args] or ([] if chart else [Path("crds")])
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in render().items():
+            (folder / name).write_text(text)
+    if chart is not None:
+        folder = chart / "templates" / "crds"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in render_chart_templates().items():
             (folder / name).write_text(text)
     return 0
 

@@ -1,10 +1,10 @@
-"""The CRDs in crds/ (and the chart's copy) are exactly what the pydantic models generate."""
+"""The CRDs in crds/ (and the chart's CRD templates) are exactly what the pydantic models
+generate."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
 from durakube import crds, resources
@@ -12,12 +12,36 @@ from durakube import crds, resources
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.mark.parametrize("folder", ["crds", "charts/durakube/crds"])
-def test_committed_crds_match_the_models(folder: str) -> None:
+CHART_CRDS = ROOT / "charts" / "durakube" / "templates" / "crds"
+
+
+def test_committed_crds_match_the_models() -> None:
     for name, text in crds.render().items():
-        path = ROOT / folder / name
+        path = ROOT / "crds" / name
         assert path.exists(), f"{path} is missing: run `make crds`"
         assert path.read_text() == text, f"{path} is stale: run `make crds`"
+
+
+def test_chart_crd_templates_match_the_models() -> None:
+    templates = crds.render_chart_templates()
+    assert {path.name for path in CHART_CRDS.iterdir()} == set(templates), (
+        f"{CHART_CRDS} holds other files than the generated templates: run `make crds`")
+    for name, text in templates.items():
+        assert (CHART_CRDS / name).read_text() == text, f"{CHART_CRDS / name} is stale: run `make crds`"
+
+
+def test_chart_crd_templates_hold_the_same_spec() -> None:
+    # Outside its template lines, each chart template is the CRD of crds/ (which
+    # tests/unit/chart renders through helm too).
+    for crd in crds.definitions().values():
+        text = crds.render_chart_templates()[f"{crd['spec']['names']['plural']}.yaml"]
+        spec = text[text.index("\nspec:\n") + 1:text.rindex("{{- end }}")]
+        assert yaml.safe_load(spec) == {"spec": crd["spec"]}
+
+
+def test_the_chart_has_no_crds_folder() -> None:
+    # helm installs a chart's crds/ once and never upgrades it: the templates replace it.
+    assert not (ROOT / "charts" / "durakube" / "crds").exists()
 
 
 def _schema(plural: str) -> dict:

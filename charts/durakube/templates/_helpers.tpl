@@ -1,0 +1,118 @@
+{{/*
+Names and labels shared by every template. Kubernetes names and label values are
+limited to 63 characters, so every name is truncated there (and a trailing "-" that
+the cut may leave is trimmed).
+*/}}
+
+{{/* The chart's name, or nameOverride. */}}
+{{- define "durakube.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's full name: fullnameOverride, else the release name when it already
+contains the chart's name (a release called "durakube" is not "durakube-durakube"),
+else "<release>-<chart>".
+*/}}
+{{- define "durakube.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A name derived from the full name: "<fullname>-<suffix>", within 63 characters. */}}
+{{- define "durakube.suffixed" -}}
+{{- $suffix := index . 1 }}
+{{- printf "%s-%s" (include "durakube.fullname" (index . 0) | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{/* "<chart>-<version>", for the helm.sh/chart label. */}}
+{{- define "durakube.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object of the release. */}}
+{{- define "durakube.labels" -}}
+helm.sh/chart: {{ include "durakube.chart" . }}
+{{ include "durakube.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: durakube
+{{- end }}
+
+{{/* Labels that select the operator's pods; they never change across upgrades. */}}
+{{- define "durakube.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "durakube.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The operator's ServiceAccount. */}}
+{{- define "durakube.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "durakube.fullname" .) .Values.serviceAccount.name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The coordination.k8s.io Lease the replicas elect their leader with. */}}
+{{- define "durakube.leaseName" -}}
+{{- default (include "durakube.fullname" .) .Values.leaderElection.leaseName | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The Secret that holds the operator's Postgres URL: the chart's own, or the user's. */}}
+{{- define "durakube.databaseSecretName" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecret }}
+{{- else }}
+{{- include "durakube.suffixed" (list . "database") }}
+{{- end }}
+{{- end }}
+
+{{- define "durakube.databaseSecretKey" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecretKey }}
+{{- else -}}
+url
+{{- end }}
+{{- end }}
+
+{{/* The image reference: the tag defaults to the chart's appVersion. */}}
+{{- define "durakube.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The operator's namespaced permissions, shared by the ClusterRole (cluster-wide mode)
+and by the Role in each watched namespace. charts/durakube/permissions.yaml explains
+each rule, and the chart's tests keep the two in step.
+*/}}
+{{- define "durakube.namespacedRules" -}}
+- apiGroups: ["durakube.io"]
+  resources: ["taskruns"]
+  verbs: ["get", "list", "watch", "create"]
+- apiGroups: ["durakube.io"]
+  resources: ["tasks", "taskqueues", "taskevents"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["durakube.io"]
+  resources: ["taskruns/status", "taskqueues/status", "taskevents/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- if .Values.database.manageWorkerSecret }}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+{{- end }}
+{{- end }}
