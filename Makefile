@@ -1,5 +1,6 @@
 # Durakube: the two commands a newcomer needs are `make demo` and `make test`.
-# Everything they need is installed from this file and pyproject.toml.
+# Everything they need is installed from this file and the three pyproject.toml files:
+# the SDK (sdk/), the operator (operator/) and the test bed with the dev tools (.).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,10 +13,13 @@ export DURAKUBE_CACHE ?= $(HOME)/.cache/durakube
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdk/pyproject.toml operator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@# Reinstalled whole: a console script that moved between the projects must not be
+	@# removed by the uninstall of its previous owner.
+	$(BIN)/pip uninstall --quiet --yes durakube durakube-operator durakube-devcluster 2>/dev/null || true
+	$(BIN)/pip install --quiet -e ./sdk -e ./operator -e '.[dev]'
 	touch $@
 
 # Compiles etcd, kube-apiserver, kube-controller-manager and kube-scheduler into one
