@@ -140,6 +140,10 @@ def test_each_wheel_installs_its_own_commands(wheels: dict[str, Wheel], project:
     assert wheels[project.distribution].scripts == project.scripts
 
 
+def test_the_sdk_wheel_is_typed(wheels: dict[str, Wheel]) -> None:
+    assert "durakube/py.typed" in wheels["durakube"].names
+
+
 def test_the_sdk_wheel_does_not_require_the_operators_dependencies(wheels: dict[str, Wheel]) -> None:
     required = {canonicalize_name(requirement.name) for requirement in wheels["durakube"].requires()}
     assert required == declared_names(SDK)
