@@ -1,5 +1,6 @@
 # Durakube: the two commands a newcomer needs are `make demo` and `make test`.
-# Everything they need is installed from this file and pyproject.toml.
+# Everything they need is installed from this file and the three pyproject.toml files:
+# the SDK (sdk/), the operator (operator/) and the test bed with the dev tools (.).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,15 +9,31 @@ STAMP  := $(VENV)/.installed
 # Control-plane and helm builds are cached outside the tree, once per machine.
 export DURAKUBE_CACHE ?= $(HOME)/.cache/durakube
 
-.PHONY: setup controlplane helm crds test test-unit test-e2e lint demo cluster-up cluster-down bench bench-suspended bench-pods clean
+.PHONY: setup lock controlplane helm crds test test-unit test-e2e lint demo cluster-up cluster-down bench bench-suspended bench-pods clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdk/pyproject.toml operator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@# Reinstalled whole: a console script that moved between the projects must not be
+	@# removed by the uninstall of its previous owner.
+	$(BIN)/pip uninstall --quiet --yes durakube durakube-operator durakube-devcluster 2>/dev/null || true
+	$(BIN)/pip install --quiet -e ./sdk -e ./operator -e '.[dev]'
 	touch $@
+
+# The images' pinned and hashed dependencies (Python 3.11, linux x86_64), resolved
+# from the pyproject files; run after changing a dependency and commit the result.
+# Existing pins are kept where they still fit; `make lock LOCK_FLAGS=--upgrade`
+# moves every pin to the newest release.
+LOCK_FLAGS ?=
+UV_COMPILE := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' $(LOCK_FLAGS)
+
+lock: setup
+	$(UV_COMPILE) sdk/pyproject.toml -o requirements/worker.lock
+	$(UV_COMPILE) operator/pyproject.toml --no-emit-package durakube -o requirements/operator.lock
+	$(UV_COMPILE) requirements/build.in -o requirements/build.lock
 
 # Compiles etcd, kube-apiserver, kube-controller-manager and kube-scheduler into one
 # binary from the Go module proxy (devcluster/controlplane/go.mod pins the versions).

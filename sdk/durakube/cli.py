@@ -3,7 +3,11 @@
     durakube trigger process-document --payload '{"documentId": "q3"}' --wait
     durakube list --phase Failed
     durakube steps process-document-x1y2z3
-    durakube manifests examples.process_document --image ghcr.io/acme/tasks:1.4 | kubectl apply -f -
+    durakube manifests my_tasks.billing --image ghcr.io/acme/tasks:1.4 | kubectl apply -f -
+
+`manifests` names each Task's module as it was imported here, from the working
+directory: run it from the folder that the task image copies to /app, its import
+root (worker-image/README.md).
 
 Every command is a thin layer over `durakube.client.Client`: parse arguments, call
 one client method, print a table (default) or `-o json|yaml`. Progress of `trigger
@@ -127,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     manifest = command("manifests", run_manifests,
                        "print Task manifests for the @task functions of a module")
-    manifest.add_argument("module", help="the module to import, e.g. examples.process_document")
+    manifest.add_argument("module", help="the module to import, e.g. my_tasks.billing, named as "
+                                         "the image imports it from /app")
     manifest.add_argument("--image", default=os.environ.get("DURAKUBE_IMAGE"),
                           help="the image holding the module (default: $DURAKUBE_IMAGE)")
     return parser
