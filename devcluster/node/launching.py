@@ -19,6 +19,7 @@ import ctypes
 import json
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,26 +55,49 @@ def join_cgroup(cgroup: str | None) -> None:
         Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
 
 
-def mount_volumes(mounts: list[dict[str, Any]]) -> None:
-    """A private mount namespace with each volume bound at its target."""
+def mount_volumes(mounts: list[dict[str, Any]], visible: list[str]) -> None:
+    """A private mount namespace with each volume bound at its target.
+
+    Every source, and every folder of `visible`, is opened before anything is mounted,
+    and bound through its descriptor: a volume mounted over a host folder (an emptyDir
+    at /tmp, when the test bed itself lives in /tmp) hides neither later sources nor
+    what the container runs from (its "image": the node's Python and the project),
+    which is bound back inside the volume."""
     libc = _libc()
     _check(libc.unshare(CLONE_NEWNS), "unshare mount namespace")
     _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    sources = {m["source"]: _open_path(m["source"]) for m in mounts}
+    kept = {path: _open_path(path) for path in visible if os.path.isdir(path)}
     # Parents before children, so a volume nested in another lands inside it.
     for mount in sorted(mounts, key=lambda m: len(Path(m["target"]).parts)):
         source, target = mount["source"], mount["target"]
-        if os.path.isdir(source):
+        if stat.S_ISDIR(os.stat(f"/proc/self/fd/{sources[source]}").st_mode):
             os.makedirs(target, exist_ok=True)
         else:
             os.makedirs(os.path.dirname(target) or "/", exist_ok=True)
             if not os.path.exists(target):
                 Path(target).touch()
-        _check(libc.mount(source.encode(), target.encode(), None, MS_BIND | MS_REC, None),
-               f"bind {source} at {target}")
+        _bind(libc, sources[source], target, f"bind {source} at {target}")
+        for path, handle in kept.items():
+            if path.startswith(target.rstrip("/") + "/"):
+                os.makedirs(path, exist_ok=True)
+                _bind(libc, handle, path, f"keep {path} visible under {target}")
         if mount.get("read_only"):
             _check(libc.mount(None, target.encode(), None,
                               MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, None),
                    f"remount {target} read-only")
+
+
+def _open_path(path: str) -> int:
+    try:
+        return os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as error:
+        raise LaunchError(f"open {path}: {error.strerror}") from error
+
+
+def _bind(libc: ctypes.CDLL, handle: int, target: str, what: str) -> None:
+    _check(libc.mount(f"/proc/self/fd/{handle}".encode(), target.encode(), None,
+                      MS_BIND | MS_REC, None), what)
 
 
 def drop_privileges(spec: dict[str, Any]) -> None:
@@ -100,7 +124,7 @@ def set_process_flags(spec: dict[str, Any]) -> None:
 def launch(spec: dict[str, Any]) -> None:
     join_cgroup(spec.get("cgroup"))
     if spec.get("mounts"):
-        mount_volumes(spec["mounts"])
+        mount_volumes(spec["mounts"], spec.get("visible") or [])
     workdir = spec.get("cwd")
     if workdir:
         os.makedirs(workdir, exist_ok=True)

@@ -25,6 +25,10 @@ from typing import IO, Any
 from devcluster.node import cgroups, launching, logs, times
 
 _LAUNCHER = Path(launching.__file__).resolve()
+# What every container runs from, in place of an image's files: the node's Python (its
+# virtual environment and base installation) and the project. A volume mounted over a
+# folder holding them (an emptyDir at /tmp) must not hide them.
+_IMAGE_FOLDERS = sorted({sys.prefix, sys.base_prefix, str(_LAUNCHER.parents[2])})
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ def _prepare_files(spec: LaunchSpec, folder: Path, restart: int,
         "groups": spec.groups, "no_new_privs": spec.no_new_privs,
         "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only}
                    for m in spec.mounts],
+        "visible": [*_IMAGE_FOLDERS, str(folder)],
         "cgroup": str(cgroup) if cgroup else None, "error_path": str(error_path),
         "agent_pid": os.getpid(),
     }
