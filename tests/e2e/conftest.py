@@ -1,8 +1,10 @@
-"""End-to-end fixtures: the CRDs installed on the test bed and the operator running.
+"""End-to-end fixtures: the operator installed on the test bed with its Helm chart.
 
-The operator runs as its real entry point (`durakube-operator`) in a separate
-process, with the admin kubeconfig and its own Postgres database, so a test can
-SIGKILL it and start it again as a crash would.
+`helm install` of charts/durakube puts the CRDs, the RBAC and two replicas of the
+operator (from the operator image, which the process node runs from the project's
+virtual environment) on the test bed, with a Postgres database of their own. The
+operator runs as its ServiceAccount, so every end-to-end test exercises the
+chart's permissions; a test may SIGKILL the leader as a crash would.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from helpers import OperatorProcess, kubectl, wait_for
+from helpers import InstalledOperator
 
 from devcluster import cluster as devcluster_cluster
 from devcluster import postgres
@@ -21,29 +23,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def crds(cluster: devcluster_cluster.Cluster) -> None:
-    kubectl(cluster, "apply", "-f", str(ROOT / "crds"))
-    # Right after apply, a CRD may have no status yet and kubectl wait refuses it: retry.
-    wait_for(lambda: kubectl(cluster, "wait", "--for=condition=Established", "--timeout=30s",
-                             "-f", str(ROOT / "crds"), check=False).returncode == 0,
-             timeout=90, what="the CRDs established")
-
-
-@pytest.fixture(scope="session")
 def operator_database(pg_server: postgres.PostgresServer) -> str:
     return pg_server.create_database("durakube")
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: devcluster_cluster.Cluster, crds: None, operator_database: str,
-             session_dir: Path) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(cluster, operator_database, session_dir / "operator.log")
-    process.start()
+def operator(cluster: devcluster_cluster.Cluster, operator_database: str,
+             session_dir: Path) -> Iterator[InstalledOperator]:
+    installed = InstalledOperator(cluster, operator_database, session_dir)
+    installed.install()
     try:
-        yield process
+        yield installed
     finally:
-        process.stop()
-        print(f"--- operator log tail ---\n{process.log_tail()}")
+        print(f"--- operator log tail ---\n{installed.log_tail()}")
+        if installed.failovers:
+            print("operator failovers after SIGKILL of the leader: "
+                  + ", ".join(f"{seconds:.1f}s" for seconds in installed.failovers))
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""Helpers of the end-to-end tests: polling, kubectl, the operator as a process."""
+"""Helpers of the end-to-end tests: polling, kubectl and helm, the operator as installed."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +17,7 @@ import kubernetes
 import pytest
 import yaml
 
+from devcluster import build
 from devcluster import cluster as devcluster_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,54 +47,134 @@ def kubectl(cluster: devcluster_cluster.Cluster, *args: str, input: str | None =
     return result
 
 
-class OperatorProcess:
-    """The operator as a child process that tests may kill and start again."""
+class InstalledOperator:
+    """The operator as users install it: `helm install` of charts/durakube on the test bed.
 
-    def __init__(self, cluster: devcluster_cluster.Cluster, database_url: str, log: Path) -> None:
+    Two replicas (the chart's default) run on the process node from the operator image,
+    as the chart's ServiceAccount, so every end-to-end test exercises the chart's RBAC,
+    the leader election and the probes. `kill()` SIGKILLs the leading replica's
+    container process, as a crash or an OOM kill would; `start()` waits until a live
+    replica holds the Lease again (the standby, or the killed one restarted).
+    """
+
+    NAMESPACE = "durakube-system"
+    RELEASE = "durakube"
+
+    def __init__(self, cluster: devcluster_cluster.Cluster, database_url: str, folder: Path) -> None:
+        self.cluster, self.database_url, self.folder = cluster, database_url, folder
         self.webhook_port = _free_port()
         self.metrics_port = _free_port()
-        self.env = {**cluster.env(), "DURAKUBE_DATABASE_URL": database_url,
-                    "DURAKUBE_METRICS_PORT": str(self.metrics_port),
-                    "DURAKUBE_HEALTH_PORT": str(_free_port()),
-                    "DURAKUBE_WEBHOOK_PORT": str(self.webhook_port),
-                    "DURAKUBE_RESYNC_SECONDS": "5",
-                    # One identity across restarts, as a pod's name: a restarted operator
-                    # takes its own Lease back at once.
-                    "DURAKUBE_POD_NAME": f"operator-{os.getpid()}"}
-        self.database_url = database_url
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
+        self.health_port = _free_port()
+        self.killed_at: float | None = None
+        self.failovers: list[float] = []
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "database": {"url": self.database_url},
+            # The process node's pods share the host's network: ports of their own.
+            "ports": {"metrics": self.metrics_port, "health": self.health_port,
+                      "webhook": self.webhook_port},
+            "operator": {"resyncSeconds": 5},
+        }
+
+    def install(self, *extra: str) -> None:
+        values = self.folder / "operator-values.yaml"
+        values.write_text(yaml.safe_dump(self.values()))
+        helm(self.cluster, "upgrade", "--install", self.RELEASE, str(ROOT / "charts" / "durakube"),
+             "--namespace", self.NAMESPACE, "--create-namespace", "--values", str(values),
+             "--wait", "--timeout", "5m",
+             # The CRDs may have been installed by another release of the session's tests.
+             "--take-ownership", *extra)
+        self.wait_for_leader()
+
+    def uninstall(self) -> None:
+        helm(self.cluster, "uninstall", self.RELEASE, "--namespace", self.NAMESPACE, "--wait",
+             check=False)
+
+    def lease(self) -> dict[str, Any]:
+        out = kubectl(self.cluster, "get", "lease", self.RELEASE, "-n", self.NAMESPACE, "-o", "json",
+                      check=False)
+        return dict(json.loads(out.stdout)) if out.returncode == 0 else {}
+
+    def leader_pod(self) -> str | None:
+        """The pod whose replica holds the Lease (its identity is the pod name and a suffix)."""
+        holder = (self.lease().get("spec") or {}).get("holderIdentity") or ""
+        return holder.rsplit("_", 1)[0] if holder else None
+
+    def wait_for_leader(self, since: float | None = None, timeout: float = 120) -> str:
+        """Waits until a replica renewed the Lease after `since` (a time.time()); its pod."""
+        def renewed() -> str | None:
+            spec = self.lease().get("spec") or {}
+            stamp = spec.get("renewTime")
+            if not stamp or not spec.get("holderIdentity"):
+                return None
+            at = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+            return self.leader_pod() if since is None or at > since else None
+
+        return wait_for(renewed, timeout, interval=0.1, what="a replica leading the operator")
+
+    def kill(self) -> str:
+        """SIGKILLs the leader's container process (no clean-up runs); returns its pod."""
+        pod = self.leader_pod()
+        assert pod, "no replica leads"
+        pids = container_pids("DURAKUBE_POD_NAME", pod)
+        assert pids, f"no process of pod {pod} found"
+        self.killed_at = time.time()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        return pod
 
     def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "durakube-operator")], env=self.env,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up handler runs, as in a crash or an OOM kill."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        """After `kill()`: waits until a live replica leads; records the failover time."""
+        assert self.killed_at is not None
+        self.wait_for_leader(since=self.killed_at)
+        self.failovers.append(time.time() - self.killed_at)
+        self.killed_at = None
 
     @property
     def webhook_url(self) -> str:
         return f"http://127.0.0.1:{self.webhook_port}"
 
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
     def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        out = kubectl(self.cluster, "logs", "-n", self.NAMESPACE, "-l",
+                      "app.kubernetes.io/name=durakube", "--prefix", f"--tail={lines}",
+                      "--all-containers", check=False)
+        return out.stdout + out.stderr
+
+
+def container_pids(variable: str, value: str) -> list[int]:
+    """Processes on this machine whose environment sets `variable` to `value`: the
+    process node runs each container as local processes with the container's env."""
+    wanted = f"{variable}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def helm(cluster: devcluster_cluster.Cluster, *args: str, check: bool = True,
+         timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The helm that `make helm` builds, against the test bed as its admin, with helm's
+    own folders in the test bed's state folder."""
+    try:
+        binary = build.binary("helm", "helm")
+    except FileNotFoundError as missing:
+        pytest.skip(f"these tests need the helm binary: {missing}")
+    home = cluster.state_dir / "helm"
+    env = {**cluster.env(), "HELM_CACHE_HOME": str(home / "cache"),
+           "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
+    result = subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed:\n{result.stderr}")
+    return result
 
 
 def _free_port() -> int:

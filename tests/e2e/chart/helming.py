@@ -1,7 +1,7 @@
 """helm on the test bed, and what the chart's end-to-end tests compare with it.
 
-`helm()` runs the binary that `make helm` builds against the test bed as its admin,
-with helm's own folders in the session's directory. `adopt_crds()` hands CRDs that
+`helm()` (from helpers) runs the binary that `make helm` builds against the test
+bed as its admin. `adopt_crds()` hands CRDs that
 another test applied with kubectl over to a release, as a person would (helm refuses
 to take over objects it did not create). `granted()` reads `kubectl auth can-i
 --list` for a ServiceAccount, and `documented()` says what charts/durakube/
@@ -11,15 +11,12 @@ permissions.yaml promises in the same place.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from helpers import kubectl
 
-from devcluster import build
 from devcluster import cluster as devcluster_cluster
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -34,22 +31,6 @@ DATABASE_URL = "postgresql://durakube@127.0.0.1:5432/durakube"
 NOBODY = "durakube-test-nobody"
 # (resource as `kubectl auth can-i --list` names it, resource names) -> verbs
 Grants = dict[tuple[str, tuple[str, ...]], set[str]]
-
-
-def helm(cluster: devcluster_cluster.Cluster, *args: str, check: bool = True,
-         timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    try:
-        binary = build.binary("helm", "helm")
-    except FileNotFoundError as missing:
-        pytest.skip(f"the chart's tests need the helm binary: {missing}")
-    home = cluster.state_dir / "helm"
-    env = {**cluster.env(), "HELM_CACHE_HOME": str(home / "cache"),
-           "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
-    result = subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
-                            timeout=timeout)
-    if check and result.returncode != 0:
-        pytest.fail(f"helm {' '.join(args)} failed:\n{result.stderr}")
-    return result
 
 
 def adopt_crds(cluster: devcluster_cluster.Cluster, release: str, namespace: str) -> None:

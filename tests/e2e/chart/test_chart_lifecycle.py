@@ -17,8 +17,8 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from helming import CHART, CRD_NAMES, DATABASE_URL, adopt_crds, documented, get_json, granted, helm
-from helpers import kubectl, wait_for
+from helming import CHART, CRD_NAMES, DATABASE_URL, adopt_crds, documented, get_json, granted
+from helpers import helm, kubectl, wait_for
 
 from devcluster import cluster as devcluster_cluster
 

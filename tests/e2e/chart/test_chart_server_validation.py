@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helming import CHART, helm
-from helpers import kubectl, wait_for
+from helming import CHART
+from helpers import helm, kubectl, wait_for
 
 from devcluster import cluster as devcluster_cluster
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import kubernetes
 import pytest
-from helpers import OperatorProcess
+from helpers import InstalledOperator
 
 from devcluster import cluster as devcluster_cluster
 from durakube.client import AsyncClient, Client, manifests
@@ -59,7 +59,7 @@ def install_queue(custom: kubernetes.client.CustomObjectsApi, namespace: str, na
 
 @pytest.fixture
 def client(cluster: devcluster_cluster.Cluster, namespace: str,
-           operator: OperatorProcess) -> Iterator[Client]:
+           operator: InstalledOperator) -> Iterator[Client]:
     with Client(kubeconfig=cluster.kubeconfig, namespace=namespace,
                 database_url=operator.database_url) as made:
         yield made
@@ -67,7 +67,7 @@ def client(cluster: devcluster_cluster.Cluster, namespace: str,
 
 @pytest.fixture
 async def aclient(cluster: devcluster_cluster.Cluster, namespace: str,
-                  operator: OperatorProcess) -> AsyncIterator[AsyncClient]:
+                  operator: InstalledOperator) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(kubeconfig=cluster.kubeconfig, namespace=namespace,
                            database_url=operator.database_url) as made:
         yield made

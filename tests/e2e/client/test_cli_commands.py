@@ -13,7 +13,7 @@ import kubernetes
 import pytest
 import yaml
 from clientbed import TASKS_DIR, TEST_IMAGE, install_task, install_tasks
-from helpers import OperatorProcess, get_taskrun, kubectl, wait_for_phase
+from helpers import InstalledOperator, get_taskrun, kubectl, wait_for_phase
 
 from devcluster import cluster as devcluster_cluster
 
@@ -23,7 +23,7 @@ DURAKUBE = str(Path(sys.executable).parent / "durakube")
 
 
 @pytest.fixture
-def durakube(cluster: devcluster_cluster.Cluster, operator: OperatorProcess, namespace: str):
+def durakube(cluster: devcluster_cluster.Cluster, operator: InstalledOperator, namespace: str):
     env = {**cluster.env(), "DURAKUBE_DATABASE_URL": operator.database_url}
 
     def run(*args: str, check: bool = True, cwd: Path | None = None,

@@ -6,7 +6,7 @@ import re
 
 import kubernetes
 import pytest
-from helpers import OperatorProcess, get_taskrun, wait_for, wait_for_phase
+from helpers import InstalledOperator, get_taskrun, wait_for, wait_for_phase
 from test_taskrun_lifecycle import attempt_pods, create, effects, run_manifest, task_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
 
 def test_parent_waits_for_three_children_without_a_pod(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
     create(custom, namespace, task_manifest("square", "square"), task_manifest("fan-out", "fan-out"),
            run_manifest("parent", "fan-out", {"seconds": 4}))
     wait_for_phase(custom, namespace, "parent", {"Suspended"})

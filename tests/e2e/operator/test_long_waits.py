@@ -16,7 +16,7 @@ from typing import Any
 
 import kubernetes
 import pytest
-from helpers import OperatorProcess, get_taskrun, kubectl, load_yaml, wait_for, wait_for_phase
+from helpers import InstalledOperator, get_taskrun, kubectl, load_yaml, wait_for, wait_for_phase
 from test_taskrun_lifecycle import attempt_pods, create, effects, run_manifest, task_manifest
 
 from devcluster import cluster as devcluster_cluster
@@ -54,7 +54,7 @@ def finish_approval(custom: kubernetes.client.CustomObjectsApi, namespace: str) 
 def test_approval_completed_through_the_python_sdk(
         cluster: devcluster_cluster.Cluster, namespace: str,
         custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
-        operator: OperatorProcess) -> None:
+        operator: InstalledOperator) -> None:
     token = start_approval(custom, core, namespace)
     with Client(kubeconfig=cluster.kubeconfig, namespace=namespace,
                 database_url=operator.database_url) as client:
@@ -80,7 +80,7 @@ def test_approval_completed_with_a_task_event(
 
 def test_approval_completed_through_the_webhook(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
     token = start_approval(custom, core, namespace)
 
     def post(path: str, data: Any) -> tuple[int, dict[str, Any]]:
@@ -112,7 +112,7 @@ def test_task_event_with_bad_spec_is_refused_by_the_schema(
 
 def test_three_second_sleep_resumes_in_a_new_pod_without_rerunning_steps(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
     create(custom, namespace, task_manifest("napper", "nap-and-resume"),
            run_manifest("sleeper", "napper", {"seconds": 3}))
     suspended = wait_for_phase(custom, namespace, "sleeper", {"Suspended", "Succeeded"})
@@ -137,7 +137,7 @@ def test_wait_timeout_resumes_the_run_with_an_error_it_handles(
 
 def test_event_sent_before_the_wait_is_buffered_not_lost(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        operator: OperatorProcess) -> None:
+        operator: InstalledOperator) -> None:
     key = f"order-{namespace}"
 
     async def send() -> waitpoints.Delivery:
@@ -167,7 +167,7 @@ def test_cancel_a_suspended_run(namespace: str, custom: kubernetes.client.Custom
 
 def test_operator_killed_with_200_runs_suspended_resumes_each_exactly_once(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
     names = [f"timer-{i}" for i in range(200)]
     # Far enough out for 200 worker pods to start and suspend on 2 cores, then all due at once.
     wake = (datetime.now(UTC) + timedelta(seconds=SUSPEND_ALL_WITHIN)).isoformat()

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import kubernetes
 import pytest
-from helpers import OperatorProcess, get_taskrun, kubectl, load_yaml, wait_for, wait_for_phase
+from helpers import InstalledOperator, get_taskrun, kubectl, load_yaml, wait_for, wait_for_phase
 
 from devcluster import cluster as devcluster_cluster
 
@@ -94,7 +94,7 @@ def test_example_taskrun_applied_with_kubectl_succeeds(
 
 def test_killed_worker_resumes_from_last_checkpoint_in_a_new_pod(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
     create(custom, namespace, task_manifest("crasher", "crash-after-two"),
            run_manifest("crash-1", "crasher"))
     run = wait_for_phase(custom, namespace, "crash-1", {"Succeeded", "Failed"})
@@ -111,7 +111,7 @@ def test_killed_worker_resumes_from_last_checkpoint_in_a_new_pod(
 
 def test_retryable_error_backs_off_then_succeeds(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        operator: OperatorProcess) -> None:
+        operator: InstalledOperator) -> None:
     create(custom, namespace,
            task_manifest("flaky", "flaky", retry={"maxAttempts": 5, "minTimeout": "1s",
                                                    "maxTimeout": "2s", "randomize": False}),
@@ -143,7 +143,7 @@ def test_retries_exhausted_fails_the_run(
 
 def test_task_retry_policy_sets_the_back_off(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        operator: OperatorProcess) -> None:
+        operator: InstalledOperator) -> None:
     # The decorator of "flaky" backs off 1 to 2 s; the Task's 30 s must govern instead.
     create(custom, namespace,
            task_manifest("flaky", "flaky", retry={"maxAttempts": 2, "minTimeout": "30s",
@@ -190,7 +190,7 @@ def test_uncaught_exception_fails_at_once_without_retry(
 
 def test_attempt_timeout_retries_from_checkpoint(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
     create(custom, namespace,
            task_manifest("sleepy", "sleepy", timeout="3s",
                          retry={"maxAttempts": 2, "minTimeout": "1s", "randomize": False}),
@@ -257,7 +257,7 @@ def test_cancel_stops_the_pod_and_ends_canceled(
 
 def test_operator_killed_mid_run_continues_without_duplicate_pods(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
     create(custom, namespace, task_manifest("flaky", "flaky"),
            *[run_manifest(f"restart-{i}", "flaky", {"succeed_on": 2}) for i in range(3)])
     wait_for(lambda: len(attempt_pods(core, namespace)) >= 2, what="attempt pods")
@@ -273,7 +273,7 @@ def test_operator_killed_mid_run_continues_without_duplicate_pods(
 
 def test_deleting_a_taskrun_removes_its_pods_and_keeps_its_history(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
     create(custom, namespace, task_manifest("flaky", "flaky"),
            run_manifest("short-lived", "flaky", {"succeed_on": 1}))
     run = wait_for_phase(custom, namespace, "short-lived", {"Succeeded"})
@@ -297,7 +297,7 @@ def test_deleting_a_taskrun_removes_its_pods_and_keeps_its_history(
 
 def test_deleted_pod_is_an_infrastructure_failure_resumed_from_checkpoint(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: OperatorProcess) -> None:
+        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
     create(custom, namespace, task_manifest("sleepy", "sleepy", retry={"maxAttempts": 1}),
            run_manifest("evicted", "sleepy", {"seconds": 600}))
     wait_for(lambda: get_taskrun(custom, namespace, "evicted").get("status", {})
