@@ -1,28 +1,28 @@
 """`make demo`: the whole product on the local test bed, start to finish.
 
-Starts the test bed (control plane, process node, Postgres), installs the CRDs,
-starts the operator (its real entry point, `durakube-operator`), applies the
-process-document example (`examples/process-document.yaml`: a Task and one run of
-it) with kubectl, waits for the run to succeed, and
-shows what a user sees: `kubectl get taskruns`, the run's status, its pods, and
-the checkpointed steps in Postgres. Then it stops everything.
+Starts the test bed (control plane, process node, Postgres), installs the operator
+with `helm install` of charts/durakube (CRDs, RBAC, two replicas electing a
+leader; the process node runs the operator image from the project's virtual
+environment), applies the process-document example
+(`examples/process-document.yaml`: a Task and one run of it) with kubectl, waits
+for the run to succeed, and shows what a user sees: `kubectl get taskruns`, the
+run's status, its pods, and the checkpointed steps in Postgres. Then it stops
+everything.
 
-Talks to the product only through its public surfaces (kubectl, the operator's
-command, SQL), so it imports neither the SDK nor the operator.
+Talks to the product only through its public surfaces (helm, kubectl, SQL), so it
+imports neither the SDK nor the operator.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from devcluster import cluster, postgres
+from devcluster import build, cluster, ports, postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -37,6 +37,14 @@ def _kubectl(bed: cluster.Cluster, *args: str) -> str:
     return result.stdout
 
 
+def _helm(bed: cluster.Cluster, *args: str) -> str:
+    result = subprocess.run([str(build.binary("helm", "helm")), *args], env=bed.env(),
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"helm {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
 def _say(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
@@ -48,23 +56,25 @@ def main() -> int:
         started = time.monotonic()
         bed = cluster.start(state / "cluster")
         database = postgres.start(state / "postgres")
-        operator: subprocess.Popen[bytes] | None = None
         try:
             print(f"up in {time.monotonic() - started:.1f}s")
             print(_kubectl(bed, "get", "nodes"))
             dsn = database.create_database("durakube")
 
-            _say("installing the CRDs")
-            print(_kubectl(bed, "apply", "-f", str(ROOT / "crds")))
-            _wait_established(bed)
-
-            _say("starting the operator (durakube-operator)")
-            log = open(state / "operator.log", "wb")
-            operator = subprocess.Popen(
-                [str(BIN / "durakube-operator")], stdout=log, stderr=subprocess.STDOUT,
-                env={**bed.env(), "DURAKUBE_DATABASE_URL": dsn, "DURAKUBE_HEALTH_PORT": "0",
-                     "DURAKUBE_WEBHOOK_PORT": "0", "DURAKUBE_METRICS_PORT": "0"},
-                start_new_session=True)
+            _say("helm install durakube charts/durakube (CRDs, RBAC, two operator replicas)")
+            values = state / "values.yaml"
+            # The process node's pods share this machine's network: free ports, not 8080-8082.
+            values.write_text(json.dumps({
+                "database": {"url": dsn},
+                "ports": {"metrics": ports.free_port(), "health": ports.free_port(),
+                          "webhook": ports.free_port()}}))
+            print(_helm(bed, "install", "durakube", str(ROOT / "charts" / "durakube"),
+                        "--namespace", "durakube-system", "--create-namespace",
+                        "--values", str(values), "--wait", "--timeout", "5m"))
+            print(_kubectl(bed, "get", "pods", "-n", "durakube-system", "-o", "wide"))
+            holder = _kubectl(bed, "get", "lease", "durakube", "-n", "durakube-system", "-o",
+                              "jsonpath={.spec.holderIdentity}")
+            print(f"leader: {holder}")
 
             _say("kubectl apply -f examples/process-document.yaml")
             print(_kubectl(bed, "apply", "-f", str(ROOT / "examples" / "process-document.yaml")))
@@ -85,34 +95,16 @@ def main() -> int:
                 "JOIN durakube.runs r USING (run_id) WHERE r.name = 'process-quarterly-report' "
                 "ORDER BY seq", database="durakube"))
             if phase != "Succeeded":
-                print((state / "operator.log").read_text()[-3000:], file=sys.stderr)
+                print(_kubectl(bed, "logs", "-n", "durakube-system", "-l",
+                               "app.kubernetes.io/name=durakube", "--prefix", "--tail=40"),
+                      file=sys.stderr)
                 _say(f"the run ended {phase}")
                 return 1
             _say("the run succeeded")
             return 0
         finally:
-            if operator is not None and operator.poll() is None:
-                os.killpg(operator.pid, signal.SIGTERM)
-                try:
-                    operator.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(operator.pid, signal.SIGKILL)
             bed.stop()
             database.stop()
-
-
-def _wait_established(bed: cluster.Cluster, timeout: float = 90) -> None:
-    # Right after apply, a CRD may have no status yet and kubectl wait refuses it: retry.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _kubectl(bed, "wait", "--for=condition=Established", "--timeout=30s",
-                     "-f", str(ROOT / "crds"))
-            return
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def _wait_for_end(bed: cluster.Cluster, timeout: float = 180) -> str:
