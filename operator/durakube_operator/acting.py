@@ -54,6 +54,8 @@ class Actor:
                 await runs.register_run(self.db, run_id=action.run_id, namespace=action.namespace,
                                         name=action.name, task_id=action.task_id,
                                         payload=action.payload, queue=action.queue)
+            case actions.Warn(body=body, reason=reason, message=message):
+                await self.api.create_event(body, "TaskRun", reason, message, "Warning")
             case actions.EnsureSecret(namespace=namespace):
                 if namespace not in self.secrets_ensured:
                     await self.api.ensure_secret(

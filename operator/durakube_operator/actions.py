@@ -54,6 +54,16 @@ class StartAttempt(_OfRun):
 
 
 @dataclass(frozen=True)
+class Warn:
+    """Records a Warning Event on the TaskRun: something the user should fix that does not
+    stop the run."""
+
+    body: dict[str, Any]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class EnsureSecret:
     """Creates the database Secret in the namespace when missing (if the operator manages it)."""
 
@@ -92,5 +102,5 @@ class ReportChildEnd:
     status: resources.TaskRunStatus
 
 
-Action = (RegisterRun | EnsureSecret | Enqueue | ReleaseSlot | StartAttempt | DeletePod
+Action = (RegisterRun | Warn | EnsureSecret | Enqueue | ReleaseSlot | StartAttempt | DeletePod
           | MirrorPhase | ReportChildEnd)

@@ -69,7 +69,7 @@ class ObjectCache:
 
 
 class CachedReads:
-    """Reads TaskRuns, Tasks and pods from the caches, from the API on a miss.
+    """Reads TaskRuns, Tasks, TaskQueues and pods from the caches, from the API on a miss.
 
     Pods are trusted for one resync period (`resync_seconds`): the resync of a
     running attempt reads its pod afresh, so a deletion the watch missed is seen
@@ -81,6 +81,7 @@ class CachedReads:
         self.api = api
         self.taskruns = ObjectCache(max_age=10 * resync_seconds)
         self.tasks = ObjectCache(max_age=10 * resync_seconds)
+        self.taskqueues = ObjectCache(max_age=10 * resync_seconds)
         self.pods = ObjectCache(max_age=resync_seconds)
 
     async def get_taskrun(self, namespace: str, name: str) -> Body | None:
@@ -88,6 +89,9 @@ class CachedReads:
 
     async def get_task(self, namespace: str, name: str) -> Body | None:
         return await self._read(self.tasks, self.api.get_task, namespace, name)
+
+    async def get_taskqueue(self, namespace: str, name: str) -> Body | None:
+        return await self._read(self.taskqueues, self.api.get_taskqueue, namespace, name)
 
     async def get_pod(self, namespace: str, name: str) -> Body | None:
         return await self._read(self.pods, self.api.get_pod, namespace, name)

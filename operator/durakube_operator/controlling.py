@@ -85,10 +85,16 @@ class Controller:
         # An attempt's pod changed (often: ended, freeing a slot): urgent.
         self.queue.add((meta["namespace"], run_name), urgent=True)
 
-    async def queue_changed(self, namespace: str, name: str,
-                            spec: resources.TaskQueueSpec | None) -> None:
-        """A TaskQueue was created or changed (`spec`) or deleted (None)."""
+    async def queue_changed(self, body: caching.Body, deleted: bool) -> None:
+        """A TaskQueue was created, changed or deleted."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         queue = f"{namespace}/{name}"
+        if deleted:
+            self.reads.taskqueues.forget(namespace, name)
+            spec = None
+        else:
+            self.reads.taskqueues.record(body)
+            spec = resources.TaskQueueSpec.model_validate(body.get("spec") or {})
         if spec is None:
             await queues.undefine_queue(self.db, queue, self.settings.default_concurrency_limit)
         else:

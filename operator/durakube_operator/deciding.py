@@ -148,6 +148,11 @@ class _Deciding:
             todo.append(actions.RegisterRun(run_id=self.uid, namespace=self.namespace,
                                             name=run.metadata.name, task_id=task.spec.entrypoint,
                                             payload=seen.payload, queue=seen.queue))
+            if seen.undefined_queue is not None:
+                todo.append(actions.Warn(seen.body, reasons.QUEUE_NOT_DEFINED, (
+                    f"no TaskQueue {seen.undefined_queue!r} exists in namespace "
+                    f"{self.namespace!r}: the run waits in the namespace's default queue "
+                    f"{seen.queue}")))
 
         pod = seen.pod
         if run.spec.cancel:

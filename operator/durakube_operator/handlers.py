@@ -78,12 +78,10 @@ async def task_changed(type: str, namespace: str | None, body: kopf.Body, memo: 
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "taskqueues")
-async def taskqueue_changed(type: str, name: str, namespace: str | None, body: kopf.Body,
-                            memo: Memo, **_: Any) -> None:
-    if namespace is None:
-        return
-    spec = None if type == "DELETED" else resources.TaskQueueSpec.model_validate(body.get("spec") or {})
-    await memo.controller.queue_changed(namespace, name, spec)
+async def taskqueue_changed(type: str, namespace: str | None, body: kopf.Body, memo: Memo,
+                            **_: Any) -> None:
+    if namespace is not None:
+        await memo.controller.queue_changed(_plain(body), deleted=type == "DELETED")
 
 
 @kopf.on.event("", "v1", "pods", labels={pods.LABEL_MANAGED_BY: pods.MANAGER})

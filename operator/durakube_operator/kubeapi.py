@@ -142,6 +142,9 @@ class KubeApi:
     async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(_custom(namespace, "tasks", name))
 
+    async def get_taskqueue(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(_custom(namespace, "taskqueues", name))
+
     async def patch_status(self, plural: str, namespace: str, name: str,
                            status: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patches the status of one of our custom resources and returns the object as

@@ -34,6 +34,9 @@ class Observation:
     invalid: str | None = None
     # The run's queue as "<namespace>/<name>", resolved from the run, its Task or the default.
     queue: str = ""
+    # The queue the run or its Task names when no TaskQueue defines it: the run waits in
+    # the namespace's default queue instead (a name alone never mints slots).
+    undefined_queue: str | None = None
     task: resources.Task | None = None
     # Why the run cannot run as written (checked until its first attempt starts).
     problem: validating.Problem | None = None
@@ -89,8 +92,12 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
         if problem is not None:
             return Observation(body=body, run=run, problem=problem, queue=unresolved)
     task = resources.Task.model_validate(task_body)
-    queue = f"{namespace}/{run.spec.queue or task.spec.queue or default_queue}"
-    seen = Observation(body=body, run=run, queue=queue, task=task)
+    named = run.spec.queue or task.spec.queue or default_queue
+    undefined = None
+    if named != default_queue and await api.get_taskqueue(namespace, named) is None:
+        undefined, named = named, default_queue
+    seen = Observation(body=body, run=run, queue=f"{namespace}/{named}", task=task,
+                       undefined_queue=undefined)
     assert run.metadata.uid is not None
 
     if status.phase is None:

@@ -37,3 +37,6 @@ POD_EVICTED: Final = "PodEvicted"
 OOM_KILLED: Final = "OOMKilled"
 DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
 WORKER_CRASHED: Final = "WorkerCrashed"
+
+# Warnings that do not stop a run.
+QUEUE_NOT_DEFINED: Final = "QueueNotDefined"  # it waits in the namespace's default queue

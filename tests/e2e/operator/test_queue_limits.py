@@ -215,3 +215,23 @@ def test_paused_queue_admits_nothing_until_unpaused(
         "durakube.io", "v1alpha1", namespace, "taskqueues", "held").get("status", {})
         .get("running") == 0, what="queue status to show no running runs")
     assert queue["spec"]["concurrencyLimit"] == 3
+
+
+def test_naming_a_queue_no_taskqueue_defines_mints_no_slots(
+        kube: kubernetes.client.ApiClient, namespace: str, core: kubernetes.client.CoreV1Api,
+        custom: kubernetes.client.CustomObjectsApi) -> None:
+    # The namespace's default queue takes one run at a time; every other name is made up.
+    create_queue(custom, namespace, queue_manifest("default", 1))
+    watcher = PodWatcher(kube, namespace)
+    names = [f"sneaky-{i}" for i in range(4)]
+    try:
+        create(custom, namespace, task_manifest("nap", "nap"),
+               *[run_manifest(name, "nap", {"seconds": 1}, queue=f"made-up-{i}")
+                 for i, name in enumerate(names)])
+        wait_all_succeeded(custom, namespace, names, timeout=180)
+    finally:
+        watcher.stop()
+    assert watcher.most_active == 1
+    warned = {e.involved_object.name for e in core.list_namespaced_event(namespace).items
+              if e.reason == "QueueNotDefined" and "default queue" in e.message}
+    assert warned == set(names)

@@ -133,6 +133,17 @@ def message_has(text: str) -> Callable[[resources.TaskRunStatus, deciding.Decisi
     return check
 
 
+def warned(reason: str, *texts: str) -> Callable[[resources.TaskRunStatus, deciding.Decision], None]:
+    def check(after: resources.TaskRunStatus, decision: deciding.Decision) -> None:
+        warning = next(a for a in decision.actions if isinstance(a, actions.Warn))
+        assert warning.reason == reason
+        assert all(text in warning.message for text in texts), warning.message
+        # The run joins the queue it will really use.
+        enqueue = next(a for a in decision.actions if isinstance(a, actions.Enqueue))
+        assert enqueue.queue == "team/default"
+    return check
+
+
 def started(attempt: int, due_since: datetime | None) -> Callable[[resources.TaskRunStatus,
                                                                    deciding.Decision], None]:
     def check(after: resources.TaskRunStatus, decision: deciding.Decision) -> None:
@@ -172,6 +183,9 @@ CASES = [
     Case("no-database-secret-when-not-managed", seen={"place": ADMITTED},
          settings=settings_module.Settings(database_url="postgresql://db/d", manage_database_secret=False),
          phase="Running", actions=("RegisterRun", "StartAttempt", "MirrorPhase")),
+    Case("a-queue-no-taskqueue-defines-warns-and-uses-the-default", seen={"undefined_queue": "big"},
+         phase="Pending", actions=("RegisterRun", "Warn", "Enqueue"), requeue=30.0,
+         check=warned("QueueNotDefined", "no TaskQueue 'big'", "default queue team/default")),
     Case("new-run-in-line-shows-its-place", seen={"place": IN_LINE}, phase="Queued", reason="Queued",
          actions=("RegisterRun", "MirrorPhase"), requeue=30.0,
          check=fields(queue_position=2)),
