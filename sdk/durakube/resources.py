@@ -72,6 +72,16 @@ class PodTemplate(Resource):
     tolerations: list[FreeObject] | None = None
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
+    security_context: Annotated[FreeObject | None, Field(description=(
+        "Merged over the worker container's SecurityContext (non-root, no privilege "
+        "escalation, read-only root, no capabilities). The namespace's Pod Security level "
+        "still applies: a pod it refuses fails the run with reason PodRefused."))] = None
+    pod_security_context: Annotated[FreeObject | None, Field(description=(
+        "Merged over the pod's PodSecurityContext (non-root uid 65532, RuntimeDefault "
+        "seccomp)."))] = None
+    volumes: Annotated[list[FreeObject] | None, Field(description="Pod volumes (Volume).")] = None
+    volume_mounts: Annotated[list[FreeObject] | None, Field(
+        description="The worker container's volumeMounts (VolumeMount).")] = None
 
 
 class TaskSpec(Resource):
@@ -96,8 +106,27 @@ class TaskRef(Resource):
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=253)]
 
 
+# Every field of a TaskRun's spec but `cancel` is fixed at creation: what ran is what was
+# asked for, and a replay never meets different inputs. (Tekton's TaskRun does the same.)
+_FIXED_SPEC_FIELDS = ("taskRef", "payload", "payloadRef", "queue", "concurrencyKey", "priority",
+                      "delay", "ttl", "retry", "timeout")
+
+
+def _fixed(field: str) -> str:
+    return (f"has(self.{field}) == has(oldSelf.{field}) && "
+            f"(!has(self.{field}) || self.{field} == oldSelf.{field})")
+
+
 class TaskRunSpec(Resource):
     """One request to run a task with a payload."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!(has(self.payload) && has(self.payloadRef))",
+         "message": "give spec.payload or spec.payloadRef, not both"},
+        {"rule": " && ".join(f"({_fixed(field)})" for field in _FIXED_SPEC_FIELDS),
+         "message": "the spec of a TaskRun cannot change once created, except spec.cancel"},
+        {"rule": "!has(oldSelf.cancel) || !oldSelf.cancel || (has(self.cancel) && self.cancel)",
+         "message": "a canceled TaskRun cannot be uncanceled"}]})
 
     task_ref: TaskRef
     payload: Annotated[FreeObject, Field(description="The task's input: any JSON object.")] = {}
@@ -107,7 +136,6 @@ class TaskRunSpec(Resource):
     queue: Annotated[str | None, Field(pattern=NAME_PATTERN, max_length=63)] = None
     concurrency_key: Annotated[str | None, Field(max_length=253)] = None
     priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
-    idempotency_key: Annotated[str | None, Field(max_length=253)] = None
     delay: Duration | None = None
     ttl: Annotated[Duration | None, Field(description="Expire if still queued after this long.")] = None
     retry: RetrySpec | None = None

@@ -35,6 +35,9 @@ from durakube.store import payloads
 
 TAG_LABEL_PREFIX = "durakube.io/tag-"
 IDEMPOTENCY_KEY_LABEL = "durakube.io/idempotency-key-hash"
+# The key itself: the run's name is derived from it, which is what makes a second
+# trigger with the same key find the first run (the API server refuses the same name).
+IDEMPOTENCY_KEY_ANNOTATION = "durakube.io/idempotency-key"
 # Room for "-<12 hex>" after the task part and for the operator's "-<attempt>" pod
 # suffix, so the pod name stays a 63-character label value without hashing.
 _TASK_PART_LIMIT = 40
@@ -112,7 +115,6 @@ def build_taskrun(task: str, *, name: str | None, payload: dict[str, Any] | None
     else:
         spec["payload"] = payload or {}
     optional = {"queue": queue, "concurrencyKey": concurrency_key, "priority": priority,
-                "idempotencyKey": idempotency_key,
                 "delay": None if delay is None else format_duration(delay),
                 "ttl": None if ttl is None else format_duration(ttl)}
     spec.update({key: value for key, value in optional.items() if value is not None})
@@ -123,8 +125,11 @@ def build_taskrun(task: str, *, name: str | None, payload: dict[str, Any] | None
                                 else {"generateName": run_name_prefix(task)})
     if labels:
         metadata["labels"] = labels
+    annotations = dict(annotations or {})
+    if idempotency_key is not None:
+        annotations[IDEMPOTENCY_KEY_ANNOTATION] = idempotency_key
     if annotations:
-        metadata["annotations"] = dict(annotations)
+        metadata["annotations"] = annotations
     body = {"apiVersion": resources.API_VERSION, "kind": "TaskRun", "metadata": metadata,
             "spec": spec}
     # The model wants a name: a generated one is the prefix and five more characters.

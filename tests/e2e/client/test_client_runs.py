@@ -116,7 +116,7 @@ async def test_twenty_concurrent_triggers_with_one_key_create_one_run(
     items = custom.list_namespaced_custom_object("durakube.io", "v1alpha1", namespace,
                                                  "taskruns")["items"]
     assert [item["metadata"]["name"] for item in items] == [handles[0].name]
-    assert items[0]["spec"]["idempotencyKey"] == "order-1234"
+    assert items[0]["metadata"]["annotations"]["durakube.io/idempotency-key"] == "order-1234"
     # Another key is another run.
     other = await aclient.trigger("echo", {"n": 2}, idempotency_key="order-1235")
     assert other.created and other.name != handles[0].name

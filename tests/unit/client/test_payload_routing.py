@@ -83,7 +83,8 @@ def test_taskrun_bodies_carry_options_and_tags_as_labels() -> None:
                                    delay=90, ttl="10m", tags=["nightly", "team.a"])
     assert body["spec"] == {"taskRef": {"name": "process-document"}, "payload": {"a": 1},
                             "queue": "bulk", "concurrencyKey": "t1", "priority": 3,
-                            "idempotencyKey": "k", "delay": "90s", "ttl": "10m"}
+                            "delay": "90s", "ttl": "10m"}
+    assert body["metadata"]["annotations"] == {"durakube.io/idempotency-key": "k"}
     assert body["metadata"]["labels"]["durakube.io/tag-nightly"] == "true"
     assert manifests.read_tags(body["metadata"]["labels"]) == ["nightly", "team.a"]
     with pytest.raises(ValueError, match="cannot be a label name"):
