@@ -21,6 +21,11 @@ from durakube_operator import settings as settings_module
 logger = logging.getLogger(__name__)
 
 
+class PodRefused(Exception):
+    """The API server refused an attempt's pod for what it is (Pod Security, an admission
+    policy, an invalid template): creating it again would fail again."""
+
+
 @dataclass
 class Actor:
     """Performs actions; built once by the controller and shared by every pass."""
@@ -90,7 +95,13 @@ class Actor:
         # Record the attempt first: a worker that starts finds its row, and a crash between
         # here and the pod's creation only repeats this idempotent write.
         await attempts.start_attempt(self.db, action.run_id, action.attempt, pod_name)
-        created = await self.api.create_pod(action.namespace, action.pod)
+        try:
+            created = await self.api.create_pod(action.namespace, action.pod)
+        except kubeapi.ApiException as error:
+            refused = kubeapi.refusal(error)
+            if refused is None:
+                raise
+            raise PodRefused(f"the API server refused attempt pod {pod_name}: {refused}") from error
         if created is None:
             logger.info("adopting existing pod %s/%s", action.namespace, pod_name)
             return

@@ -87,6 +87,18 @@ def after_joining(seen: observing.Observation, decision: Decision, place: queues
     return Decision(queued, mirror, decision.requeue_after)
 
 
+def pod_refused(seen: observing.Observation, decided: resources.TaskRunStatus, message: str,
+                now: datetime, settings: settings_module.Settings) -> Decision:
+    """The decision when the attempt's pod that `decided` would start was refused by the
+    API server for what it is: the run fails now, instead of retrying a pod that can never
+    be created, and gives its slot back."""
+    assert seen.run is not None
+    deciding = _Deciding(seen, now, settings, None)
+    failed = deciding.transition(decided, Phase.FAILED, reasons.POD_REFUSED, message[:1024])
+    failed = failed.model_copy(update={"pod_name": None})
+    return _with_consequences(seen, seen.run.status, Decision(failed))
+
+
 def effective_policy(run: resources.TaskRun, task: resources.Task,
                      outcome: attempts.Outcome | None) -> retry.Retry:
     """The TaskRun's retry policy, else the Task's, else the one the worker's decorator

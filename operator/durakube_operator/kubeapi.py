@@ -44,6 +44,23 @@ JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 
 
+def refusal(error: ApiException) -> str | None:
+    """The API server's message when it refused an object for what it is (invalid, or
+    against the namespace's Pod Security level or an admission webhook's policy), so
+    sending it again would be refused again; None for what may pass later (RBAC, quota,
+    conflicts, a server in trouble)."""
+    try:
+        message = str(json.loads(error.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        message = str(error.body or "")
+    message = message or str(error.reason or "")
+    if error.status == 422:
+        return message
+    if error.status == 403 and ("violates PodSecurity" in message or "denied the request" in message):
+        return message
+    return None
+
+
 class RateLimiter:
     """A token bucket: at most `qps` calls per second on average, bursts of `burst`.
 

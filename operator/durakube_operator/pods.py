@@ -105,8 +105,11 @@ def build_attempt_pod(
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
+            **(template.security_context or {}),
         },
     }
+    if template.volume_mounts:
+        container["volumeMounts"] = template.volume_mounts
     if template.env_from:
         container["envFrom"] = template.env_from
     if template.resources:
@@ -120,9 +123,12 @@ def build_attempt_pod(
             "runAsUser": settings.worker_uid,
             "runAsGroup": settings.worker_uid,
             "seccompProfile": {"type": "RuntimeDefault"},
+            **(template.pod_security_context or {}),
         },
         "containers": [container],
     }
+    if template.volumes:
+        spec["volumes"] = template.volumes
     timeout = duration_seconds(run.spec.timeout or task.spec.timeout)
     if timeout is not None:
         spec["activeDeadlineSeconds"] = timeout

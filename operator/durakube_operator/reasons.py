@@ -28,6 +28,7 @@ EXPIRED: Final = "Expired"  # still queued when its ttl ran out
 INVALID: Final = "Invalid"  # the TaskRun cannot run as written
 TASK_NOT_FOUND: Final = "TaskNotFound"
 INVALID_PAYLOAD: Final = "InvalidPayload"
+POD_REFUSED: Final = "PodRefused"  # the namespace's Pod Security level or an admission policy
 # A permanent failure of the SDK's own (NonDeterministicReplay, NonSerializableState,
 # ...) takes the error's code as its reason: the code is already CamelCase.
 

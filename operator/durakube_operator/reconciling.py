@@ -49,9 +49,13 @@ class Reconciler:
         before = seen.run.status if seen.run is not None else deciding.conditions_only(seen.body)
         now = self.clock()
         decision = deciding.decide(seen, now, self.settings)
-        place = await self.actor.perform(decision.actions)
-        if place is not None:
-            decision = deciding.after_joining(seen, decision, place, now, self.settings)
+        try:
+            place = await self.actor.perform(decision.actions)
+            if place is not None:
+                decision = deciding.after_joining(seen, decision, place, now, self.settings)
+                await self.actor.perform(decision.actions)
+        except acting.PodRefused as refusal:
+            decision = deciding.pod_refused(seen, decision.status, str(refusal), now, self.settings)
             await self.actor.perform(decision.actions)
         patched = await publishing.publish(self.api, seen, before, decision.status)
         if patched is not None:

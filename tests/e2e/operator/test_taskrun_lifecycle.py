@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,27 @@ def test_invalid_payload_fails_before_any_pod(
     assert attempt_pods(core, namespace) == []
 
 
+def test_pod_security_of_the_namespace_applies_to_attempt_pods(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api) -> None:
+    core.patch_namespace(namespace, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted"}}})
+    privileged = {"securityContext": {"privileged": True, "allowPrivilegeEscalation": True}}
+    create(custom, namespace, task_manifest("plain", "nap"),
+           task_manifest("privileged", "nap", podTemplate=privileged),
+           run_manifest("allowed", "plain", {"seconds": 0}),
+           run_manifest("refused", "privileged", {"seconds": 0}))
+    # The operator's own pods meet the restricted level: a plain task runs.
+    assert wait_for_phase(custom, namespace, "allowed", {"Succeeded", "Failed"})["status"][
+        "phase"] == "Succeeded"
+    # A Task asking for more fails once, with the policy named, instead of retrying.
+    run = wait_for_phase(custom, namespace, "refused", {"Failed"})
+    assert condition(run)["reason"] == "PodRefused"
+    assert 'violates PodSecurity "restricted' in condition(run)["message"]
+    assert run["status"]["attempt"] == 1
+    assert [pod.metadata.name for pod in attempt_pods(core, namespace)] == ["allowed-1"]
+
+
 def test_missing_task_fails_with_a_clear_reason(
         namespace: str, custom: kubernetes.client.CustomObjectsApi) -> None:
     create(custom, namespace, run_manifest("orphan", "no-such-task"))
@@ -227,7 +249,9 @@ def test_missing_task_fails_with_a_clear_reason(
     ({"priority": 5000}, "spec.priority"),
     ({"retry": {"maxAttempts": 0}}, "spec.retry.maxAttempts"),
     ({"taskRef": {"name": "Bad_Name"}}, "spec.taskRef.name"),
-], ids=["duration", "priority", "max-attempts", "task-name"])
+    ({"payloadRef": "sha256:" + "0" * 64}, "give spec.payload or spec.payloadRef, not both"),
+    ({"idempotencyKey": "k"}, 'unknown field "spec.idempotencyKey"'),
+], ids=["duration", "priority", "max-attempts", "task-name", "payload-and-ref", "no-such-field"])
 def test_crd_schema_refuses_malformed_taskruns(
         cluster: devcluster_cluster.Cluster, namespace: str, spec: dict[str, Any],
         message: str) -> None:
@@ -237,6 +261,25 @@ def test_crd_schema_refuses_malformed_taskruns(
                      check=False)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_a_taskrun_spec_is_fixed_once_created_except_cancel(
+        cluster: devcluster_cluster.Cluster, namespace: str) -> None:
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-",
+            input=json.dumps(run_manifest("fixed", "no-such-task", {"a": 1})))
+
+    def patch(spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return kubectl(cluster, "patch", "taskrun", "fixed", "-n", namespace, "--type=merge",
+                       "-p", json.dumps({"spec": spec}), check=False)
+
+    for change in ({"payload": {"a": 2}}, {"queue": "elsewhere"}, {"taskRef": {"name": "other"}},
+                   {"priority": 7}):
+        refused = patch(change)
+        assert refused.returncode != 0, change
+        assert "cannot change once created, except spec.cancel" in refused.stderr
+    assert patch({"cancel": True}).returncode == 0
+    uncancel = patch({"cancel": False})
+    assert uncancel.returncode != 0 and "cannot be uncanceled" in uncancel.stderr
 
 
 def test_cancel_stops_the_pod_and_ends_canceled(

@@ -71,6 +71,26 @@ def test_security_context_is_restrictive() -> None:
     assert container["resources"] == {"limits": {"memory": "256Mi"}}
 
 
+def test_a_task_may_loosen_the_security_context_and_add_volumes() -> None:
+    # The API server's Pod Security admission, not the operator, decides what a namespace
+    # allows: the template is merged over the defaults as written.
+    task = TASK.model_copy(deep=True)
+    task.spec.pod_template = resources.PodTemplate.model_validate({
+        "securityContext": {"privileged": True, "allowPrivilegeEscalation": True},
+        "podSecurityContext": {"fsGroup": 2000},
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}]})
+    pod = pods.build_attempt_pod(make_run(), task, 1, SETTINGS)
+    spec, container = pod["spec"], pod["spec"]["containers"][0]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": True, "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]}, "privileged": True}
+    assert spec["securityContext"]["fsGroup"] == 2000
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
+    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+
+
 @pytest.mark.parametrize(("run_timeout", "deadline"), [(None, 600), ("90s", 90), ("1h", 3600)],
                          ids=["task", "run-seconds", "run-hours"])
 def test_attempt_timeout_becomes_active_deadline(run_timeout: str | None, deadline: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -152,3 +153,23 @@ async def test_names_cannot_leave_their_path(fake: tuple[FakeApiServer, kubeapi.
                          ids=["default-twice-qps", "set", "at-least-one"])
 def test_rate_limiter_burst(qps: float, burst: int | None, capacity: float) -> None:
     assert kubeapi.RateLimiter(qps, burst).capacity == capacity
+
+
+def _refused(status: int, message: str) -> kubeapi.ApiException:
+    error = kubeapi.ApiException(status=status, reason="x")
+    error.body = json.dumps({"kind": "Status", "message": message})
+    return error
+
+
+@pytest.mark.parametrize(("status", "message", "permanent"), [
+    (403, 'pods "r-1" is forbidden: violates PodSecurity "restricted:latest": privileged', True),
+    (403, 'admission webhook "policy.example.com" denied the request: no hostPath', True),
+    (422, 'Pod "r-1" is invalid: spec.containers[0].image: Required value', True),
+    (403, 'pods is forbidden: User "system:serviceaccount:d:d" cannot create resource "pods"', False),
+    (403, 'pods "r-1" is forbidden: exceeded quota: compute, requested: cpu=2', False),
+    (409, "Operation cannot be fulfilled", False),
+    (500, "etcdserver: request timed out", False),
+], ids=["pod-security", "admission-webhook", "invalid", "rbac", "quota", "conflict", "server"])
+def test_what_the_api_server_refuses_for_good(status: int, message: str, permanent: bool) -> None:
+    refusal = kubeapi.refusal(_refused(status, message))
+    assert (refusal == message) if permanent else refusal is None

@@ -437,3 +437,15 @@ def test_conditions_move_only_when_their_status_changes() -> None:
     later = NOW + timedelta(minutes=5)
     decision = deciding.decide(seen, later, SETTINGS)
     assert decision.status.conditions[-1].last_transition_time == datetime(2026, 3, 1, 11, 59, 2, tzinfo=UTC)
+
+
+def test_a_refused_pod_fails_the_run_and_gives_its_slot_back() -> None:
+    seen = observation(Case("admitted", seen={"place": ADMITTED}))
+    decided = deciding.decide(seen, NOW, SETTINGS, random.Random(7))
+    assert decided.status.phase == "Running"
+    decision = deciding.pod_refused(seen, decided.status, "violates PodSecurity \"restricted\"",
+                                    NOW, SETTINGS)
+    assert decision.status.phase == "Failed" and decision.status.pod_name is None
+    assert decision.status.conditions[-1].reason == "PodRefused"
+    assert "violates PodSecurity" in decision.status.conditions[-1].message
+    assert [type(action).__name__ for action in decision.actions] == ["ReleaseSlot", "MirrorPhase"]
