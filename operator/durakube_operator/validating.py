@@ -2,9 +2,10 @@
 
 The CRD's OpenAPI schema refuses malformed objects at `kubectl apply`; what needs
 another object (the Task) or Python's parsers is checked here, before any pod is
-created: the Task itself, the payload against the Task's input schema, retry and
-timeout overrides. A problem becomes phase Failed with a reason and a message; it
-never raises, so an invalid run cannot crash-loop the operator.
+created: the Task itself, the payload's size and shape (`durakube.limits`) and the
+payload against the Task's input schema, retry and timeout overrides. A problem
+becomes phase Failed with a reason and a message; it never raises, so an invalid
+run cannot crash-loop the operator.
 
 Pure functions, and `check_run`, which runs them in a thread.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import pydantic
 
-from durakube import durations, errors, resources, schemas
+from durakube import durations, errors, limits, resources, schemas
 from durakube_operator import reasons
 
 
@@ -55,6 +56,10 @@ def validate_run(run: resources.TaskRun, task_body: dict[str, Any]) -> Problem |
                 return Problem(reasons.INVALID, f"{where} must be longer than zero, got {text!r}")
         except errors.InvalidDuration as error:
             return Problem(reasons.INVALID, f"{where} is invalid: {error}")
+    if run.spec.payload_ref is None:
+        refused = limits.problem(run.spec.payload)
+        if refused is not None:
+            return Problem(reasons.INVALID_PAYLOAD, f"the payload {refused}")
     if task.spec.input_schema and run.spec.payload_ref is None:
         # Inline payloads only (at most the inline limit), checked with a linear-time
         # regex engine: short enough to run on the event loop.

@@ -29,6 +29,7 @@ from durakube.errors import (
     RunNotFound,
     StepFailed,
     TaskNotFound,
+    ValueRefused,
 )
 from durakube.retry import Retry
 from durakube.tasks import Registry, TaskDefinition, step, task
@@ -61,6 +62,7 @@ __all__ = [
     "TaskContext",
     "TaskDefinition",
     "TaskNotFound",
+    "ValueRefused",
     "WaitTimedOut",
     "parse_duration",
     "step",

@@ -259,7 +259,7 @@ class TaskContext:
     def _encode(self, value: Any, where: str) -> Any:
         try:
             return serializing.encode(value, where)
-        except errors.NonSerializableState as error:
+        except (errors.NonSerializableState, errors.ValueRefused) as error:
             self._fatal(error)
 
     def _fatal(self, error: errors.DurakubeError) -> NoReturn:

@@ -240,6 +240,15 @@ class NonSerializableState(DurakubeError):
         self.path = path
 
 
+class ValueRefused(DurakubeError):
+    """A value is too large or shaped so that it cannot be stored (`durakube.limits`)."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where} {problem}")
+        self.where = where
+        self.problem = problem
+
+
 class TaskNotFound(DurakubeError):
     """The run names a task id no imported module registered."""
 

@@ -4,7 +4,8 @@ Called by the task context (step results, state) and the worker (task output).
 What goes in must be plain JSON (dict with str keys, list, tuple, str, int, finite
 float, bool, None) or pydantic models anywhere inside; anything else raises
 `errors.NonSerializableState` naming where it was found and its type, at once,
-before anything is written. Does no I/O.
+before anything is written; what the limits of `durakube.limits` refuse (size,
+nesting, NUL characters, invalid Unicode) raises `errors.ValueRefused`. Does no I/O.
 """
 
 from __future__ import annotations
@@ -18,18 +19,36 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from durakube import errors
+from durakube import errors, limits
 
 JSONValue = Any  # dict[str, JSONValue] | list[JSONValue] | str | int | float | bool | None
 
 
-def encode(value: Any, where: str) -> JSONValue:
-    """`value` as JSON data; `where` names it in errors ("step 2 'fetch' result")."""
-    return _encode(value, where, "")
+def encode(value: Any, where: str, max_bytes: int = limits.MAX_VALUE_BYTES) -> JSONValue:
+    """`value` as JSON data; `where` names it in errors ("step 2 'fetch' result").
+
+    Raises `errors.ValueRefused` for what the limits refuse (`durakube.limits`)."""
+    encoded = _encode(value, where, "", 1)
+    size = limits.encoded_size(encoded)
+    if size > max_bytes:
+        raise errors.ValueRefused(where, (
+            f"is {size} bytes of JSON, over the {max_bytes}-byte limit: keep large data "
+            "elsewhere (object storage, a table) and return a reference"))
+    return encoded
 
 
-def _encode(value: Any, where: str, path: str) -> JSONValue:
-    if value is None or isinstance(value, str | bool | int):
+def _text(text: str, where: str, path: str, key: bool = False) -> str:
+    problem = limits.text_problem(text)
+    if problem is not None:
+        at = "in a key at" if key else "at"
+        raise errors.ValueRefused(where, f"{problem} ({at} {path or 'the top'})")
+    return text
+
+
+def _encode(value: Any, where: str, path: str, depth: int) -> JSONValue:
+    if isinstance(value, str):
+        return _text(value, where, path)
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -37,17 +56,20 @@ def _encode(value: Any, where: str, path: str) -> JSONValue:
             raise errors.NonSerializableState(where, f"float ({value})", path)
         return value
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return _encode(value.model_dump(mode="json"), where, path, depth)
+    if depth > limits.MAX_DEPTH and isinstance(value, dict | list | tuple):
+        raise errors.ValueRefused(where, f"nests deeper than {limits.MAX_DEPTH} levels (at {path})")
     if isinstance(value, dict):
         encoded: dict[str, JSONValue] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise errors.NonSerializableState(
                     where, f"dict key {errors.qualified_name_of(key)}", path)
-            encoded[key] = _encode(item, where, f"{path}[{key!r}]")
+            encoded[_text(key, where, path, key=True)] = _encode(item, where, f"{path}[{key!r}]", depth + 1)
         return encoded
     if isinstance(value, list | tuple):
-        return [_encode(item, where, f"{path}[{index}]") for index, item in enumerate(value)]
+        return [_encode(item, where, f"{path}[{index}]", depth + 1)
+                for index, item in enumerate(value)]
     raise errors.NonSerializableState(where, errors.qualified_name_of(value), path)
 
 

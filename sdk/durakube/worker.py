@@ -167,7 +167,7 @@ def _encodable_state(ctx: context.TaskContext | None) -> dict[str, Any] | None:
     try:
         state: dict[str, Any] = serializing.encode(ctx.state, "ctx.state")
         return state
-    except errors.NonSerializableState:
+    except (errors.NonSerializableState, errors.ValueRefused):
         return None
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pydantic
 
-from durakube import durations, errors, schemas, tasks
+from durakube import durations, errors, limits, schemas, tasks
 from durakube.client import failures, handles, kubeapi, manifests, sessions
 from durakube.store import payloads
 
@@ -104,6 +104,10 @@ def prepare(session: sessions.Session, task: handles.TaskLike,
             task if isinstance(task, str) else getattr(task, "__name__", "?"),
             f"expected a JSON object (a dict) or a pydantic model, got "
             f"{errors.qualified_name_of(payload)}")
+    refused = limits.problem(data)
+    if refused is not None:
+        raise errors.InvalidPayload(task if isinstance(task, str) else getattr(task, "__name__", "?"),
+                                    f"the payload {refused}")
     if isinstance(task, str):
         return task, data
     definition = next((d for d in session.registry if d.fn is task), None)

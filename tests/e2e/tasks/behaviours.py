@@ -120,3 +120,14 @@ async def fan_out_handling_failure(ctx: durakube.TaskContext, payload: dict[str,
     except durakube.ChildRunFailed as error:
         return {"failed": error.phase, "message": error.error_message}
     return {"failed": None}
+
+
+@durakube.task(id="oversized-step")
+async def oversized_step(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A step whose result (`payload["bytes"]` characters) may be past the stored-value limit."""
+
+    async def build() -> str:
+        return "x" * int(payload["bytes"])
+
+    text = await ctx.step("build", build)
+    return {"length": len(text)}

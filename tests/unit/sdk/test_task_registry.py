@@ -107,7 +107,7 @@ def test_public_api_is_pinned() -> None:
         "AttemptTimedOut", "ChildRunFailed", "DurakubeError", "InvalidDuration", "InvalidPayload",
         "NonDeterministicReplay", "NonSerializableState", "PermanentError", "Registry", "Retry",
         "RetryableError", "RunNotFound", "StepFailed", "TaskContext", "TaskDefinition",
-        "TaskNotFound", "WaitTimedOut", "parse_duration", "step", "task",
+        "TaskNotFound", "ValueRefused", "WaitTimedOut", "parse_duration", "step", "task",
     ]
     for name in durakube.__all__:
         assert getattr(durakube, name) is not None
