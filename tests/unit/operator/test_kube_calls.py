@@ -152,3 +152,22 @@ async def test_names_cannot_leave_their_path(fake: tuple[FakeApiServer, kubeapi.
                          ids=["default-twice-qps", "set", "at-least-one"])
 def test_rate_limiter_burst(qps: float, burst: int | None, capacity: float) -> None:
     assert kubeapi.RateLimiter(qps, burst).capacity == capacity
+
+
+async def test_reviews_are_posts_to_the_authentication_and_authorization_apis(
+        fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    tokens = "/apis/authentication.k8s.io/v1/tokenreviews"
+    access = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    server.answers[("POST", tokens)] = (201, {"status": {"authenticated": True,
+                                                         "user": {"username": "u"}}})
+    server.answers[("POST", access)] = (201, {"status": {"allowed": True}})
+    assert (await api.create_token_review("t0k"))["status"]["authenticated"]
+    spec = {"user": "u", "resourceAttributes": {"verb": "create", "namespace": "ns"}}
+    assert (await api.create_subject_access_review(spec))["status"]["allowed"]
+    assert [(method, path, body) for method, path, _, body in server.requests] == [
+        ("POST", tokens, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                          "spec": {"token": "t0k"}}),
+        ("POST", access, {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                          "spec": spec}),
+    ]
