@@ -60,7 +60,7 @@ async def test_an_event_id_is_scoped_to_its_namespace_and_key(db: pools.Database
 async def test_no_sender_naming_a_namespace_may_use_a_reserved_key(
         db: pools.Database, namespace: str) -> None:
     key = children.result_key("team-a", "parent-c1")
-    with pytest.raises(waitpoints.ReservedEventKey, match="reserved.*only the operator sends"):
+    with pytest.raises(waitpoints.ReservedEventKey, match=r"reserved.*only the operator sends"):
         await waitpoints.send_event(db, key, {"phase": "Succeeded"}, namespace=namespace)
 
 
