@@ -98,8 +98,11 @@ class Reviews(Protocol):
 
 
 class ExpiringCache:
-    """At most `size` answers, each for `ttl` seconds; concurrent askers of one key share
-    one computation, and a computation that raises leaves nothing behind."""
+    """At most `size` answers, each for `ttl` seconds (the oldest dropped first).
+
+    An answer is computed once, in a task of its own that every asker of that key
+    awaits: a burst shares one computation, and an asker that goes away (a client
+    hanging up) cancels nobody else's. A computation that fails leaves nothing behind."""
 
     def __init__(self, ttl: float = REVIEW_TTL_SECONDS, size: int = REVIEW_CACHE_SIZE,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -112,23 +115,21 @@ class ExpiringCache:
     async def get(self, key: Any, compute: Callable[[], Awaitable[Any]]) -> Any:
         now = self.clock()
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > now:
-            return await asyncio.shield(entry[1])
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._entries[key] = (now + self.ttl, future)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-        try:
-            value = await compute()
-        except BaseException as error:
-            if self._entries.get(key, (0.0, None))[1] is future:
+        if entry is None or entry[0] <= now:
+            answer = asyncio.ensure_future(compute())
+            entry = (now + self.ttl, answer)
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+            answer.add_done_callback(lambda done: self._forget_failure(key, done))
+        return await asyncio.shield(entry[1])
+
+    def _forget_failure(self, key: Any, answer: asyncio.Future[Any]) -> None:
+        # Reading the exception here also keeps asyncio from reporting it as never retrieved.
+        if answer.cancelled() or answer.exception() is not None:
+            if (current := self._entries.get(key)) is not None and current[1] is answer:
                 del self._entries[key]
-            future.set_exception(error)
-            future.exception()  # retrieved here: sharers re-raise it, nobody else need
-            raise
-        future.set_result(value)
-        return value
 
 
 class Authenticator:

@@ -191,3 +191,14 @@ async def test_event_routes(webhook: tuple[test_utils.TestClient, RecordingDeliv
         assert deliverer.sent == []
     if status == 403 and "durakube.io" in path:
         assert "reserved" in (await response.json())["error"]
+
+
+async def test_a_caller_hanging_up_cancels_no_other_callers_review() -> None:
+    reviews = FakeReviews(REVIEWS, ALLOWED)
+    auth = authenticator(reviews)
+    first = asyncio.ensure_future(auth.may_send_events("Bearer sa-token", "team-a"))
+    second = asyncio.ensure_future(auth.may_send_events("Bearer sa-token", "team-a"))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert (await second).allowed
+    assert first.cancelled()
