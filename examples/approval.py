@@ -2,7 +2,7 @@
 holding no pod) -> publish or reject.
 
 The wait is a waitpoint token: `send_for_approval` hands the token to a person
-(here it records the request in Postgres and logs the approval URL); whoever
+(here it records the request and the approval URL in Postgres); whoever
 approves completes the token through the Python client, a `TaskEvent`, or the
 operator's webhook, and the run resumes in a new pod with the answer.
 """
@@ -61,7 +61,8 @@ async def send_for_approval(report: dict[str, str], token: str) -> str:
         UPDATE examples.reports SET token = $2, approval_url = $3, state = 'awaiting-approval',
                                     updated_at = now() WHERE report_id = $1""",
         report["id"], token, url)
-    print(f"approval requested for {report['title']}: POST {{\"approved\": true}} to {url}")
+    # The URL holds the token, which approves: it goes to the approver, never to the logs.
+    print(f"approval requested for {report['title']}: its approval URL is in examples.reports")
     return url
 
 

@@ -107,7 +107,7 @@ class Controller:
     async def task_event_created(self, namespace: str, name: str, uid: str,
                                  spec: resources.TaskEventSpec) -> None:
         """Delivers a TaskEvent once and records how it went in its status."""
-        status = await self.deliverer.deliver_task_event(spec, uid)
+        status = await self.deliverer.deliver_task_event(namespace, spec, uid)
         await self.api.patch_status("taskevents", namespace, name,
                                     status.model_dump(mode="json", by_alias=True, exclude_none=True))
 

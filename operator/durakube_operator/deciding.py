@@ -256,6 +256,9 @@ class _Deciding:
             if status.pod_name:
                 todo.append(actions.DeletePod(self.namespace, status.pod_name))
             waiting_for = outcome.output if isinstance(outcome.output, dict) else {}
+            # A token completes its wait: whoever may read the TaskRun must not see it, even
+            # from a worker of a release that still recorded it.
+            waiting_for = {name: value for name, value in waiting_for.items() if name != "token"}
             status = status.model_copy(update={"waiting_for": waiting_for,
                                                "resumes": status.resumes + 1})
             until = f" until {waiting_for['until']}" if waiting_for.get("until") else ""

@@ -3,6 +3,10 @@
 Both paths end in the same store calls (`waitpoints.send_event`,
 `waitpoints.complete_token`) as the Python client's, then poke the waking loop so
 the runs they released resume at once instead of at its next round.
+
+An event is sent in a namespace: a TaskEvent's own, or the one the webhook's caller
+was authorized for. Keys under `durakube.io/` (children's results) are refused
+here as in the store: only the operator's `children` sends on them.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ class Deliverer:
     db: pools.Database
     poke: Callable[[], None]
 
-    async def send_event(self, key: str, data: Any, event_id: str | None = None) -> waitpoints.Delivery:
-        delivery = await waitpoints.send_event(self.db, key, data, event_id=event_id)
+    async def send_event(self, namespace: str, key: str, data: Any,
+                         event_id: str | None = None) -> waitpoints.Delivery:
+        """Raises `waitpoints.ReservedEventKey` for a key only the operator may send on."""
+        delivery = await waitpoints.send_event(self.db, key, data, namespace=namespace,
+                                               event_id=event_id)
         if delivery.run_ids:
             self.poke()
         return delivery
@@ -32,9 +39,10 @@ class Deliverer:
         self.poke()
         return run_id
 
-    async def deliver_task_event(self, spec: resources.TaskEventSpec,
+    async def deliver_task_event(self, namespace: str, spec: resources.TaskEventSpec,
                                  uid: str) -> resources.TaskEventStatus:
-        """Delivers a TaskEvent once (its uid makes a repeat a no-op) and says how it went."""
+        """Delivers a TaskEvent to the runs of its namespace, once (its uid makes a repeat a
+        no-op), and says how it went."""
         now = datetime.now(UTC).replace(microsecond=0)
         if spec.token is not None:
             try:
@@ -45,7 +53,11 @@ class Deliverer:
             return resources.TaskEventStatus(phase=resources.DeliveryPhase.DELIVERED, delivered_to=1,
                                              delivered_at=now, message="token completed")
         assert spec.key is not None  # the CRD's validation rule requires one of the two
-        delivery = await self.send_event(spec.key, spec.data, event_id=uid)
+        try:
+            delivery = await self.send_event(namespace, spec.key, spec.data, event_id=uid)
+        except waitpoints.ReservedEventKey as error:
+            return resources.TaskEventStatus(phase=resources.DeliveryPhase.FAILED,
+                                             message=str(error), delivered_at=now)
         if delivery.buffered:
             return resources.TaskEventStatus(
                 phase=resources.DeliveryPhase.BUFFERED, delivered_at=now,

@@ -1,8 +1,9 @@
 """The operator's calls to the Kubernetes API: few, bounded and async.
 
 kopf watches; this module reads and writes, for the reconciler, the controller's
-loops and the spawning of child runs. Every call goes through one token bucket
-(kopf has no client-side rate limit, kopf #1011) and runs on the event loop
+loops and the spawning of child runs, and asks the API server who the webhook's
+callers are. Every call goes through one token bucket (kopf has no client-side
+rate limit, kopf #1011) and runs on the event loop
 through the official asyncio client, `kubernetes.aio`: its configuration loading,
 credentials (refreshed service-account tokens included), TLS and aiohttp
 connection pool.
@@ -234,6 +235,21 @@ class KubeApi:
             if error.status == Conflict:
                 return None
             raise
+
+    async def create_token_review(self, token: str) -> dict[str, Any]:
+        """Asks the API server who holds `token` (a TokenReview); its `status` says."""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                  "spec": {"token": token}}
+        return await self._request(
+            "POST", _path("apis", "authentication.k8s.io", "v1", "tokenreviews"), review)
+
+    async def create_subject_access_review(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Asks the API server whether a user may do something (a SubjectAccessReview whose
+        `spec` names the user and the resource attributes); `status.allowed` says."""
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                  "spec": spec}
+        return await self._request(
+            "POST", _path("apis", "authorization.k8s.io", "v1", "subjectaccessreviews"), review)
 
     async def create_event(self, involved: dict[str, Any], kind: str, reason: str,
                            message: str, event_type: str = "Normal") -> None:

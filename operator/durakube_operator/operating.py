@@ -30,7 +30,7 @@ from typing import Any
 import kopf
 
 from durakube.store import pools, schema
-from durakube_operator import delivering, handlers, kubeapi, leading, metrics, serving
+from durakube_operator import authenticating, delivering, handlers, kubeapi, leading, metrics, serving
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 # The Lease's calls have their own client and budget, so a renewal never waits behind
 # the reconciler's calls in the shared token bucket.
 _LEASE_QPS = 5.0
+
+# The webhook's reviews of its callers (TokenReview, SubjectAccessReview) have their own
+# budget too: a burst of events never delays the reconciler's calls, nor they the events.
+_REVIEW_QPS = 20.0
 
 # How long a leader that lost its Lease lets kopf wind down before the process ends anyway.
 _STOP_AFTER_LOSS_SECONDS = 3.0
@@ -52,6 +56,7 @@ async def operate(settings: settings_module.Settings) -> int:
     db = await pools.connect(settings.database_url, min_size=1,
                              max_size=max(4, settings.workers + 2))
     lease_api = kubeapi.KubeApi(await kubeapi.load_client(), _LEASE_QPS)
+    review_api = kubeapi.KubeApi(await kubeapi.load_client(), _REVIEW_QPS)
     identity = f"{settings.pod_name}_{secrets.token_hex(4)}"
     elector = leading.LeaderElector(
         lease_api, settings.lease_namespace, settings.lease_name, identity,
@@ -61,7 +66,8 @@ async def operate(settings: settings_module.Settings) -> int:
     memo = handlers.Memo()
     memo.settings, memo.db = settings, db
     health = serving.Health(db, elector)
-    runners = await serving.start(settings, health, delivering.Deliverer(db, memo.wake_waiting_runs))
+    runners = await serving.start(settings, health, delivering.Deliverer(db, memo.wake_waiting_runs),
+                                  authenticating.Authenticator(review_api, settings.webhook_secret))
     metrics.LEADER.set(0)
     try:
         await schema.migrate(db)
@@ -79,6 +85,7 @@ async def operate(settings: settings_module.Settings) -> int:
                 await elector.release()
         await serving.stop(runners)
         await lease_api.close()
+        await review_api.close()
         await db.close()
 
 

@@ -5,7 +5,8 @@
     :HEALTH_PORT   GET  /healthz    200 while the replica's event loop answers (liveness)
                    GET  /readyz     200 when Postgres answers and, on the leader, kopf's
                                     watches have started; the body says which checks passed
-    :WEBHOOK_PORT  POST /v1/...     tokens and events (`webhooks`)
+    :WEBHOOK_PORT  POST /v1/...     tokens, and events from authenticated callers (`webhooks`,
+                                    `authenticating`)
 
 A port of 0 turns that server off. Sockets are bound with SO_REUSEPORT, so replicas
 sharing one network namespace (hostNetwork pods, the test bed's process node) can
@@ -24,7 +25,7 @@ import prometheus_client
 from aiohttp import web
 
 from durakube.store import pools
-from durakube_operator import delivering, leading, webhooks
+from durakube_operator import authenticating, delivering, leading, webhooks
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -97,11 +98,12 @@ def build_health_app(health: Health) -> web.Application:
 
 
 async def start(settings: settings_module.Settings, health: Health,
-                deliverer: delivering.Deliverer) -> list[web.AppRunner]:
+                deliverer: delivering.Deliverer,
+                authenticator: authenticating.Authenticator) -> list[web.AppRunner]:
     """Starts the servers whose port is not 0; the caller cleans the runners up."""
     servers = [(settings.metrics_port, build_metrics_app()),
                (settings.health_port, build_health_app(health)),
-               (settings.webhook_port, webhooks.build_app(deliverer, settings.webhook_secret))]
+               (settings.webhook_port, webhooks.build_app(deliverer, authenticator))]
     runners = []
     for port, app in servers:
         if not port:

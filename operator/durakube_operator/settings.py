@@ -51,7 +51,9 @@ class Settings(environment.Settings):
     # Every replica serves /metrics on the first, /healthz and /readyz on the second (0: off).
     metrics_port: int = pydantic.Field(default=8080, ge=0, le=65535)
     health_port: int = pydantic.Field(default=8081, ge=0, le=65535)
-    # Webhooks for tokens and events (0: off), and the bearer secret events need.
+    # Webhooks for tokens and events (0: off), and a shared secret that, as a bearer token,
+    # may send events into any namespace (besides Kubernetes tokens allowed to create
+    # TaskEvents there; the chart generates one).
     webhook_port: int = pydantic.Field(default=8082, ge=0, le=65535)
     webhook_secret: str | None = pydantic.Field(default=None, repr=False)
     # Longest a run waits before its state is looked at again without any event.

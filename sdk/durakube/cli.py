@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("run")
     wait.add_argument("--timeout", type=float, help="seconds (default: no limit)")
 
-    event = command("send-event", run_send_event, "send an event to runs waiting on KEY")
+    event = command("send-event", run_send_event, "send an event to the namespace's runs waiting on KEY")
     event.add_argument("key")
     event.add_argument("--data", help="the event's data as JSON")
 

@@ -222,13 +222,18 @@ class TaskQueueStatus(Resource):
 
 
 class TaskEventSpec(Resource):
-    """An event for the runs waiting on `key`, or the completion of one waitpoint `token`."""
+    """An event for the runs of its namespace waiting on `key`, or the completion of one
+    waitpoint `token`."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "has(self.key) != has(self.token)",
-         "message": "give exactly one of spec.key (an event) and spec.token (a waitpoint token)"}]})
-    key: Annotated[str | None, Field(min_length=1, max_length=253,
-                                     description="Delivered to every run waiting on this key.")] = None
+         "message": "give exactly one of spec.key (an event) and spec.token (a waitpoint token)"},
+        {"rule": "!has(self.key) || !self.key.startsWith('durakube.io/')",
+         "message": "event keys under durakube.io/ are reserved: they carry the results of child "
+                    "runs, which only the operator sends"}]})
+    key: Annotated[str | None, Field(
+        min_length=1, max_length=253,
+        description="Delivered to every run of this namespace waiting on this key.")] = None
     token: Annotated[str | None, Field(pattern=r"^wpt_[A-Za-z0-9_-]{16,}$",
                                        description="Completes the wait of this waitpoint token.")] = None
     data: Annotated[FreeObject, Field(description="What the wait returns to the task.")] = {}

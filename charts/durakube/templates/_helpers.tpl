@@ -84,6 +84,24 @@ url
 {{- end }}
 {{- end }}
 
+{{/* The Secret that holds the webhook's shared secret: the user's, or the one the chart
+generates (webhook-secret.yaml). */}}
+{{- define "durakube.webhookSecretName" -}}
+{{- if .Values.webhook.existingSecret }}
+{{- .Values.webhook.existingSecret }}
+{{- else }}
+{{- include "durakube.suffixed" (list . "webhook") }}
+{{- end }}
+{{- end }}
+
+{{- define "durakube.webhookSecretKey" -}}
+{{- if .Values.webhook.existingSecret }}
+{{- .Values.webhook.existingSecretKey }}
+{{- else -}}
+secret
+{{- end }}
+{{- end }}
+
 {{/* The image reference: the tag defaults to the chart's appVersion. */}}
 {{- define "durakube.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}

@@ -182,7 +182,9 @@ class AsyncClient:
 
     async def send_event(self, key: str, data: Any = None, *,
                          event_id: str | None = None) -> handles.EventDelivery:
-        """Sends an event to the runs waiting on `key` (or buffers it for the next one)."""
+        """Sends an event to the runs of the client's namespace waiting on `key` (or buffers
+        it for the next one there); `waitpoints.ReservedEventKey` for a key under
+        `durakube.io/`, which only the operator sends on (children's results)."""
         return await managing.send_event(self._session, key, data, event_id=event_id)
 
     async def complete_token(self, token: str, data: Any = None) -> str:

@@ -149,9 +149,13 @@ async def logs(session: sessions.Session, run: sessions.RunRef) -> list[handles.
 
 async def send_event(session: sessions.Session, key: str, data: Any = None, *,
                      event_id: str | None = None) -> handles.EventDelivery:
-    """Sends an event to the runs waiting on `key` (or buffers it for the next one)."""
+    """Sends an event to the runs of the client's namespace waiting on `key`, or buffers
+    it for the next one there. Keys under `durakube.io/` are
+    refused (`waitpoints.ReservedEventKey`): they carry child runs' results."""
+    waitpoints.check_event_key(key)
     db = await session.database("sending an event")
-    delivery = await waitpoints.send_event(db, key, data, event_id=event_id)
+    delivery = await waitpoints.send_event(db, key, data, namespace=session.namespace,
+                                           event_id=event_id)
     return handles.EventDelivery(str(delivery.event_id), list(delivery.run_ids),
                                  bool(delivery.buffered))
 

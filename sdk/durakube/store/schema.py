@@ -190,6 +190,19 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "the retry policy an attempt's outcome was classified under", """
         ALTER TABLE durakube.attempts ADD COLUMN policy jsonb;
     """),
+    # Touches only durakube.events, so it applies whatever version 8 changed.
+    Migration(9, "events are sent within a namespace", """
+        ALTER TABLE durakube.events ADD COLUMN namespace text;
+        -- A child's result names its namespace in its key (durakube.io/run/<ns>/<name>).
+        -- Other events buffered before namespaces existed cannot be attributed to one:
+        -- they keep an empty namespace, which no run has, and expire unread.
+        UPDATE durakube.events SET namespace = CASE
+            WHEN key LIKE 'durakube.io/run/%/%' THEN split_part(key, '/', 3) ELSE '' END;
+        ALTER TABLE durakube.events ALTER COLUMN namespace SET NOT NULL;
+        DROP INDEX durakube.events_buffered_idx;
+        CREATE INDEX events_buffered_idx ON durakube.events (namespace, key, created_at)
+            WHERE consumed_by IS NULL AND delivered_to = 0;
+    """),
 )
 
 

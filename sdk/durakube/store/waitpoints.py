@@ -6,7 +6,7 @@ wait ends in one of three ways, each a single UPDATE that sets `completed_at`:
 
 - its deadline passes (`fire_due_timers`, the operator's one timer loop over the
   indexed `wake_at`): a sleep completes, an event or token wait times out;
-- an event is sent to its key (`send_event`);
+- an event is sent to its key in its run's namespace (`send_event`);
 - its token is completed (`complete_token`).
 
 The operator then resumes the run (`runs_to_resume` / `mark_resumed`). Events sent
@@ -14,10 +14,23 @@ to a key nobody waits on are buffered for a retention period, and the next wait 
 that key takes the oldest one (`wait_for_event_txn`); a per-key advisory lock makes
 "check the buffer, else start waiting" and "deliver, else buffer" exclusive, so no
 event is lost between the two.
+
+Events are scoped to a namespace: an event sent in namespace A completes only the
+waits of A's runs and is buffered only for them. Keys under `durakube.io/` are
+reserved for the operator, which sends a child run's result on one
+(`children.result_key`, naming the child's namespace): every other sender names a
+namespace and is refused such a key, so no one can forge or pre-send a child's
+result. A caller's event id makes sending idempotent within (namespace, key) only,
+so one sender's id never swallows another's event.
+
+A token is a secret: `Waitpoint.describe()` (what a TaskRun's status shows) leaves
+it out, and errors carry its first characters only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +41,8 @@ from durakube.store import pools
 
 Kind = Literal["sleep", "event", "token"]
 DEFAULT_EVENT_RETENTION = timedelta(days=1)
+# Keys only the operator sends on (a child run's result: `children.result_key`).
+RESERVED_KEY_PREFIX = "durakube.io/"
 
 
 @dataclass(frozen=True)
@@ -50,12 +65,10 @@ class Waitpoint:
                    timed_out=record["timed_out"])
 
     def describe(self) -> dict[str, Any]:
-        """What `status.waitingFor` shows."""
+        """What `status.waitingFor` shows: never the token, which completes the wait."""
         shown: dict[str, Any] = {"kind": self.kind, "step": self.seq}
         if self.key is not None:
             shown["key"] = self.key
-        if self.token is not None:
-            shown["token"] = self.token
         if self.wake_at is not None:
             shown["until"] = self.wake_at.isoformat()
         return shown
@@ -80,6 +93,26 @@ class TokenAlreadyCompleted(errors.DurakubeError):
     def __init__(self, token_prefix: str) -> None:
         super().__init__(f"the waitpoint of token {token_prefix}… was completed already")
         self.token_prefix = token_prefix
+
+
+class ReservedEventKey(errors.DurakubeError):
+    """An event key under `durakube.io/`, which only the operator may send on."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"event key {key!r} is reserved: keys under {RESERVED_KEY_PREFIX!r} carry the results "
+            "of child runs, which only the operator sends; choose a key without that prefix")
+        self.key = key
+
+
+def is_reserved_key(key: str) -> bool:
+    return key.startswith(RESERVED_KEY_PREFIX)
+
+
+def check_event_key(key: str) -> None:
+    """Raises `ReservedEventKey` for a key no one but the operator may send on."""
+    if is_reserved_key(key):
+        raise ReservedEventKey(key)
 
 
 def shown_token(token: str) -> str:
@@ -157,6 +190,7 @@ async def wait_for_event(db: pools.Database, *, run_id: str, seq: int, key: str,
             WHERE event_id = (
                 SELECT event_id FROM durakube.events
                 WHERE key = $1 AND consumed_by IS NULL AND delivered_to = 0 AND expires_at > now()
+                  AND namespace = (SELECT namespace FROM durakube.runs WHERE run_id = $2)
                 ORDER BY created_at LIMIT 1 FOR UPDATE)
             RETURNING data""", key, run_id, seq)
         waitpoint = await _create_waitpoint_txn(conn, run_id, seq, "event", wake_at, key, None)
@@ -179,34 +213,65 @@ class Delivery:
     buffered: bool
 
 
-async def send_event(db: pools.Database, key: str, data: Any = None, *, event_id: str | None = None,
+async def send_event(db: pools.Database, key: str, data: Any = None, *,
+                     namespace: str | None = None, event_id: str | None = None,
                      retention: timedelta = DEFAULT_EVENT_RETENTION) -> Delivery:
-    """Delivers an event to every run waiting on `key`, or buffers it for the next one.
+    """Delivers an event to every run of `namespace` waiting on `key`, or buffers it for
+    the next one there.
 
-    With an `event_id` (say, a TaskEvent's uid) sending is idempotent: the same id
-    sent twice is delivered once, and the second call reports the first delivery.
+    Every sender names the namespace it sends in (a TaskEvent's, the webhook's path, the
+    client's), and may not use a reserved key (`ReservedEventKey`). The operator sends
+    a child's result with no namespace: its reserved key names the child's.
+
+    With an `event_id` (say, a TaskEvent's uid) sending is idempotent within
+    (namespace, key): the same id sent twice is delivered once, and the second call
+    reports the first delivery.
     """
-    event_id = event_id or secrets.token_hex(16)
+    namespace = _namespace_of_event(key, namespace)
+    given_id = event_id or secrets.token_hex(16)
+    stored_id = _stored_event_id(namespace, key, event_id) if event_id else given_id
     async with pools.transaction(db) as conn:
         await _lock_key_txn(conn, key)
         inserted = await conn.fetchval("""
-            INSERT INTO durakube.events (event_id, key, data, expires_at)
-            VALUES ($1, $2, $3, now() + $4::interval) ON CONFLICT (event_id) DO NOTHING
-            RETURNING event_id""", event_id, key, data, retention)
+            INSERT INTO durakube.events (event_id, namespace, key, data, expires_at)
+            VALUES ($1, $2, $3, $4, now() + $5::interval) ON CONFLICT (event_id) DO NOTHING
+            RETURNING event_id""", stored_id, namespace, key, data, retention)
         if inserted is None:
             record = await conn.fetchrow(
-                "SELECT delivered_runs, delivered_to FROM durakube.events WHERE event_id = $1", event_id)
+                "SELECT delivered_runs, delivered_to FROM durakube.events WHERE event_id = $1",
+                stored_id)
             runs = list(record["delivered_runs"] or [])
-            return Delivery(event_id, runs, buffered=record["delivered_to"] == 0)
+            return Delivery(given_id, runs, buffered=record["delivered_to"] == 0)
         rows = await conn.fetch("""
-            UPDATE durakube.waitpoints SET data = $2, completed_at = now()
-            WHERE kind = 'event' AND key = $1 AND completed_at IS NULL
-            RETURNING run_id""", key, data)
+            UPDATE durakube.waitpoints w SET data = $3, completed_at = now()
+            FROM durakube.runs r
+            WHERE w.kind = 'event' AND w.key = $2 AND w.completed_at IS NULL
+              AND r.run_id = w.run_id AND r.namespace = $1
+            RETURNING w.run_id""", namespace, key, data)
         runs = [row["run_id"] for row in rows]
         await conn.execute("""
             UPDATE durakube.events SET delivered_to = $2, delivered_runs = $3 WHERE event_id = $1""",
-            event_id, len(runs), runs)
-    return Delivery(event_id, runs, buffered=not runs)
+            stored_id, len(runs), runs)
+    return Delivery(given_id, runs, buffered=not runs)
+
+
+def _namespace_of_event(key: str, namespace: str | None) -> str:
+    """The namespace an event is sent in: the sender's, or for a child's result (sent by
+    the operator, naming none) the one its key names."""
+    if namespace is not None:
+        check_event_key(key)
+        if not namespace:
+            raise ValueError("an event needs the namespace it is sent in")
+        return namespace
+    parts = key.split("/")
+    if is_reserved_key(key) and len(parts) == 4 and parts[1] == "run" and parts[2] and parts[3]:
+        return parts[2]
+    raise ValueError(f"sending an event on {key!r} needs the namespace it is sent in")
+
+
+def _stored_event_id(namespace: str, key: str, event_id: str) -> str:
+    """The stored id of a caller's event id: unique within (namespace, key) only."""
+    return "id-" + hashlib.sha256(json.dumps([namespace, key, event_id]).encode()).hexdigest()
 
 
 async def complete_token(db: pools.Database, token: str, data: Any = None) -> str:

@@ -126,3 +126,10 @@ def test_send_event_and_complete_token(durakube) -> None:
     assert "buffered (no run waits on 'order-7/paid' yet)" in sent.stdout
     assert completed.returncode == 1
     assert "error: no waitpoint has token" in completed.stderr
+
+
+def test_send_event_refuses_a_child_result_key(durakube, namespace: str) -> None:
+    forged = durakube("send-event", f"durakube.io/run/{namespace}/parent-c1", "--data",
+                      '{"phase": "Succeeded", "output": "forged"}', check=False)
+    assert forged.returncode == 1
+    assert "is reserved" in forged.stderr and "only the operator sends" in forged.stderr

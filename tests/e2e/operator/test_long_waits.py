@@ -1,7 +1,9 @@
 """Long waits end to end: runs suspend without a pod and resume on timers, events, tokens.
 
 The approval example is approved through each delivery path: the Python SDK's
-store call, a TaskEvent applied with kubectl, and the operator's webhook.
+store call, a TaskEvent applied with kubectl, and the operator's webhook. Its token
+reaches the approver the way the example hands it out (a row of its own table),
+never through the TaskRun, its Events or the operator's logs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import kubernetes
 import pytest
 from helpers import InstalledOperator, get_taskrun, kubectl, load_yaml, wait_for, wait_for_phase
@@ -30,17 +33,42 @@ SUSPEND_ALL_WITHIN = 240
 
 
 def start_approval(custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
-                   namespace: str) -> str:
+                   namespace: str, database_url: str) -> str:
     """Applies the approval example and returns the token once the run waits for it."""
     for body in load_yaml((ROOT / "examples" / "approval-workflow.yaml").read_text()):
         create(custom, namespace, body)
     run = wait_for_phase(custom, namespace, "approve-q3-report", {"Suspended", "Failed"})
     assert run["status"]["phase"] == "Suspended", run["status"]
     waiting = run["status"]["waitingFor"]
-    assert waiting["kind"] == "token"
+    assert waiting["kind"] == "token" and "token" not in waiting
     # Waiting holds no pod at all, not even a finished one.
     wait_for(lambda: not attempt_pods(core, namespace), what="the suspended attempt's pod removed")
-    return str(waiting["token"])
+    return approval_token(database_url)
+
+
+def approval_token(database_url: str) -> str:
+    """The token as the example hands it to its approver: in examples.reports."""
+    async def read() -> str:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return str(await connection.fetchval(
+                "SELECT token FROM examples.reports WHERE report_id = 'q3-report'"))
+        finally:
+            await connection.close()
+
+    return asyncio.run(read())
+
+
+def assert_token_not_shown(cluster: devcluster_cluster.Cluster, namespace: str,
+                           operator: InstalledOperator, token: str) -> None:
+    """Whoever may read the TaskRun, its Events or the operator's logs cannot approve."""
+    shown = [kubectl(cluster, "get", "taskrun", "approve-q3-report", "-n", namespace,
+                     "-o", "json").stdout,
+             kubectl(cluster, "get", "events", "-n", namespace, "-o", "json").stdout,
+             operator.log_tail(lines=2000)]
+    assert token.startswith("wpt_")
+    for text in shown:
+        assert token not in text
 
 
 def finish_approval(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> dict[str, Any]:
@@ -55,7 +83,7 @@ def test_approval_completed_through_the_python_sdk(
         cluster: devcluster_cluster.Cluster, namespace: str,
         custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
         operator: InstalledOperator) -> None:
-    token = start_approval(custom, core, namespace)
+    token = start_approval(custom, core, namespace, operator.database_url)
     with Client(kubeconfig=cluster.kubeconfig, namespace=namespace,
                 database_url=operator.database_url) as client:
         run_id = client.complete_token(token, {"approved": True})
@@ -67,21 +95,25 @@ def test_approval_completed_through_the_python_sdk(
 
 def test_approval_completed_with_a_task_event(
         cluster: devcluster_cluster.Cluster, namespace: str,
-        custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api) -> None:
-    token = start_approval(custom, core, namespace)
+        custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
+        operator: InstalledOperator) -> None:
+    token = start_approval(custom, core, namespace, operator.database_url)
     manifest = (ROOT / "examples" / "approve.yaml").read_text().replace(
         "wpt_REPLACE_WITH_THE_TOKEN_0000", token)
     kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=manifest)
     finish_approval(custom, namespace)
+    assert_token_not_shown(cluster, namespace, operator, token)
     event = custom.get_namespaced_custom_object("durakube.io", "v1alpha1", namespace, "taskevents",
                                                 "approve-q3-report")
     assert event["status"]["phase"] == "Delivered"
 
 
 def test_approval_completed_through_the_webhook(
-        namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
-    token = start_approval(custom, core, namespace)
+        cluster: devcluster_cluster.Cluster, namespace: str,
+        custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
+        operator: InstalledOperator) -> None:
+    # The token is its own credential: completing it needs no other.
+    token = start_approval(custom, core, namespace, operator.database_url)
 
     def post(path: str, data: Any) -> tuple[int, dict[str, Any]]:
         request = urllib.request.Request(operator.webhook_url + path, method="POST",
@@ -99,6 +131,8 @@ def test_approval_completed_through_the_webhook(
     finish_approval(custom, namespace)
     status, body = post(f"/v1/tokens/{token}/complete", {"approved": True})
     assert status == 409 and "completed already" in body["error"]
+    assert token not in body["error"]
+    assert_token_not_shown(cluster, namespace, operator, token)
 
 
 def test_task_event_with_bad_spec_is_refused_by_the_schema(
@@ -143,7 +177,7 @@ def test_event_sent_before_the_wait_is_buffered_not_lost(
     async def send() -> waitpoints.Delivery:
         pool = await pools.connect(operator.database_url)
         try:
-            return await waitpoints.send_event(pool, key, {"paid": True})
+            return await waitpoints.send_event(pool, key, {"paid": True}, namespace=namespace)
         finally:
             await pool.close()
 

@@ -11,7 +11,7 @@ import yaml
 from charting import CHART, GOOD_VALUES, NAMESPACE, RELEASE, one, render
 
 PERMISSIONS = yaml.safe_load((CHART / "permissions.yaml").read_text())
-CLUSTER_SCOPED = {"customresourcedefinitions"}
+CLUSTER_SCOPED = {"customresourcedefinitions", "tokenreviews", "subjectaccessreviews"}
 # Permission: (API group, resource, verb, resource name or "", scope).
 Permission = tuple[str, str, str, str, str]
 

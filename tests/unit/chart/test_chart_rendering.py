@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -20,9 +21,10 @@ def test_ci_values_pass_strict_lint(values: Any) -> None:
 
 def test_default_values_render_the_operator_and_its_rbac() -> None:
     assert kinds(render("default-values.yaml")) == sorted([
-        *CRDS, "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole",
-        "ClusterRoleBinding", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget",
-        "Role", "RoleBinding", "Secret", "Service", "ServiceAccount"])
+        *CRDS, "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole",
+        "ClusterRoleBinding", "ClusterRoleBinding", "ClusterRoleBinding", "Deployment",
+        "PodDisruptionBudget", "Role", "RoleBinding", "Secret", "Secret", "Service",
+        "ServiceAccount"])
 
 
 def test_all_on_values_render_every_optional_object() -> None:
@@ -95,6 +97,7 @@ def test_operator_environment_with_default_values() -> None:
         "DURAKUBE_METRICS_PORT": "8080",
         "DURAKUBE_HEALTH_PORT": "8081",
         "DURAKUBE_WEBHOOK_PORT": "8082",
+        "DURAKUBE_WEBHOOK_SECRET_FILE": "/etc/durakube/webhook/secret",
         "DURAKUBE_DATABASE_SECRET": "durakube-database",
         "DURAKUBE_MANAGE_DATABASE_SECRET": "true",
         "DURAKUBE_DEFAULT_QUEUE": "default",
@@ -145,7 +148,7 @@ def test_webhook_port_zero_turns_the_webhook_off() -> None:
 
 def test_database_url_becomes_a_secret_mounted_as_one_file() -> None:
     manifests = render("default-values.yaml")
-    secret = one(manifests, "Secret")
+    secret = one(manifests, "Secret", "durakube-database")
     assert set(secret["data"]) == {"url"}
     pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
     [volume] = [volume for volume in pod["volumes"] if volume["name"] == "database"]
@@ -158,23 +161,46 @@ def test_database_url_becomes_a_secret_mounted_as_one_file() -> None:
 
 def test_existing_database_secret_is_used_as_it_is() -> None:
     manifests = render("namespaced-values.yaml")
-    assert "Secret" not in kinds(manifests)
+    assert [doc["metadata"]["name"] for doc in manifests if doc["kind"] == "Secret"] == \
+        ["durakube-webhook"]  # the generated webhook secret; no database Secret
     pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
     [volume] = [volume for volume in pod["volumes"] if volume["name"] == "database"]
     assert volume["secret"] == {"secretName": "durakube-postgres",
                                 "items": [{"key": "dsn", "path": "dsn"}]}
 
 
-def test_webhook_secret_is_mounted_only_when_given() -> None:
-    manifests = render("all-on-values.yaml")
+def webhook_volume(manifests: list[dict[str, Any]]) -> dict[str, Any]:
     pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
     [volume] = [volume for volume in pod["volumes"] if volume["name"] == "webhook"]
-    assert volume["secret"] == {"secretName": "durakube-webhook",
-                                "items": [{"key": "token", "path": "token"}]}
-    default = render("default-values.yaml")
-    assert "DURAKUBE_WEBHOOK_SECRET_FILE" not in environment(default)
-    assert "webhook" not in {v["name"] for v in
-                             one(default, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    return dict(volume["secret"])
+
+
+def test_a_given_webhook_secret_is_mounted_and_none_generated() -> None:
+    manifests = render("all-on-values.yaml")
+    assert webhook_volume(manifests) == {"secretName": "durakube-webhook",
+                                         "items": [{"key": "token", "path": "token"}]}
+    assert [doc["metadata"]["name"] for doc in manifests if doc["kind"] == "Secret"] == \
+        ["durakube-database"]
+
+
+def test_the_chart_generates_a_webhook_secret_by_default() -> None:
+    manifests = render("default-values.yaml")
+    secret = one(manifests, "Secret", "durakube-webhook")
+    value = base64.b64decode(secret["data"]["secret"]).decode()
+    assert len(value) == 48 and value.isalnum()
+    assert webhook_volume(manifests) == {"secretName": "durakube-webhook",
+                                         "items": [{"key": "secret", "path": "secret"}]}
+    assert environment(manifests)["DURAKUBE_WEBHOOK_SECRET_FILE"] == "/etc/durakube/webhook/secret"
+    # helm template sees no cluster: each render stands for a first install.
+    again = one(render("default-values.yaml"), "Secret", "durakube-webhook")
+    assert again["data"]["secret"] != secret["data"]["secret"]
+
+
+def test_no_webhook_no_webhook_secret() -> None:
+    manifests = render("default-values.yaml", sets={"ports.webhook": "0"})
+    assert "DURAKUBE_WEBHOOK_SECRET_FILE" not in environment(manifests)
+    assert [doc["metadata"]["name"] for doc in manifests if doc["kind"] == "Secret"] == \
+        ["durakube-database"]
 
 
 def test_api_burst_is_omitted_when_unset() -> None:

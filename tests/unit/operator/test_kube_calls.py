@@ -173,3 +173,22 @@ def _refused(status: int, message: str) -> kubeapi.ApiException:
 def test_what_the_api_server_refuses_for_good(status: int, message: str, permanent: bool) -> None:
     refusal = kubeapi.refusal(_refused(status, message))
     assert (refusal == message) if permanent else refusal is None
+
+
+async def test_reviews_are_posts_to_the_authentication_and_authorization_apis(
+        fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    tokens = "/apis/authentication.k8s.io/v1/tokenreviews"
+    access = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    server.answers[("POST", tokens)] = (201, {"status": {"authenticated": True,
+                                                         "user": {"username": "u"}}})
+    server.answers[("POST", access)] = (201, {"status": {"allowed": True}})
+    assert (await api.create_token_review("t0k"))["status"]["authenticated"]
+    spec = {"user": "u", "resourceAttributes": {"verb": "create", "namespace": "ns"}}
+    assert (await api.create_subject_access_review(spec))["status"]["allowed"]
+    assert [(method, path, body) for method, path, _, body in server.requests] == [
+        ("POST", tokens, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                          "spec": {"token": "t0k"}}),
+        ("POST", access, {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                          "spec": spec}),
+    ]

@@ -63,3 +63,22 @@ async def test_a_later_migration_applies_on_top(database_dsn: str) -> None:
             assert await conn.fetchval("SELECT count(*) FROM durakube.runs WHERE note IS NULL") == 0
     finally:
         await pool.close()
+
+
+async def test_events_buffered_before_namespaces_keep_only_what_can_be_attributed(
+        database_dsn: str) -> None:
+    pool = await store.connect(database_dsn)
+    try:
+        await schema.migrate(pool, tuple(m for m in schema.MIGRATIONS if m.version < 9))
+        async with pool.acquire() as conn:
+            await conn.execute("""
+                INSERT INTO durakube.events (event_id, key, expires_at) VALUES
+                    ('a', 'durakube.io/run/team-a/parent-c1', now() + interval '1 day'),
+                    ('b', 'order-1', now() + interval '1 day')""")
+        assert 9 in await schema.migrate(pool)
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT event_id, namespace FROM durakube.events ORDER BY 1")
+        # A child's result names its namespace; an event of no known namespace reaches none.
+        assert [tuple(row) for row in rows] == [("a", "team-a"), ("b", "")]
+    finally:
+        await pool.close()

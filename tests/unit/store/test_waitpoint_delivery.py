@@ -27,7 +27,7 @@ async def new_run(db: pools.Database) -> str:
 
 
 async def test_event_without_a_waiter_is_buffered_for_the_next_wait(db: pools.Database) -> None:
-    delivery = await waitpoints.send_event(db, "order-1", {"paid": True})
+    delivery = await waitpoints.send_event(db, "order-1", {"paid": True}, namespace="ns")
     assert delivery.buffered and delivery.run_ids == []
     run_id = await new_run(db)
     waitpoint = await waitpoints.wait_for_event(db, run_id=run_id, seq=1, key="order-1", wake_at=None)
@@ -42,7 +42,7 @@ async def test_event_is_delivered_to_every_current_waiter(db: pools.Database) ->
     waiting = [await new_run(db) for _ in range(3)]
     for run_id in waiting:
         await waitpoints.wait_for_event(db, run_id=run_id, seq=2, key="k", wake_at=None)
-    delivery = await waitpoints.send_event(db, "k", {"n": 1})
+    delivery = await waitpoints.send_event(db, "k", {"n": 1}, namespace="ns")
     assert sorted(delivery.run_ids) == sorted(waiting) and not delivery.buffered
     assert sorted(r for r, _, _ in await waitpoints.runs_to_resume(db)) == sorted(waiting)
 
@@ -50,9 +50,9 @@ async def test_event_is_delivered_to_every_current_waiter(db: pools.Database) ->
 async def test_sending_with_the_same_event_id_delivers_once(db: pools.Database) -> None:
     run_id = await new_run(db)
     await waitpoints.wait_for_event(db, run_id=run_id, seq=1, key="k", wake_at=None)
-    first = await waitpoints.send_event(db, "k", 1, event_id="uid-1")
+    first = await waitpoints.send_event(db, "k", 1, namespace="ns", event_id="uid-1")
     await waitpoints.wait_for_event(db, run_id=await new_run(db), seq=1, key="k", wake_at=None)
-    again = await waitpoints.send_event(db, "k", 1, event_id="uid-1")
+    again = await waitpoints.send_event(db, "k", 1, namespace="ns", event_id="uid-1")
     assert again.run_ids == first.run_ids == [run_id]
 
 
@@ -61,7 +61,7 @@ async def test_no_event_is_lost_between_checking_the_buffer_and_waiting(db: pool
     waiters = [await new_run(db) for _ in range(20)]
     await asyncio.gather(
         *[waitpoints.wait_for_event(db, run_id=r, seq=1, key="race", wake_at=None) for r in waiters],
-        *[waitpoints.send_event(db, "race", {"i": i}) for i in range(20)])
+        *[waitpoints.send_event(db, "race", {"i": i}, namespace="ns") for i in range(20)])
     completed = [await waitpoints.load_waitpoint(db, r, 1) for r in waiters]
     done = sum(1 for w in completed if w is not None and w.completed_at is not None)
     assert done == 20
