@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from durakube import resources
+from durakube import errors, resources
 from durakube.store import pools, waitpoints
 
 
@@ -47,7 +47,8 @@ class Deliverer:
         if spec.token is not None:
             try:
                 await self.complete_token(spec.token, spec.data)
-            except (waitpoints.TokenNotFound, waitpoints.TokenAlreadyCompleted) as error:
+            except (waitpoints.TokenNotFound, waitpoints.TokenAlreadyCompleted,
+                    errors.ValueRefused) as error:
                 return resources.TaskEventStatus(phase=resources.DeliveryPhase.FAILED,
                                                  message=str(error), delivered_at=now)
             return resources.TaskEventStatus(phase=resources.DeliveryPhase.DELIVERED, delivered_to=1,
@@ -55,7 +56,7 @@ class Deliverer:
         assert spec.key is not None  # the CRD's validation rule requires one of the two
         try:
             delivery = await self.send_event(namespace, spec.key, spec.data, event_id=uid)
-        except waitpoints.ReservedEventKey as error:
+        except (waitpoints.ReservedEventKey, errors.ValueRefused) as error:
             return resources.TaskEventStatus(phase=resources.DeliveryPhase.FAILED,
                                              message=str(error), delivered_at=now)
         if delivery.buffered:

@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from durakube import errors, limits
 from durakube.store import waitpoints
 from durakube_operator import authenticating, delivering
 
@@ -46,6 +47,10 @@ async def _read_data(request: web.Request) -> tuple[Any, web.Response | None]:
         return json.loads(raw), None
     except json.JSONDecodeError as error:
         return None, _error(400, f"the body is not JSON: {error}")
+    except UnicodeDecodeError as error:
+        return None, _error(400, f"the body is not UTF-8 text: {error}")
+    except RecursionError:
+        return None, _error(400, f"the body nests deeper than {limits.MAX_DEPTH} levels")
 
 
 def build_app(deliverer: delivering.Deliverer,
@@ -56,6 +61,8 @@ def build_app(deliverer: delivering.Deliverer,
             return problem
         try:
             run_id = await deliverer.complete_token(request.match_info["token"], data)
+        except errors.ValueRefused as error:
+            return _error(400, str(error))
         except waitpoints.TokenNotFound as error:
             return _error(404, str(error))
         except waitpoints.TokenAlreadyCompleted as error:
@@ -74,8 +81,11 @@ def build_app(deliverer: delivering.Deliverer,
         data, problem = await _read_data(request)
         if problem is not None:
             return problem
-        delivery = await deliverer.send_event(namespace, key, data,
-                                              event_id=request.headers.get("Idempotency-Key"))
+        try:
+            delivery = await deliverer.send_event(namespace, key, data,
+                                                  event_id=request.headers.get("Idempotency-Key"))
+        except errors.ValueRefused as error:
+            return _error(400, str(error))
         logger.info("event on %r in namespace %s from %s: delivered to %d run(s)%s", key,
                     namespace, verdict.caller, len(delivery.run_ids),
                     ", buffered" if delivery.buffered else "")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from durakube import errors
+from durakube import errors, limits
 from durakube.store import pools
 
 Kind = Literal["sleep", "event", "token"]
@@ -213,6 +213,13 @@ class Delivery:
     buffered: bool
 
 
+def _check_data(data: Any, what: str) -> None:
+    """Refuses event data past the limits of stored values, before anything is written."""
+    refused = limits.problem(data)
+    if refused is not None:
+        raise errors.ValueRefused(what, refused)
+
+
 async def send_event(db: pools.Database, key: str, data: Any = None, *,
                      namespace: str | None = None, event_id: str | None = None,
                      retention: timedelta = DEFAULT_EVENT_RETENTION) -> Delivery:
@@ -227,6 +234,7 @@ async def send_event(db: pools.Database, key: str, data: Any = None, *,
     (namespace, key): the same id sent twice is delivered once, and the second call
     reports the first delivery.
     """
+    _check_data(data, f"the data of event {key!r}")
     namespace = _namespace_of_event(key, namespace)
     given_id = event_id or secrets.token_hex(16)
     stored_id = _stored_event_id(namespace, key, event_id) if event_id else given_id
@@ -280,6 +288,7 @@ async def complete_token(db: pools.Database, token: str, data: Any = None) -> st
     Raises `TokenNotFound` for an unknown token and `TokenAlreadyCompleted` when the
     wait has ended already, so a webhook can answer 404 or 409.
     """
+    _check_data(data, "the data completing a token")
     async with pools.transaction(db) as conn:
         run_id = await conn.fetchval("""
             UPDATE durakube.waitpoints SET data = $2, completed_at = now()
