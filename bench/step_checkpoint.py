@@ -6,9 +6,11 @@ the same process and on the same server, times each of:
 - bare:               `conn.execute(INSERT ...)` of a step-like row (same columns,
                       same JSONB values) on one connection, autocommit: an INSERT
                       and its COMMIT in one round trip;
-- record_step:        `store.steps.record_step(conn, step)` on one held connection,
-                      as the task context does, ctx.state unchanged since the last
-                      step (the common case: only the step row is written);
+- record_step:        `store.working.record_step(conn, credential, step)` on one held
+                      connection of a worker login, as the task context does: the
+                      worker function that checks the attempt's secret and inserts
+                      the step in one call; ctx.state unchanged since the last step
+                      (the common case: only the step row is written);
 - record_step +state: the same with a new ctx.state at every step, so the run's
                       row is rewritten too (the worst case; still one statement);
 - record_step (pool): as record_step, through the pool (acquire and release per call);
@@ -33,12 +35,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from devcluster import postgres
 from durakube import context, store
-from durakube.store import runs, steps
+from durakube.store import attempts, runs, steps, working
 
 TARGET_RATIO = 1.5
+WORKER_LOGIN = "durakube_bench_worker"
 STATE = {"cursor": 42, "seen": ["a", "b", "c"]}
 RESULT = {"doc": "page-1", "tokens": 512, "vector": [0.1, 0.2, 0.3, 0.4]}
 
@@ -68,10 +72,21 @@ async def run(n: int, rounds: int, statement_cache_size: int | None) -> None:
     with tempfile.TemporaryDirectory(prefix="durakube-bench-") as tmp:
         server = postgres.start(Path(tmp) / "postgres")
         try:
-            pool = await store.connect(server.create_database("bench"), min_size=4, max_size=4,
+            dsn = server.create_database("bench")
+            owner = await store.connect(dsn, min_size=1, max_size=1)
+            try:
+                await store.migrate(owner)
+                await owner.execute(f"CREATE ROLE {WORKER_LOGIN} LOGIN IN ROLE durakube_worker")
+                credentials = await start_runs(owner)
+            finally:
+                await owner.close()
+            # The worker's login, as an attempt pod has it: the worker functions and nothing else.
+            parts = urlsplit(dsn)
+            worker_dsn = urlunsplit(parts._replace(netloc=f"{WORKER_LOGIN}@{parts.hostname}:{parts.port}"))
+            pool = await store.connect(worker_dsn, min_size=4, max_size=4,
                                        statement_cache_size=statement_cache_size)
             try:
-                timings = await measure(pool, n, rounds)
+                timings = await measure(pool, credentials, n, rounds)
             finally:
                 await pool.close()
         finally:
@@ -79,15 +94,27 @@ async def run(n: int, rounds: int, statement_cache_size: int | None) -> None:
     report(timings, n, rounds, statement_cache_size)
 
 
-async def measure(pool: Any, n: int, rounds: int) -> dict[str, list[float]]:
-    await store.migrate(pool)
+async def start_runs(owner: Any) -> dict[str, working.Credential]:
+    """The bench's runs, each with attempt 1 started as the operator does; their credentials.
+    Also the bare table, which the worker's login may write (as a task's own table would)."""
+    credentials = {}
     for run_id in ("bench-conn", "bench-state", "bench-pool", "bench-ctx"):
-        await runs.register_run(pool, run_id=run_id, namespace="bench", name=run_id,
+        await runs.register_run(owner, run_id=run_id, namespace="bench", name=run_id,
                                 task_id="bench", payload={})
+        secret = attempts.new_secret()
+        await attempts.start_attempt(owner, run_id, 1, run_id, secret=secret)
+        credentials[run_id] = working.Credential(run_id, 1, secret)
+    await owner.execute(BARE_TABLE)
+    await owner.execute(f"GRANT INSERT ON bench_steps TO {WORKER_LOGIN}")
+    return credentials
+
+
+async def measure(pool: Any, credentials: dict[str, working.Credential], n: int,
+                  rounds: int) -> dict[str, list[float]]:
     bare_conn = await pool.acquire()
     step_conn = await pool.acquire()
-    await bare_conn.execute(BARE_TABLE)
-    ctx = context.TaskContext(pool=pool, run_id="bench-ctx", attempt=1, payload={})
+    ctx = context.TaskContext(pool=pool, run_id="bench-ctx", attempt=1,
+                              secret=credentials["bench-ctx"].secret, namespace="bench", payload={})
     ctx.state = dict(STATE)
     now = datetime.now(UTC)
 
@@ -101,13 +128,14 @@ async def measure(pool: Any, n: int, rounds: int) -> dict[str, list[float]]:
                                 RESULT, None, STATE, 1, now, now, 0.5)
 
     async def record_on_connection(seq: int) -> None:
-        await steps.record_step(step_conn, make_step("bench-conn", seq))
+        await working.record_step(step_conn, credentials["bench-conn"], make_step("bench-conn", seq))
 
     async def record_with_new_state(seq: int) -> None:
-        await steps.record_step(step_conn, make_step("bench-state", seq, {**STATE, "cursor": seq}))
+        await working.record_step(step_conn, credentials["bench-state"],
+                                  make_step("bench-state", seq, {**STATE, "cursor": seq}))
 
     async def record_through_pool(seq: int) -> None:
-        await steps.record_step(pool, make_step("bench-pool", seq))
+        await working.record_step(pool, credentials["bench-pool"], make_step("bench-pool", seq))
 
     async def produce() -> dict[str, Any]:
         return RESULT

@@ -76,6 +76,9 @@ def main() -> int:
                               "jsonpath={.spec.holderIdentity}")
             print(f"leader: {holder}")
 
+            # The example keeps its results in a database of its own (here the same server).
+            print(_kubectl(bed, "create", "secret", "generic", "examples-database",
+                           f"--from-literal=url={dsn}"))
             _say("kubectl apply -f examples/process-document.yaml")
             print(_kubectl(bed, "apply", "-f", str(ROOT / "examples" / "process-document.yaml")))
 

@@ -24,7 +24,9 @@ class ReportInput(BaseModel):
 
 
 async def _execute(sql: str, *args: Any) -> None:
-    connection = await asyncpg.connect(os.environ["DURAKUBE_DATABASE_URL"])
+    # The task's own database, not Durakube's: the worker's login there can only
+    # checkpoint this run (see the README, "Tenant isolation").
+    connection = await asyncpg.connect(os.environ["EXAMPLES_DATABASE_URL"])
     try:
         # CREATE ... IF NOT EXISTS races with itself in Postgres: serialise concurrent runs.
         async with connection.transaction():

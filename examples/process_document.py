@@ -60,7 +60,9 @@ async def generate_embedding(text: str) -> list[float]:
 
 @durakube.step
 async def store_embedding(document_id: str, embedding: list[float]) -> int:
-    connection = await asyncpg.connect(os.environ["DURAKUBE_DATABASE_URL"])
+    # The task's own database, not Durakube's: the worker's login there can only
+    # checkpoint this run (see the README, "Tenant isolation").
+    connection = await asyncpg.connect(os.environ["EXAMPLES_DATABASE_URL"])
     try:
         # CREATE ... IF NOT EXISTS races with itself in Postgres: serialise concurrent runs.
         async with connection.transaction():

@@ -8,12 +8,14 @@ fast.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import kubernetes
 import pytest
@@ -66,6 +68,28 @@ def pg_server(session_dir: Path) -> Iterator[postgres.PostgresServer]:
 def database_dsn(pg_server: postgres.PostgresServer) -> str:
     """A fresh, empty database of its own for one test."""
     return pg_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def login_dsn(pg_server: postgres.PostgresServer) -> Callable[[str, str], str]:
+    """`login_dsn(database_dsn, group)`: the DSN, on that DSN's database, of a login role
+    that is a member of `group` (durakube_worker, durakube_operator), as a deployment
+    makes one; created on first use. Roles belong to the whole server, so every test
+    database shares it; the group roles exist once a database is migrated."""
+    return functools.partial(_login_dsn, pg_server)
+
+
+def _login_dsn(pg_server: postgres.PostgresServer, database_dsn: str, group: str) -> str:
+    login = f"{group}_test_login"
+    pg_server.psql(f"""
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{login}') THEN
+                CREATE ROLE {login} LOGIN IN ROLE {group};
+            END IF;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+        END $$""")
+    parts = urlsplit(database_dsn)
+    return urlunsplit(parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port}"))
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from durakube.store import attempts, pools, queues, runs
-from durakube_operator import actions, caching, children, kubeapi, metrics
+from durakube_operator import actions, caching, children, kubeapi, metrics, pods
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,6 @@ class Actor:
     admit_now: Callable[[str, str], Awaitable[bool]]
     # Asks the waking loop to resume runs whose wait just ended.
     wake_waiting_runs: Callable[[], None]
-    # Namespaces where the database Secret is known to exist (saves a GET per attempt).
-    secrets_ensured: set[str] = field(default_factory=set)
 
     async def perform(self, todo: tuple[actions.Action, ...]) -> queues.Place | None:
         """Performs `todo` in order; returns the run's place once it joined a line (a slot
@@ -61,12 +59,6 @@ class Actor:
                                         payload=action.payload, queue=action.queue)
             case actions.Warn(body=body, reason=reason, message=message):
                 await self.api.create_event(body, "TaskRun", reason, message, "Warning")
-            case actions.EnsureSecret(namespace=namespace):
-                if namespace not in self.secrets_ensured:
-                    await self.api.ensure_secret(
-                        namespace, self.settings.database_secret_name,
-                        {self.settings.database_secret_key: self.settings.database_url})
-                    self.secrets_ensured.add(namespace)
             case actions.Enqueue():
                 await queues.enqueue_run(self.db, run_id=action.run_id, queue=action.queue,
                                          namespace=action.namespace, name=action.name,
@@ -77,6 +69,8 @@ class Actor:
                     return queues.Place(holds_slot=True)
                 return await queues.place(self.db, action.run_id)
             case actions.ReleaseSlot():
+                # The run's pod has ended (or the run is over): no attempt of it is live.
+                await attempts.revoke_secrets(self.db, action.run_id)
                 if await queues.release(self.db, action.run_id):
                     self.poke_admission(action.queue)
             case actions.StartAttempt():
@@ -92,9 +86,19 @@ class Actor:
 
     async def _start_attempt(self, action: actions.StartAttempt) -> None:
         pod_name = action.pod["metadata"]["name"]
-        # Record the attempt first: a worker that starts finds its row, and a crash between
-        # here and the pod's creation only repeats this idempotent write.
-        await attempts.start_attempt(self.db, action.run_id, action.attempt, pod_name)
+        # The attempt's Secret first, then its hash in Postgres, then the pod: a worker
+        # that starts finds both. The secret is stored only when this pass created the
+        # Secret, so the two always agree. A crash between the Secret and Postgres
+        # leaves an attempt whose secret Postgres never learnt: its worker is refused,
+        # records nothing, and the run goes on as after any pod lost without an outcome.
+        secret = attempts.new_secret()
+        created_secret = await self.api.create_secret(
+            action.namespace,
+            pods.build_attempt_secret(action.pod, self.settings.attempt_database_url, secret))
+        # Record the attempt before the pod: a worker that starts finds its row, and a crash
+        # between here and the pod's creation only repeats this idempotent write.
+        await attempts.start_attempt(self.db, action.run_id, action.attempt, pod_name,
+                                     secret=secret if created_secret else None)
         try:
             created = await self.api.create_pod(action.namespace, action.pod)
         except kubeapi.ApiException as error:

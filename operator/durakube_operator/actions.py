@@ -45,7 +45,8 @@ class Enqueue(_OfRun):
 
 @dataclass(frozen=True, kw_only=True)
 class StartAttempt(_OfRun):
-    """Records the attempt, then creates its pod (adopting one that exists)."""
+    """Creates the attempt's Secret, records the attempt with its secret's hash, then
+    creates its pod (adopting one that exists)."""
 
     attempt: int
     pod: dict[str, Any]
@@ -64,15 +65,9 @@ class Warn:
 
 
 @dataclass(frozen=True)
-class EnsureSecret:
-    """Creates the database Secret in the namespace when missing (if the operator manages it)."""
-
-    namespace: str
-
-
-@dataclass(frozen=True)
 class ReleaseSlot:
-    """Gives back the run's slot and takes it out of line (idempotent)."""
+    """Gives back the run's slot, takes it out of line and revokes its attempts'
+    database credentials: its pod has ended, or the run is over (idempotent)."""
 
     run_id: str
     queue: str
@@ -102,5 +97,5 @@ class ReportChildEnd:
     status: resources.TaskRunStatus
 
 
-Action = (RegisterRun | Warn | EnsureSecret | Enqueue | ReleaseSlot | StartAttempt | DeletePod
-          | MirrorPhase | ReportChildEnd)
+Action = (RegisterRun | Warn | Enqueue | ReleaseSlot | StartAttempt | DeletePod | MirrorPhase
+          | ReportChildEnd)

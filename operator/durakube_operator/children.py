@@ -6,16 +6,29 @@ retry after a crash finds it already there), owned by the parent run and labelle
 with it. When a child reaches a final phase, the reconciler's `acting` calls
 `report_child_end`, which sends its result as an event on the key its parent
 waits on.
+
+A request is a row a worker wrote, so nothing in it decides a Kubernetes write
+alone: the namespace, name and owner of a child come from the parent's TaskRun as
+the API server has it (its uid must be the request's parent run id); the request
+must have been written by the attempt it names while that attempt was live; and
+its options must be ones a TaskRun may set (`ChildOptions`). A request that fails
+a check is refused (`refuse`), and the parent's wait on that child ends with the
+reason, as a failed child's would.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
+
+import pydantic
 
 from durakube import resources
 from durakube.store import children, pools, runs, waitpoints
 from durakube_operator import kubeapi, looping, pods
+
+logger = logging.getLogger(__name__)
 
 LABEL_PARENT = "durakube.io/parent-run"
 LABEL_PARENT_UID = "durakube.io/parent-run-uid"
@@ -23,17 +36,53 @@ LABEL_PARENT_UID = "durakube.io/parent-run-uid"
 RESULT_RETENTION = timedelta(days=30)
 
 
-def child_manifest(child: children.ChildRun) -> dict[str, Any]:
+class ChildOptions(pydantic.BaseModel):
+    """What a task may set on a child's spec besides its task and payload; nothing else."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
+
+    queue: str | None = pydantic.Field(default=None, min_length=1, max_length=253)
+    priority: int | None = None
+    concurrency_key: str | None = pydantic.Field(default=None, alias="concurrencyKey",
+                                                 min_length=1, max_length=253)
+
+
+class Refused(Exception):
+    """A child request the operator will not act on; the message says why."""
+
+
+def check_request(child: children.ChildRun, parent: dict[str, Any] | None) -> ChildOptions:
+    """The request's options once every check passed; raises `Refused` otherwise."""
+    if parent is None or parent["metadata"].get("uid") != child.parent_run_id:
+        raise Refused(f"the parent TaskRun (uid {child.parent_run_id}) no longer exists")
+    if not child.written_live:
+        raise Refused("the request was not written by a live attempt of the parent run")
+    try:
+        return ChildOptions.model_validate(child.options)
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'options'}: {problem['msg']}"
+            for problem in error.errors())
+        raise Refused(f"invalid child options ({problems}); a child may set only "
+                      "queue, priority and concurrencyKey") from None
+
+
+def child_manifest(child: children.ChildRun, parent: dict[str, Any],
+                   options: ChildOptions) -> dict[str, Any]:
+    """The child's TaskRun: in the parent's namespace, named and owned after the parent
+    as the API server has it."""
+    meta = parent["metadata"]
     spec: dict[str, Any] = {"taskRef": {"name": child.task}, "payload": child.payload,
-                            **child.options}
+                            **options.model_dump(by_alias=True, exclude_none=True)}
     return {
         "apiVersion": resources.API_VERSION, "kind": "TaskRun",
         "metadata": {
-            "name": child.name, "namespace": child.namespace,
-            "labels": {LABEL_PARENT: pods.label_value(child.parent_name),
-                       LABEL_PARENT_UID: child.parent_run_id},
+            "name": children.child_name(meta["name"], child.seq),
+            "namespace": meta["namespace"],
+            "labels": {LABEL_PARENT: pods.label_value(meta["name"]),
+                       LABEL_PARENT_UID: meta["uid"]},
             "ownerReferences": [{"apiVersion": resources.API_VERSION, "kind": "TaskRun",
-                                 "name": child.parent_name, "uid": child.parent_run_id,
+                                 "name": meta["name"], "uid": meta["uid"],
                                  "blockOwnerDeletion": False}],
         },
         "spec": spec,
@@ -41,12 +90,37 @@ def child_manifest(child: children.ChildRun) -> dict[str, Any]:
 
 
 async def submit_child_runs(db: pools.Database, api: kubeapi.KubeApi) -> int:
+    """Creates (or refuses) the child runs asked for; returns how many were created."""
     submitted = 0
     for child in await children.unsubmitted_child_runs(db):
-        await api.create_taskrun(child.namespace, child_manifest(child))
+        parent = await api.get_taskrun(child.parent_namespace, child.parent_name)
+        try:
+            options = check_request(child, parent)
+        except Refused as refused:
+            await refuse(db, child, parent, str(refused))
+            continue
+        assert parent is not None
+        manifest = child_manifest(child, parent, options)
+        await api.create_taskrun(manifest["metadata"]["namespace"], manifest)
         await children.mark_submitted(db, child.parent_run_id, child.seq)
         submitted += 1
     return submitted
+
+
+async def refuse(db: pools.Database, child: children.ChildRun, parent: dict[str, Any] | None,
+                 reason: str) -> None:
+    """Closes a refused request and ends the parent's wait on that child with the reason."""
+    logger.warning("child %d of run %s refused: %s", child.seq, child.parent_run_id, reason)
+    await children.mark_rejected(db, child.parent_run_id, child.seq, reason)
+    if parent is None or parent["metadata"].get("uid") != child.parent_run_id:
+        return  # no parent left to tell
+    meta = parent["metadata"]
+    name = children.child_name(meta["name"], child.seq)
+    result = {"phase": "Failed", "output": None,
+              "error": {"type": "ChildRequestRefused", "message": reason}}
+    await waitpoints.send_event(db, children.result_key(meta["namespace"], name), result,
+                                event_id=f"child-refused:{child.parent_run_id}:{child.seq}",
+                                retention=RESULT_RETENTION)
 
 
 async def report_child_end(db: pools.Database, body: dict[str, Any],

@@ -193,8 +193,6 @@ class _Deciding:
             attempt = status.attempt + 1
             manifest = pods.build_attempt_pod(run, task, attempt, self.settings)
             pod_name = manifest["metadata"]["name"]
-            if self.settings.manage_database_secret:
-                todo.append(actions.EnsureSecret(self.namespace))
             resumed = status.phase == Phase.SUSPENDED
             todo.append(actions.StartAttempt(run_id=self.uid, namespace=self.namespace,
                                              name=run.metadata.name, queue=seen.queue,

@@ -207,17 +207,12 @@ class KubeApi:
             if error.status != NotFound:
                 raise
 
-    async def ensure_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
-        """Creates the Secret when missing; leaves an existing one as its owner made it.
+    async def create_secret(self, namespace: str, secret: dict[str, Any]) -> bool:
+        """Creates a Secret; False when one of that name exists already.
 
         Create-only on purpose: AlreadyExists answers "is it there", so the operator needs
-        no right to read Secrets anywhere."""
-        secret = {
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "durakube"}},
-            "stringData": data, "type": "Opaque",
-        }
-        await self._create(_core(namespace, "secrets"), secret)
+        no right to read, change or delete Secrets anywhere."""
+        return await self._create(_core(namespace, "secrets"), secret) is not None
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(_leases(namespace, name))

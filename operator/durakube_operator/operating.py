@@ -1,10 +1,10 @@
 """One replica of the operator, from its start to its exit.
 
 Every replica connects to Postgres (migrating the schema under the migrations'
-advisory lock), serves metrics, the probes and the webhooks (`serving`), and stands
-for election on a Lease (`leading`). Only the replica holding the Lease runs kopf,
-whose start-up handler builds the controller: the work queue, the reconciler and
-the admission, waking and spawning loops. A standby keeps nothing warm but its
+advisory lock, as the schema's owner), serves metrics, the probes and the webhooks
+(`serving`), and stands for election on a Lease (`leading`). Only the replica
+holding the Lease runs kopf, whose start-up handler builds the controller: the work
+queue, the reconciler and the admission, waking and spawning loops. A standby keeps nothing warm but its
 connections; taking over costs kopf's first listing of the watched objects.
 
 A leader that cannot renew its Lease within the renew deadline stops at once and
@@ -70,7 +70,7 @@ async def operate(settings: settings_module.Settings) -> int:
                                   authenticating.Authenticator(review_api, settings.webhook_secret))
     metrics.LEADER.set(0)
     try:
-        await schema.migrate(db)
+        await _migrate(settings)
         if elector is not None:
             logger.info("standing for lease %s/%s as %s", settings.lease_namespace,
                         settings.lease_name, identity)
@@ -87,6 +87,20 @@ async def operate(settings: settings_module.Settings) -> int:
         await lease_api.close()
         await review_api.close()
         await db.close()
+
+
+async def _migrate(settings: settings_module.Settings) -> None:
+    """Applies the migrations as the schema's owner, on a connection of its own that
+    closes at once: the run-time login needs no DDL right."""
+    if settings.worker_database_url is None:
+        logger.warning("DURAKUBE_WORKER_DATABASE_URL is not set: attempt pods get the "
+                       "operator's own database login, so tasks are not isolated from "
+                       "one another")
+    owner = await pools.connect(settings.migrating_database_url, min_size=1, max_size=1)
+    try:
+        await schema.migrate(owner)
+    finally:
+        await owner.close()
 
 
 async def _lead(settings: settings_module.Settings, memo: handlers.Memo, health: serving.Health,

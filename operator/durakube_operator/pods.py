@@ -3,8 +3,10 @@
 One pod per attempt, named deterministically from the run and the attempt number,
 so that "already exists" means "adopt it" and never a second pod. The pod is owned
 by its TaskRun (garbage-collected with it), runs the worker image's entrypoint with
-the run id and attempt in its env, reads the Postgres DSN from a Secret (never from
-the custom resource), and gets a restrictive security context. When the TaskRun or
+the run id and attempt in its env, reads the workers' Postgres DSN and the
+attempt's secret from the attempt's own Secret (`build_attempt_secret`: same name
+as the pod, owned by the TaskRun; never from the custom resource), and gets a
+restrictive security context. When the TaskRun or
 the Task sets a retry policy, the worker gets it too, to classify errors under it.
 
 Pure functions: building a manifest does no I/O.
@@ -28,6 +30,9 @@ MANAGER = "durakube"
 CONTAINER = "task"
 # Where the worker writes its one-line outcome hint for `kubectl describe pod`.
 TERMINATION_LOG = "/dev/termination-log"
+# The keys of an attempt's Secret.
+SECRET_DATABASE_URL = "database-url"
+SECRET_ATTEMPT_SECRET = "attempt-secret"
 
 _NAME_LIMIT = 63
 
@@ -83,7 +88,9 @@ def build_attempt_pod(
         {"name": "DURAKUBE_ATTEMPT", "value": str(attempt)},
         {"name": "DURAKUBE_TASK_ID", "value": task.spec.entrypoint},
         {"name": "DURAKUBE_DATABASE_URL", "valueFrom": {"secretKeyRef": {
-            "name": settings.database_secret_name, "key": settings.database_secret_key}}},
+            "name": attempt_pod_name(meta.name, attempt), "key": SECRET_DATABASE_URL}}},
+        {"name": "DURAKUBE_ATTEMPT_SECRET", "valueFrom": {"secretKeyRef": {
+            "name": attempt_pod_name(meta.name, attempt), "key": SECRET_ATTEMPT_SECRET}}},
         {"name": "DURAKUBE_TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
         {"name": "DURAKUBE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
@@ -156,4 +163,25 @@ def build_attempt_pod(
             }],
         },
         "spec": spec,
+    }
+
+
+def build_attempt_secret(pod: dict[str, Any], database_url: str, secret: str) -> dict[str, Any]:
+    """The Secret of the attempt whose pod is `pod`: its name and namespace, owned by the
+    same TaskRun, holding the workers' DSN and this attempt's secret. Only that attempt's
+    pod reads it, and Postgres accepts the secret only while the attempt is live."""
+    meta = pod["metadata"]
+    owner = {**meta["ownerReferences"][0], "blockOwnerDeletion": False}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": {key: meta["labels"][key] for key in
+                       (LABEL_RUN, LABEL_RUN_UID, LABEL_ATTEMPT, LABEL_MANAGED_BY)},
+            "ownerReferences": [owner],
+        },
+        "stringData": {SECRET_DATABASE_URL: database_url, SECRET_ATTEMPT_SECRET: secret},
     }

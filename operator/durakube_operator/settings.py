@@ -3,9 +3,15 @@
 `from_environment()` is called once, by `main` (to fail fast); the replica hands
 the result to the controller through kopf's memo. Each field is read
 from DURAKUBE_ + its name in capitals unless an alias says otherwise; the secrets
-(`database_url`, `webhook_secret`) may instead come from the file named by
-DURAKUBE_DATABASE_URL_FILE or DURAKUBE_WEBHOOK_SECRET_FILE. The parsing, the
-file variants and the error messages live in `durakube.environment`.
+(`database_url`, `migration_database_url`, `worker_database_url`, `webhook_secret`)
+may instead come from the file named by the variable plus `_FILE` (as
+DURAKUBE_DATABASE_URL_FILE). The parsing, the file variants and the error messages
+live in `durakube.environment`.
+
+Three Postgres logins (see `durakube.store.schema`, "Who may do what"): the
+operator's at run time (a member of durakube_operator, or the owner in a simple
+install), the owner's for migrations (default: the run-time one), and the
+workers' (a member of durakube_worker), which goes to attempt pods only.
 
 Every setting has a default that works in the local test bed; the Helm chart sets
 them for a real cluster. Invalid values stop the operator at start with one clear
@@ -28,15 +34,16 @@ SettingsError = environment.SettingsError
 
 
 class Settings(environment.Settings):
+    # The operator's own login, at run time: DML on the tables, no DDL needed.
     database_url: str = pydantic.Field(min_length=1, repr=False)
+    # The schema owner's login, used only to migrate (None: database_url migrates).
+    migration_database_url: str | None = pydantic.Field(default=None, min_length=1, repr=False)
+    # The login attempt pods get, in each attempt's own Secret: a member of durakube_worker,
+    # which may only call the worker functions. None: worker pods get database_url, which
+    # isolates nothing (the operator warns at start); for a one-team laptop only.
+    worker_database_url: str | None = pydantic.Field(default=None, min_length=1, repr=False)
     # Namespaces to watch (comma-separated); empty means the whole cluster.
     namespaces: environment.Names = ()
-    # The Secret (in each run's namespace) that gives worker pods the Postgres DSN.
-    database_secret_name: str = pydantic.Field(
-        default="durakube-database", validation_alias="DURAKUBE_DATABASE_SECRET")
-    database_secret_key: str = "url"
-    # Create that Secret in a run's namespace when it is missing.
-    manage_database_secret: bool = True
     worker_uid: int = pydantic.Field(default=65532, ge=0)
     default_queue: str = "default"
     # The limit of a queue that runs name but no TaskQueue defines.
@@ -72,6 +79,17 @@ class Settings(environment.Settings):
     lease_duration_seconds: float = pydantic.Field(default=15.0, gt=0)
     renew_deadline_seconds: float = pydantic.Field(default=10.0, gt=0)
     retry_period_seconds: float = pydantic.Field(default=2.0, gt=0)
+
+
+    @property
+    def migrating_database_url(self) -> str:
+        """The login that runs the migrations."""
+        return self.migration_database_url or self.database_url
+
+    @property
+    def attempt_database_url(self) -> str:
+        """The login attempt pods get."""
+        return self.worker_database_url or self.database_url
 
 
 def _own_namespace() -> str:

@@ -21,8 +21,10 @@ a retryable error is never recorded, so the next attempt runs the step again.
 they fail the run even if the task code catches them. A lost connection to
 Postgres is retried once on a fresh connection; if that fails too, the error is
 kept in `store_lost` and the worker records nothing: the platform failed, not the
-task, and the run resumes from its last checkpoint. Store calls of waits and
-child runs go through `ctx.store(...)` for the same reason.
+task, and the run resumes from its last checkpoint. So is a refused credential
+(`AttemptRevoked`: the attempt is no longer live). Store calls of waits and child
+runs go through `ctx.store(...)` for the same reason. Every call presents the
+attempt's credential (`store.working`).
 
 Does not decide outcomes; that is the worker's job.
 """
@@ -39,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 from durakube import current, durations, errors, retry, serializing, tasks, triggering, waiting
-from durakube.store import pools, steps
+from durakube.store import pools, steps, working
 
 T = TypeVar("T")
 
@@ -49,13 +51,17 @@ CheckpointHook = Callable[[steps.Step], None]
 class TaskContext:
     """One attempt of one run, as the task sees it."""
 
-    def __init__(self, *, pool: pools.Database, run_id: str, attempt: int, payload: Any,
-                 recorded: Iterable[steps.Step] = (), retry_policy: retry.Retry | None = None,
+    def __init__(self, *, pool: pools.Database, run_id: str, attempt: int, secret: str,
+                 namespace: str, payload: Any, recorded: Iterable[steps.Step] = (),
+                 retry_policy: retry.Retry | None = None,
                  on_checkpoint: CheckpointHook | None = None,
                  registry: tasks.Registry | None = None) -> None:
         self.pool = pool
         self.run_id = run_id
         self.attempt = attempt
+        # What every store call presents; Postgres accepts it while this attempt is live.
+        self.credential = working.Credential(run_id, attempt, secret)
+        self.namespace = namespace
         self.payload = payload
         # Plain JSON saved with every checkpoint; on replay, restored step by step.
         self.state: dict[str, Any] = {}
@@ -87,6 +93,9 @@ class TaskContext:
         `StoreUnavailable`, kept in `store_lost`, so it can never pass for the task's error."""
         try:
             return await call
+        except errors.AttemptRevoked as revoked:
+            self.store_lost = revoked
+            raise
         except pools.CONNECTION_LOST_ERRORS as error:
             self.store_lost = errors.StoreUnavailable(f"{type(error).__name__}: {error}")
             raise self.store_lost from error
@@ -175,7 +184,7 @@ class TaskContext:
             duration_ms=(time.perf_counter() - started) * 1000)
         if not await self._write(step):
             # Another writer recorded this seq first (a zombie attempt): its record stands.
-            existing = await self.store(steps.load_step(self.pool, self.run_id, seq))
+            existing = await self.store(working.load_step(self.pool, self.credential, seq))
             if existing is not None:
                 return self._replay(existing, name, fn)
         self._count_checkpoint(step)
@@ -225,6 +234,10 @@ class TaskContext:
     async def _write(self, step: steps.Step) -> bool:
         try:
             return await self._write_once(step)
+        except errors.AttemptRevoked as revoked:
+            # Fenced off: a newer attempt runs, or the run ended. Nothing more is written.
+            self.store_lost = revoked
+            raise
         except pools.CONNECTION_LOST_ERRORS:
             # The held connection may be the one lost (Postgres restarted, the session was
             # ended): once more on a fresh one. The write is idempotent.
@@ -236,13 +249,13 @@ class TaskContext:
     async def _write_once(self, step: steps.Step) -> bool:
         if pools.is_pool(self.pool) and self._connection_lock.locked():
             # Concurrent steps: the held connection is busy, take another from the pool.
-            return await steps.record_step(self.pool, step)
+            return await working.record_step(self.pool, self.credential, step)
         async with self._connection_lock:
             if not pools.is_pool(self.pool):
-                return await steps.record_step(self.pool, step)
+                return await working.record_step(self.pool, self.credential, step)
             if self._connection is None:
                 self._connection = await self.pool.acquire()
-            return await steps.record_step(self._connection, step)
+            return await working.record_step(self._connection, self.credential, step)
 
     def _count_checkpoint(self, step: steps.Step) -> None:
         self.checkpoints += 1

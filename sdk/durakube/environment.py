@@ -170,6 +170,8 @@ class WorkerSettings(Settings):
     run_id: str
     attempt: int = pydantic.Field(ge=1)
     database_url: str = pydantic.Field(repr=False)
+    # The attempt's secret, which Postgres checks on every call of the worker.
+    attempt_secret: str = pydantic.Field(min_length=1, repr=False)
     # Modules that register the tasks; the worker's --module flags add to them.
     task_modules: Names = ()
     termination_message_path: str = DEFAULT_TERMINATION_MESSAGE_PATH

@@ -305,6 +305,17 @@ class StoreUnavailable(DurakubeError):
         self.detail = detail
 
 
+class AttemptRevoked(StoreUnavailable):
+    """Postgres refused the attempt's credential: a newer attempt started, this one's
+    outcome is recorded, the run is over, or the secret is wrong. Like a lost store,
+    nothing more is recorded and the pod ends; the operator decides what follows."""
+
+    def __init__(self, run_id: str, attempt: int) -> None:
+        super().__init__(f"attempt {attempt} of run {run_id} is no longer the run's live "
+                         "attempt (or its secret is wrong), so Postgres refuses its writes")
+        self.run_id, self.attempt = run_id, attempt
+
+
 class AttemptTimedOut(DurakubeError):
     """The attempt ran longer than the task's timeout; the next one resumes from the checkpoints."""
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from durakube import current, errors, waiting
-from durakube.store import children, waitpoints
+from durakube.store import children, working
 
 if TYPE_CHECKING:
     from durakube.context import TaskContext
@@ -51,9 +51,8 @@ async def trigger(ctx: TaskContext, task: str | Callable[..., Any], payload: Any
 
     async def request() -> str:
         seq = current.current_seq()
-        _, name = await ctx.store(children.request_child_run(
-            ctx.pool, parent_run_id=ctx.run_id, seq=seq, task=task_id, payload=payload,
-            options=options))
+        _, name = await ctx.store(working.request_child_run(
+            ctx.pool, ctx.credential, seq=seq, task=task_id, payload=payload, options=options))
         return name
 
     name: str = await ctx.step(f"trigger:{task_id}", request)
@@ -65,9 +64,8 @@ async def wait_for_run(ctx: TaskContext, name: str) -> Any:
 
     async def wait() -> Any:
         seq = current.current_seq()
-        namespace = await ctx.store(children.namespace_of(ctx.pool, ctx.run_id))
-        waitpoint = await ctx.store(waitpoints.wait_for_event(
-            ctx.pool, run_id=ctx.run_id, seq=seq, key=children.result_key(namespace, name),
+        waitpoint = await ctx.store(working.wait_for_event(
+            ctx.pool, ctx.credential, seq=seq, key=children.result_key(ctx.namespace, name),
             wake_at=None))
         if waitpoint.completed_at is None:
             raise waiting.Suspend(waitpoint)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from durakube import current, durations, errors
-from durakube.store import waitpoints
+from durakube.store import waitpoints, working
 
 if TYPE_CHECKING:
     from durakube.context import TaskContext
@@ -72,14 +72,14 @@ async def sleep_until(ctx: TaskContext, when: datetime, name: str = "sleep") -> 
 
     async def wait() -> None:
         seq = current.current_seq()
-        waitpoint = await ctx.store(waitpoints.load_waitpoint(ctx.pool, ctx.run_id, seq))
+        waitpoint = await ctx.store(working.load_waitpoint(ctx.pool, ctx.credential, seq))
         if waitpoint is None:
             remaining = (when - _now()).total_seconds()
             if remaining < suspend_threshold():
                 await asyncio.sleep(max(0.0, remaining))
                 return
-            waitpoint = await ctx.store(waitpoints.create_waitpoint(
-                ctx.pool, run_id=ctx.run_id, seq=seq, kind="sleep", wake_at=when))
+            waitpoint = await ctx.store(working.create_waitpoint(
+                ctx.pool, ctx.credential, seq=seq, kind="sleep", wake_at=when))
         if waitpoint.completed_at is None and (waitpoint.wake_at or when) > _now():
             raise Suspend(waitpoint)
 
@@ -96,8 +96,8 @@ async def wait_for_event(ctx: TaskContext, key: str, timeout: durations.Duration
                          name: str | None = None) -> Any:
     async def wait() -> Any:
         seq = current.current_seq()
-        waitpoint = await ctx.store(waitpoints.wait_for_event(
-            ctx.pool, run_id=ctx.run_id, seq=seq, key=key, wake_at=_deadline(timeout)))
+        waitpoint = await ctx.store(working.wait_for_event(
+            ctx.pool, ctx.credential, seq=seq, key=key, wake_at=_deadline(timeout)))
         return _outcome(waitpoint, "event", repr(key), timeout)
 
     return await ctx.step(name or f"wait-for-event:{key}", wait)
@@ -110,8 +110,8 @@ async def create_token(ctx: TaskContext, timeout: durations.Duration | None = No
 
     async def create() -> str:
         seq = current.current_seq()
-        waitpoint = await ctx.store(waitpoints.create_waitpoint(
-            ctx.pool, run_id=ctx.run_id, seq=seq, kind="token", wake_at=_deadline(timeout),
+        waitpoint = await ctx.store(working.create_waitpoint(
+            ctx.pool, ctx.credential, seq=seq, kind="token", wake_at=_deadline(timeout),
             token=waitpoints.new_token()))
         assert waitpoint.token is not None
         return waitpoint.token
@@ -122,7 +122,8 @@ async def create_token(ctx: TaskContext, timeout: durations.Duration | None = No
 
 async def wait_for_token(ctx: TaskContext, token: str, name: str = "wait-for-token") -> Any:
     async def wait() -> Any:
-        waitpoint = await ctx.store(waitpoints.load_waitpoint_by_token(ctx.pool, token))
+        waitpoint = await ctx.store(working.load_waitpoint_by_token(ctx.pool, ctx.credential,
+                                                                    token))
         if waitpoint is None or waitpoint.run_id != ctx.run_id:
             raise errors.PermanentError(f"token {token[:10]}… was not created by this run")
         return _outcome(waitpoint, "completion of token", token[:10] + "…", None)

@@ -4,8 +4,10 @@ The operator starts one pod per attempt with this environment:
 
     DURAKUBE_RUN_ID                 the run to execute (required)
     DURAKUBE_ATTEMPT                the attempt number, 1-based (required)
-    DURAKUBE_DATABASE_URL           Postgres DSN (required; or DURAKUBE_DATABASE_URL_FILE,
-                                    a file holding it)
+    DURAKUBE_DATABASE_URL           Postgres DSN of a login in durakube_worker (required;
+                                    or DURAKUBE_DATABASE_URL_FILE, a file holding it)
+    DURAKUBE_ATTEMPT_SECRET         the attempt's secret, which every call to Postgres
+                                    presents (required; or DURAKUBE_ATTEMPT_SECRET_FILE)
     DURAKUBE_TASK_MODULES           comma-separated modules that register the tasks
                                     (also `--module NAME`, repeatable)
     DURAKUBE_TERMINATION_MESSAGE_PATH   where to write the outcome hint
@@ -15,7 +17,9 @@ The operator starts one pod per attempt with this environment:
     DURAKUBE_RETRY_POLICY           the retry policy of the TaskRun's or the Task's spec,
                                     as JSON of `retry.Retry` (absent when neither sets one)
 
-(parsed by `durakube.environment.WorkerSettings`).
+(parsed by `durakube.environment.WorkerSettings`). The operator gives the DSN and the
+secret from the attempt's own Secret; Postgres accepts the secret only while this
+attempt is the run's live one (`store.working`).
 
 The worker loads the run and its recorded steps, imports the task modules,
 validates the payload, runs the task (replaying recorded steps), and records the
@@ -49,7 +53,7 @@ from typing import Any
 import pydantic
 
 from durakube import context, current, environment, errors, retry, serializing, tasks, waiting
-from durakube.store import attempts, pools, runs, steps
+from durakube.store import attempts, pools, working
 
 log = logging.getLogger("durakube.worker")
 
@@ -63,7 +67,7 @@ Settings = environment.WorkerSettings
 
 
 async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
-                      registry: tasks.Registry, *, pod_name: str | None = None,
+                      registry: tasks.Registry, *, secret: str, pod_name: str | None = None,
                       retry_policy: retry.Retry | None = None,
                       on_checkpoint: context.CheckpointHook | None = None) -> attempts.Outcome:
     """Runs one attempt of the run and records its outcome; returns the outcome.
@@ -72,18 +76,13 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
     decorator's classifies errors and is recorded with the outcome.
 
     Raises only when nothing could be recorded (the run is unknown, Postgres is
-    unreachable, or its connection was lost under a checkpoint: `StoreUnavailable`)
-    or when cancelled (a pod being killed): the operator then finds no outcome and
-    resumes the run from its last checkpoint.
+    unreachable, or its connection was lost under a checkpoint: `StoreUnavailable`;
+    the attempt is not live, as a restarted container of an attempt that ended finds:
+    `AttemptRevoked`) or when cancelled (a pod being killed): the operator then finds
+    no outcome, or the one recorded before, and goes on from there.
     """
-    run = await runs.load_run(pool, run_id)
-    if run is None:
-        raise errors.RunNotFound(run_id)
-    await attempts.start_attempt(pool, run_id, attempt, pod_name)
-    # A restarted container of an attempt that already ended changes nothing.
-    earlier = await attempts.read_outcome(pool, run_id, attempt)
-    if earlier is not None:
-        return earlier
+    credential = working.Credential(run_id, attempt, secret)
+    run = await working.start_attempt(pool, credential, pod_name)
 
     policy = retry_policy or retry.Retry()
     decorator_policy: retry.Retry | None = None
@@ -94,8 +93,9 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
         if retry_policy is None:
             policy = decorator_policy = definition.retry
         payload = tasks.validate_payload(definition, run.payload)
-        recorded = await steps.load_steps(pool, run_id)
-        ctx = context.TaskContext(pool=pool, run_id=run_id, attempt=attempt, payload=payload,
+        recorded = await working.load_steps(pool, credential)
+        ctx = context.TaskContext(pool=pool, run_id=run_id, attempt=attempt, secret=secret,
+                                  namespace=run.namespace, payload=payload,
                                   recorded=recorded, retry_policy=policy,
                                   on_checkpoint=on_checkpoint, registry=registry)
         output = await _run_task(definition, ctx, payload)
@@ -122,8 +122,8 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
             # recorded, the operator sees an attempt without an outcome and resumes the run.
             raise ctx.store_lost
 
-    await attempts.record_outcome(pool, run_id, attempt, outcome, state=state,
-                                  last_step=ctx.pending_step if ctx is not None else None)
+    await working.record_outcome(pool, credential, outcome, state=state,
+                                 last_step=ctx.pending_step if ctx is not None else None)
     log.info("run %s attempt %d: %s", run_id, attempt, outcome.kind)
     return outcome
 
@@ -172,15 +172,12 @@ def _encodable_state(ctx: context.TaskContext | None) -> dict[str, Any] | None:
 
 
 async def record_failure(pool: pools.Database, run_id: str, attempt: int, error: Exception,
-                         *, pod_name: str | None = None) -> attempts.Outcome:
+                         *, secret: str, pod_name: str | None = None) -> attempts.Outcome:
     """Records a permanent failure that happened before the task could start."""
-    if await runs.load_run(pool, run_id) is None:
-        raise errors.RunNotFound(run_id)
-    await attempts.start_attempt(pool, run_id, attempt, pod_name)
+    credential = working.Credential(run_id, attempt, secret)
+    await working.start_attempt(pool, credential, pod_name)
     outcome = attempts.Outcome("failed", error=errors.describe_exception(error, retryable=False))
-    if not await attempts.record_outcome(pool, run_id, attempt, outcome):
-        recorded = await attempts.read_outcome(pool, run_id, attempt)
-        return recorded or outcome
+    await working.record_outcome(pool, credential, outcome)
     return outcome
 
 
@@ -266,9 +263,11 @@ async def _main(settings: Settings) -> int:
     try:
         if import_error is not None:
             outcome = await record_failure(pool, settings.run_id, settings.attempt, import_error,
+                                           secret=settings.attempt_secret,
                                            pod_name=settings.pod_name)
         else:
             outcome = await run_attempt(pool, settings.run_id, settings.attempt, tasks.registry,
+                                        secret=settings.attempt_secret,
                                         pod_name=settings.pod_name,
                                         retry_policy=spec_retry_policy(settings))
     except Exception:

@@ -2,15 +2,18 @@
 
 `helm install` of charts/durakube puts the CRDs, the RBAC and two replicas of the
 operator (from the operator image, which the process node runs from the project's
-virtual environment) on the test bed, with a Postgres database of their own. The
+virtual environment) on the test bed, with a Postgres database of their own and
+three logins as a real install has them: the owner migrates, the operator runs as a
+member of durakube_operator, and attempt pods get a member of durakube_worker. The
 operator runs as its ServiceAccount, so every end-to-end test exercises the
 chart's permissions; a test may SIGKILL the leader as a crash would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kubernetes
 import pytest
@@ -20,6 +23,8 @@ from devcluster import cluster as devcluster_cluster
 from devcluster import postgres
 
 ROOT = Path(__file__).resolve().parents[2]
+# The login tests/conftest.py's login_dsn makes in durakube_worker.
+WORKER_LOGIN = "durakube_worker_test_login"
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +33,40 @@ def operator_database(pg_server: postgres.PostgresServer) -> str:
 
 
 @pytest.fixture(scope="session")
+def database_logins(pg_server: postgres.PostgresServer, operator_database: str,
+                    login_dsn: Callable[[str, str], str]) -> dict[str, str]:
+    """The operator's and the workers' logins on the operator's database, as an
+    administrator makes them before the install: the group roles first (the migration
+    finds them and grants them their rights), then a login in each."""
+    pg_server.psql("""
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'durakube_operator') THEN
+                CREATE ROLE durakube_operator NOLOGIN;
+            END IF;
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'durakube_worker') THEN
+                CREATE ROLE durakube_worker NOLOGIN;
+            END IF;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+        END $$""")
+    logins = {group: login_dsn(operator_database, group)
+              for group in ("durakube_operator", "durakube_worker")}
+    # The test tasks' own table of side effects (tasks/effects.py), which the workers'
+    # login may write: nothing of Durakube's.
+    pg_server.psql(f"""
+        CREATE TABLE IF NOT EXISTS public.test_effects (
+            run_id text NOT NULL, step text NOT NULL, count integer NOT NULL,
+            PRIMARY KEY (run_id, step));
+        GRANT SELECT, INSERT, UPDATE ON public.test_effects TO {WORKER_LOGIN}""",
+        database=urlsplit(operator_database).path.lstrip("/"))
+    return logins
+
+
+@pytest.fixture(scope="session")
 def operator(cluster: devcluster_cluster.Cluster, operator_database: str,
-             session_dir: Path) -> Iterator[InstalledOperator]:
-    installed = InstalledOperator(cluster, operator_database, session_dir)
+             database_logins: dict[str, str], session_dir: Path) -> Iterator[InstalledOperator]:
+    installed = InstalledOperator(cluster, operator_database, session_dir,
+                                  operator_url=database_logins["durakube_operator"],
+                                  worker_url=database_logins["durakube_worker"])
     installed.install()
     try:
         yield installed

@@ -60,8 +60,11 @@ class InstalledOperator:
     NAMESPACE = "durakube-system"
     RELEASE = "durakube"
 
-    def __init__(self, cluster: devcluster_cluster.Cluster, database_url: str, folder: Path) -> None:
+    def __init__(self, cluster: devcluster_cluster.Cluster, database_url: str, folder: Path, *,
+                 operator_url: str | None = None, worker_url: str | None = None) -> None:
+        # database_url is the schema owner's: the tests read Postgres with it.
         self.cluster, self.database_url, self.folder = cluster, database_url, folder
+        self.operator_url, self.worker_url = operator_url, worker_url
         self.webhook_port = _free_port()
         self.metrics_port = _free_port()
         self.health_port = _free_port()
@@ -70,7 +73,11 @@ class InstalledOperator:
 
     def values(self) -> dict[str, Any]:
         return {
-            "database": {"url": self.database_url},
+            "database": {
+                "url": self.operator_url or self.database_url,
+                **({"migration": {"url": self.database_url}} if self.operator_url else {}),
+                **({"worker": {"url": self.worker_url}} if self.worker_url else {}),
+            },
             # The process node's pods share the host's network: ports of their own.
             "ports": {"metrics": self.metrics_port, "health": self.health_port,
                       "webhook": self.webhook_port},
@@ -200,3 +207,11 @@ def wait_for_phase(custom: kubernetes.client.CustomObjectsApi, namespace: str, n
         return run if (run.get("status") or {}).get("phase") in phases else None
 
     return wait_for(check, timeout, what=f"TaskRun {namespace}/{name} in {sorted(phases)}")
+
+
+def create_examples_database_secret(core: kubernetes.client.CoreV1Api, namespace: str,
+                                    database_url: str) -> None:
+    """The Secret the examples' Tasks read their own database's URL from (they keep their
+    results there: the workers' login to Durakube's database can create nothing)."""
+    core.create_namespaced_secret(namespace, kubernetes.client.V1Secret(
+        metadata={"name": "examples-database"}, string_data={"url": database_url}))

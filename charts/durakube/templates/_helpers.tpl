@@ -102,6 +102,35 @@ secret
 {{- end }}
 {{- end }}
 
+{{/* The chart's own database Secret: made when any login is given as a URL. */}}
+{{- define "durakube.chartDatabaseSecretName" -}}
+{{- include "durakube.suffixed" (list . "database") }}
+{{- end }}
+
+{{/*
+The Secret and key of an optional login (migration, worker): its existingSecret, the
+chart's Secret when given as a URL, or nothing. Called with (list $ "migration").
+*/}}
+{{- define "durakube.loginSecretName" -}}
+{{- $root := index . 0 }}
+{{- $login := index $root.Values.database (index . 1) }}
+{{- if $login.existingSecret }}
+{{- $login.existingSecret }}
+{{- else if $login.url }}
+{{- include "durakube.chartDatabaseSecretName" $root }}
+{{- end }}
+{{- end }}
+
+{{- define "durakube.loginSecretKey" -}}
+{{- $root := index . 0 }}
+{{- $login := index $root.Values.database (index . 1) }}
+{{- if $login.existingSecret }}
+{{- $login.existingSecretKey }}
+{{- else -}}
+{{- index . 1 }}-url
+{{- end }}
+{{- end }}
+
 {{/* The image reference: the tag defaults to the chart's appVersion. */}}
 {{- define "durakube.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
@@ -128,9 +157,7 @@ each rule, and the chart's tests keep the two in step.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-{{- if .Values.database.manageWorkerSecret }}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
-{{- end }}
 {{- end }}

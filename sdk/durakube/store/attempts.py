@@ -1,11 +1,14 @@
 """Attempts: one row per pod that ran (or runs) a run, and the outcome it recorded.
 
-The operator (or the worker, idempotently) starts an attempt (`start_attempt`);
-the worker writes its outcome (`record_outcome`), in the same transaction as its
+The operator starts an attempt (`start_attempt`), storing the hash of the secret
+it hands to that attempt's pod (`new_secret`, `hash_secret`); the worker, through
+its functions (`store.working`), writes the outcome in the same transaction as its
 last checkpoint when that checkpoint is still pending (a failed step whose error
 ended the attempt), together with the run's state, output and error. The operator
 reads it (`read_outcome`): None means the worker died before recording anything,
-an infrastructure failure; the run resumes from its last checkpoint.
+an infrastructure failure; the run resumes from its last checkpoint. Whatever ends
+an attempt revokes its secret: its outcome, a newer attempt, the operator seeing
+its pod end (`revoke_secrets`), the run finishing (`runs.set_run_status`).
 
 An outcome carries the retry policy it was classified under only when the
 operator cannot know that policy itself: the task's decorator set it, and neither
@@ -18,14 +21,29 @@ a caller's transaction.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from durakube import retry
-from durakube.store import pools, steps
+from durakube.store import pools
 
 OutcomeKind = Literal["succeeded", "failed", "retry", "suspended"]
+
+# Bytes of randomness in an attempt's secret: 256 bits.
+SECRET_BYTES = 32
+
+
+def new_secret() -> str:
+    """A fresh attempt secret (256 random bits, URL-safe text), for one attempt's pod only."""
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def hash_secret(secret: str) -> bytes:
+    """What Postgres keeps of a secret: its SHA-256, as `check_attempt` computes it."""
+    return hashlib.sha256(secret.encode()).digest()
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,8 @@ class Attempt:
     @classmethod
     def from_record(cls, record: Any) -> Attempt:
         fields = dict(record)
+        # The credential's hash stays in Postgres: no caller has any use for it.
+        fields.pop("secret_hash", None)
         return cls(**{**fields, "policy": _policy_from_json(fields["policy"])})
 
 
@@ -77,64 +97,46 @@ def _policy_from_json(data: dict[str, Any] | None) -> retry.Retry | None:
 
 
 async def start_attempt(db: pools.Database, run_id: str, attempt: int,
-                        pod_name: str | None = None) -> Attempt:
-    """Creates the attempt's row and makes it the run's current one (idempotent)."""
+                        pod_name: str | None = None, *, secret: str | None = None) -> Attempt:
+    """Creates the attempt's row and makes it the run's current one (idempotent).
+
+    With `secret`, its hash becomes the attempt's credential (replacing an earlier one,
+    unless the attempt has ended); without, the credential is left as it was. Earlier
+    attempts' credentials are revoked: only the current attempt may write.
+    """
     async with pools.transaction(db) as conn:
-        return await _start_attempt_txn(conn, run_id, attempt, pod_name)
+        return await _start_attempt_txn(conn, run_id, attempt, pod_name,
+                                        None if secret is None else hash_secret(secret))
 
 
 async def _start_attempt_txn(conn: pools.Database, run_id: str, attempt: int,
-                             pod_name: str | None) -> Attempt:
+                             pod_name: str | None, secret_hash: bytes | None) -> Attempt:
     record = await conn.fetchrow("""
-        INSERT INTO durakube.attempts (run_id, attempt, pod_name) VALUES ($1, $2, $3)
+        INSERT INTO durakube.attempts (run_id, attempt, pod_name, secret_hash)
+        VALUES ($1, $2, $3, $4)
         ON CONFLICT (run_id, attempt) DO UPDATE
-            SET pod_name = coalesce(attempts.pod_name, EXCLUDED.pod_name)
-        RETURNING *""", run_id, attempt, pod_name)
+            SET pod_name = coalesce(attempts.pod_name, EXCLUDED.pod_name),
+                secret_hash = CASE WHEN attempts.outcome IS NULL
+                                   THEN coalesce(EXCLUDED.secret_hash, attempts.secret_hash)
+                              END
+        RETURNING *""", run_id, attempt, pod_name, secret_hash)
     await conn.execute("""
         UPDATE durakube.runs SET attempt = $2, updated_at = now()
         WHERE run_id = $1 AND attempt < $2""", run_id, attempt)
+    await conn.execute("""
+        UPDATE durakube.attempts SET secret_hash = NULL
+        WHERE run_id = $1 AND attempt < $2 AND secret_hash IS NOT NULL""", run_id, attempt)
     return Attempt.from_record(record)
 
 
-async def record_outcome(db: pools.Database, run_id: str, attempt: int, outcome: Outcome, *,
-                         state: dict[str, Any] | None = None,
-                         last_step: steps.Step | None = None) -> bool:
-    """Writes the attempt's outcome, with `last_step` and the run's state, atomically.
-
-    Returns False (and writes nothing) when the attempt already has an outcome: the
-    first one recorded stands.
-    """
-    async with pools.transaction(db) as conn:
-        return await _record_outcome_txn(conn, run_id, attempt, outcome, state, last_step)
-
-
-async def _record_outcome_txn(conn: pools.Database, run_id: str, attempt: int,
-                              outcome: Outcome, state: dict[str, Any] | None,
-                              last_step: steps.Step | None) -> bool:
-    # Lock the attempt's row first, so two writers of one outcome serialise here.
-    recorded = await conn.fetchrow("""
-        INSERT INTO durakube.attempts (run_id, attempt) VALUES ($1, $2)
-        ON CONFLICT (run_id, attempt) DO UPDATE SET run_id = EXCLUDED.run_id
-        RETURNING outcome""", run_id, attempt)
-    if recorded["outcome"] is not None:
-        return False
-    if last_step is not None:
-        await steps.record_step(conn, last_step)
-    await conn.execute("""
-        UPDATE durakube.attempts
-        SET outcome = $3, output = $4, error = $5, retry_at = $6, policy = $7,
-            finished_at = now()
-        WHERE run_id = $1 AND attempt = $2""",
-        run_id, attempt, outcome.kind, outcome.output, outcome.error, outcome.retry_at,
-        _policy_json(outcome.policy))
-    await conn.execute("""
-        UPDATE durakube.runs
-        SET state = coalesce($2, state),
-            output = CASE WHEN $3 = 'succeeded' THEN $4 ELSE output END,
-            error = CASE WHEN $3 = 'succeeded' THEN NULL ELSE coalesce($5, error) END,
-            updated_at = now()
-        WHERE run_id = $1""", run_id, state, outcome.kind, outcome.output, outcome.error)
-    return True
+async def revoke_secrets(db: pools.Database, run_id: str) -> int:
+    """Revokes the credentials of every attempt of the run (its pod ended, or the run is
+    over); returns how many were live."""
+    async with pools.connection(db) as conn:
+        status = await conn.execute("""
+            UPDATE durakube.attempts SET secret_hash = NULL
+            WHERE run_id = $1 AND secret_hash IS NOT NULL""", run_id)
+    return int(status.split()[-1])
 
 
 async def read_outcome(db: pools.Database, run_id: str, attempt: int) -> Outcome | None:

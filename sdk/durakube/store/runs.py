@@ -84,4 +84,9 @@ async def _set_run_status_txn(conn: pools.Database, run_id: str, status: str) ->
             finished_at = CASE WHEN $3 THEN coalesce(finished_at, now()) END
         WHERE run_id = $1
         RETURNING *""", run_id, status, status in TERMINAL_STATUSES)
+    if status in TERMINAL_STATUSES:
+        # A finished run has no live attempt: whatever credential is left is revoked.
+        await conn.execute("""
+            UPDATE durakube.attempts SET secret_hash = NULL
+            WHERE run_id = $1 AND secret_hash IS NOT NULL""", run_id)
     return None if record is None else Run.from_record(record)

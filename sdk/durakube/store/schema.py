@@ -8,6 +8,36 @@ transaction, the versions `durakube.schema_migrations` does not list yet.
 
 Migrations are append-only: never edit a released one, add the next version.
 Every index is named, so a later migration can drop or replace it.
+
+Who may do what (migration 9). Namespaces are tenants, and a task's code is not
+trusted: it runs with whatever its pod can read. So three roles:
+
+- the owner (the migrator's login) owns the schema and runs the DDL; nobody else
+  needs it at run time;
+- `durakube_operator` (a NOLOGIN group role: the operator's login is made a member)
+  reads and writes the tables, and has no DDL;
+- `durakube_worker` (the same, for the login given to attempt pods) has no right on
+  any table or sequence and cannot create anything in the schema: it may only
+  EXECUTE the `worker_*` functions (`WORKER_FUNCTIONS`).
+
+Each worker function is SECURITY DEFINER (it runs as the owner, with a fixed
+search_path) and takes (run_id, attempt, secret) first. `check_attempt` lets the
+call through only when the secret's SHA-256 is the one the operator stored when it
+started that attempt, the attempt is the run's current one, it has no outcome, and
+the run is not finished; it locks the attempt's row, so the operator cannot end the
+attempt between the check and the write. The secret is 256 random bits the
+operator hands to that attempt's pod only (a Secret named after the pod); Postgres
+keeps its hash only. Recording the outcome revokes it (the hash is cleared in the
+same transaction); so do starting a newer attempt, the run leaving its pod or slot,
+and the run finishing. A worker therefore reads and writes its own run's rows,
+during its own attempt, and nothing else: not another run, not another attempt of
+its own run (a zombie pod is fenced), not the queues or events of anyone.
+
+Row-level security with a role per namespace would also isolate tenants, but needs
+a role (and a credential) per namespace, made by whoever may create roles, and still
+lets a worker write at any time; a per-attempt secret needs nothing per namespace
+and fences zombies. The step checkpoint stays one round trip: `worker_record_step`
+checks and inserts in one call.
 """
 
 from __future__ import annotations
@@ -27,6 +57,279 @@ class Migration:
     version: int
     name: str
     sql: str
+
+
+# The worker's functions (migration 9). Each is SECURITY DEFINER: it runs as the
+# schema's owner, with a fixed search_path so that nothing the caller puts on its own
+# path can stand in for a table or an operator. Each takes (run_id, attempt, secret)
+# first and calls `check_attempt`, so one call is one authenticated round trip. None
+# is executable by PUBLIC; durakube_worker may execute these and nothing else.
+WORKER_FUNCTIONS: tuple[str, ...] = (
+    "worker_start_attempt(text, integer, text, text)",
+    "worker_load_steps(text, integer, text)",
+    "worker_load_step(text, integer, text, integer)",
+    "worker_record_step(text, integer, text, integer, text, text, jsonb, jsonb, jsonb,"
+    " timestamptz, timestamptz, double precision)",
+    "worker_record_outcome(text, integer, text, text, jsonb, jsonb, timestamptz, jsonb, jsonb,"
+    " integer, text, text, jsonb, jsonb, jsonb, timestamptz, timestamptz, double precision)",
+    "worker_load_waitpoint(text, integer, text, integer)",
+    "worker_load_waitpoint_by_token(text, integer, text, text)",
+    "worker_create_waitpoint(text, integer, text, integer, text, timestamptz, text)",
+    "worker_wait_for_event(text, integer, text, integer, text, timestamptz)",
+    "worker_request_child_run(text, integer, text, integer, text, jsonb, jsonb)",
+)
+
+WORKER_FUNCTIONS_SQL = """
+    -- Raises insufficient_privilege unless `secret` is the live secret of attempt
+    -- `attempt` of run `run_id`: the run's current attempt, with no outcome yet, of a
+    -- run not finished. Locks the attempt's row (FOR SHARE) until the caller's
+    -- transaction ends, so the operator cannot end the attempt between this check and
+    -- the caller's write. Not executable by workers on its own.
+    CREATE FUNCTION durakube.check_attempt(p_run_id text, p_attempt integer, p_secret text)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM 1 FROM durakube.attempts a JOIN durakube.runs r ON r.run_id = a.run_id
+        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND r.attempt = p_attempt
+          AND a.outcome IS NULL AND r.finished_at IS NULL
+          AND a.secret_hash = sha256(convert_to(p_secret, 'UTF8'))
+        FOR SHARE OF a;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'attempt % of run % is not live, or its secret is wrong',
+                p_attempt, p_run_id USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END
+    $fn$;
+
+    CREATE FUNCTION durakube.worker_start_attempt(
+        p_run_id text, p_attempt integer, p_secret text, p_pod_name text)
+    RETURNS SETOF durakube.runs LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        UPDATE durakube.attempts SET pod_name = p_pod_name
+        WHERE run_id = p_run_id AND attempt = p_attempt AND pod_name IS NULL;
+        RETURN QUERY SELECT * FROM durakube.runs WHERE run_id = p_run_id;
+    END
+    $fn$;
+
+    CREATE FUNCTION durakube.worker_load_steps(p_run_id text, p_attempt integer, p_secret text)
+    RETURNS SETOF durakube.steps LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        RETURN QUERY SELECT * FROM durakube.steps WHERE run_id = p_run_id ORDER BY seq;
+    END
+    $fn$;
+
+    CREATE FUNCTION durakube.worker_load_step(
+        p_run_id text, p_attempt integer, p_secret text, p_seq integer)
+    RETURNS SETOF durakube.steps LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        RETURN QUERY SELECT * FROM durakube.steps WHERE run_id = p_run_id AND seq = p_seq;
+    END
+    $fn$;
+
+    -- The hot path: the check and the step's insert (with the run's state when it
+    -- changed) in one call. False when the seq was recorded before: the first stands.
+    CREATE FUNCTION durakube.worker_record_step(
+        p_run_id text, p_attempt integer, p_secret text, p_seq integer, p_name text,
+        p_status text, p_result jsonb, p_error jsonb, p_state jsonb,
+        p_started_at timestamptz, p_finished_at timestamptz, p_duration_ms double precision)
+    RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    DECLARE
+        inserted bigint;
+    BEGIN
+        -- check_attempt, inlined: a nested SECURITY DEFINER call costs a second
+        -- search_path switch on the path every step takes.
+        PERFORM 1 FROM durakube.attempts a JOIN durakube.runs r ON r.run_id = a.run_id
+        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND r.attempt = p_attempt
+          AND a.outcome IS NULL AND r.finished_at IS NULL
+          AND a.secret_hash = sha256(convert_to(p_secret, 'UTF8'))
+        FOR SHARE OF a;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'attempt % of run % is not live, or its secret is wrong',
+                p_attempt, p_run_id USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        WITH step AS (
+            INSERT INTO durakube.steps (run_id, seq, name, status, result, error, state,
+                                        attempt, started_at, finished_at, duration_ms)
+            VALUES (p_run_id, p_seq, p_name, p_status, p_result, p_error, p_state,
+                    p_attempt, p_started_at, p_finished_at, p_duration_ms)
+            ON CONFLICT (run_id, seq) DO NOTHING
+            RETURNING run_id, state
+        ), run AS (
+            UPDATE durakube.runs SET state = step.state, updated_at = now()
+            FROM step
+            WHERE runs.run_id = step.run_id AND runs.state IS DISTINCT FROM step.state
+        )
+        SELECT count(*) INTO inserted FROM step;
+        RETURN inserted = 1;
+    END
+    $fn$;
+
+    -- The attempt's outcome, with the failed step that ended it (when p_step_seq is
+    -- set) and the run's state, output and error; the attempt's secret is revoked in
+    -- the same transaction, so nothing more can be written with it.
+    CREATE FUNCTION durakube.worker_record_outcome(
+        p_run_id text, p_attempt integer, p_secret text, p_outcome text, p_output jsonb,
+        p_error jsonb, p_retry_at timestamptz, p_policy jsonb, p_state jsonb,
+        p_step_seq integer, p_step_name text, p_step_status text, p_step_result jsonb,
+        p_step_error jsonb, p_step_state jsonb, p_step_started_at timestamptz,
+        p_step_finished_at timestamptz, p_step_duration_ms double precision)
+    RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    DECLARE
+        step_state jsonb;
+    BEGIN
+        -- As check_attempt, but locking the attempt's row for the update below.
+        PERFORM 1 FROM durakube.attempts a JOIN durakube.runs r ON r.run_id = a.run_id
+        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND r.attempt = p_attempt
+          AND a.outcome IS NULL AND r.finished_at IS NULL
+          AND a.secret_hash = sha256(convert_to(p_secret, 'UTF8'))
+        FOR UPDATE OF a;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'attempt % of run % is not live, or its secret is wrong',
+                p_attempt, p_run_id USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        IF p_step_seq IS NOT NULL THEN
+            INSERT INTO durakube.steps (run_id, seq, name, status, result, error, state,
+                                        attempt, started_at, finished_at, duration_ms)
+            VALUES (p_run_id, p_step_seq, p_step_name, p_step_status, p_step_result,
+                    p_step_error, p_step_state, p_attempt, p_step_started_at,
+                    p_step_finished_at, p_step_duration_ms)
+            ON CONFLICT (run_id, seq) DO NOTHING
+            RETURNING state INTO step_state;
+        END IF;
+        UPDATE durakube.attempts
+        SET outcome = p_outcome, output = p_output, error = p_error, retry_at = p_retry_at,
+            policy = p_policy, finished_at = now(), secret_hash = NULL
+        WHERE run_id = p_run_id AND attempt = p_attempt;
+        UPDATE durakube.runs
+        SET state = coalesce(p_state, step_state, state),
+            output = CASE WHEN p_outcome = 'succeeded' THEN p_output ELSE output END,
+            error = CASE WHEN p_outcome = 'succeeded' THEN NULL
+                         ELSE coalesce(p_error, error) END,
+            updated_at = now()
+        WHERE run_id = p_run_id;
+        RETURN true;
+    END
+    $fn$;
+
+    CREATE FUNCTION durakube.worker_load_waitpoint(
+        p_run_id text, p_attempt integer, p_secret text, p_seq integer)
+    RETURNS SETOF durakube.waitpoints LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        RETURN QUERY SELECT * FROM durakube.waitpoints WHERE run_id = p_run_id AND seq = p_seq;
+    END
+    $fn$;
+
+    -- Only the run's own waitpoints: a token of another run finds nothing.
+    CREATE FUNCTION durakube.worker_load_waitpoint_by_token(
+        p_run_id text, p_attempt integer, p_secret text, p_token text)
+    RETURNS SETOF durakube.waitpoints LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        RETURN QUERY SELECT * FROM durakube.waitpoints
+                     WHERE token = p_token AND run_id = p_run_id;
+    END
+    $fn$;
+
+    -- A sleep or a token wait (an event wait goes through worker_wait_for_event).
+    CREATE FUNCTION durakube.worker_create_waitpoint(
+        p_run_id text, p_attempt integer, p_secret text, p_seq integer, p_kind text,
+        p_wake_at timestamptz, p_token text)
+    RETURNS SETOF durakube.waitpoints LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        IF p_kind NOT IN ('sleep', 'token') OR (p_kind = 'token') <> (p_token IS NOT NULL) THEN
+            RAISE EXCEPTION 'a worker creates a sleep, or a token wait with its token'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        INSERT INTO durakube.waitpoints (run_id, seq, kind, token, wake_at)
+        VALUES (p_run_id, p_seq, p_kind, p_token, p_wake_at)
+        ON CONFLICT (run_id, seq) DO NOTHING;
+        RETURN QUERY SELECT * FROM durakube.waitpoints WHERE run_id = p_run_id AND seq = p_seq;
+    END
+    $fn$;
+
+    -- Starts waiting on `p_key`, taking the oldest buffered event if there is one;
+    -- the per-key advisory lock makes this exclusive with sending an event.
+    CREATE FUNCTION durakube.worker_wait_for_event(
+        p_run_id text, p_attempt integer, p_secret text, p_seq integer, p_key text,
+        p_wake_at timestamptz)
+    RETURNS SETOF durakube.waitpoints LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    DECLARE
+        buffered jsonb;
+        found_event boolean;
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        PERFORM pg_advisory_xact_lock(hashtextextended('durakube-event:' || p_key, 0));
+        IF NOT EXISTS (SELECT FROM durakube.waitpoints
+                       WHERE run_id = p_run_id AND seq = p_seq) THEN
+            UPDATE durakube.events SET consumed_by = p_run_id, consumed_seq = p_seq,
+                                       consumed_at = now()
+            WHERE event_id = (
+                SELECT event_id FROM durakube.events
+                WHERE key = p_key AND consumed_by IS NULL AND delivered_to = 0
+                  AND expires_at > now()
+                  AND namespace = (SELECT namespace FROM durakube.runs WHERE run_id = p_run_id)
+                ORDER BY created_at LIMIT 1 FOR UPDATE)
+            RETURNING data INTO buffered;
+            found_event := FOUND;
+            INSERT INTO durakube.waitpoints (run_id, seq, kind, key, wake_at)
+            VALUES (p_run_id, p_seq, 'event', p_key, p_wake_at);
+            IF found_event THEN
+                UPDATE durakube.waitpoints SET data = buffered, completed_at = now()
+                WHERE run_id = p_run_id AND seq = p_seq;
+            END IF;
+        END IF;
+        RETURN QUERY SELECT * FROM durakube.waitpoints WHERE run_id = p_run_id AND seq = p_seq;
+    END
+    $fn$;
+
+    -- A child run, asked for by the attempt that stamps it; the operator creates the
+    -- TaskRun, in the namespace of the parent's TaskRun as the API server has it.
+    -- The child's name is `<parent>-c<seq>`, as `store.children.child_name` makes it.
+    CREATE FUNCTION durakube.worker_request_child_run(
+        p_run_id text, p_attempt integer, p_secret text, p_seq integer, p_task text,
+        p_payload jsonb, p_options jsonb)
+    RETURNS TABLE (child_namespace text, child_name text) LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    DECLARE
+        parent durakube.runs%ROWTYPE;
+        wanted text;
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        SELECT * INTO parent FROM durakube.runs WHERE run_id = p_run_id;
+        wanted := parent.name || '-c' || p_seq;
+        IF length(wanted) > 253 THEN
+            wanted := left(parent.name, 233) || '-'
+                      || left(encode(sha256(convert_to(parent.name, 'UTF8')), 'hex'), 8)
+                      || '-c' || p_seq;
+        END IF;
+        INSERT INTO durakube.child_runs (parent_run_id, seq, namespace, name, task, payload,
+                                         options, parent_attempt)
+        VALUES (p_run_id, p_seq, parent.namespace, wanted, p_task, p_payload,
+                coalesce(p_options, '{}'::jsonb), p_attempt)
+        ON CONFLICT (parent_run_id, seq) DO NOTHING;
+        RETURN QUERY SELECT c.namespace, c.name FROM durakube.child_runs c
+                     WHERE c.parent_run_id = p_run_id AND c.seq = p_seq;
+    END
+    $fn$;
+
+    REVOKE ALL ON FUNCTION durakube.check_attempt(text, integer, text) FROM PUBLIC;
+""" + "".join(f"""
+    REVOKE ALL ON FUNCTION durakube.{signature} FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION durakube.{signature} TO durakube_worker;""" for signature in WORKER_FUNCTIONS)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -190,8 +493,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "the retry policy an attempt's outcome was classified under", """
         ALTER TABLE durakube.attempts ADD COLUMN policy jsonb;
     """),
-    # Touches only durakube.events, so it applies whatever version 8 changed.
-    Migration(9, "events are sent within a namespace", """
+    Migration(8, "events are sent within a namespace", """
         ALTER TABLE durakube.events ADD COLUMN namespace text;
         -- A child's result names its namespace in its key (durakube.io/run/<ns>/<name>).
         -- Other events buffered before namespaces existed cannot be attributed to one:
@@ -203,6 +505,39 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX events_buffered_idx ON durakube.events (namespace, key, created_at)
             WHERE consumed_by IS NULL AND delivered_to = 0;
     """),
+    Migration(9, "roles, attempt secrets and the worker's functions", """
+        ALTER TABLE durakube.attempts ADD COLUMN secret_hash bytea;
+        ALTER TABLE durakube.child_runs
+            ADD COLUMN parent_attempt integer,
+            ADD COLUMN rejected text;
+
+        -- Group roles; a deployment makes login roles members of them. Roles belong to
+        -- the whole server, so another database (or an administrator) may have made
+        -- them already, perhaps at this very moment.
+        DO $roles$
+        DECLARE
+            role text;
+        BEGIN
+            FOREACH role IN ARRAY ARRAY['durakube_operator', 'durakube_worker'] LOOP
+                IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role) THEN
+                    BEGIN
+                        EXECUTE format('CREATE ROLE %I NOLOGIN', role);
+                    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                        NULL;
+                    END;
+                END IF;
+            END LOOP;
+        END
+        $roles$;
+
+        GRANT USAGE ON SCHEMA durakube TO durakube_operator, durakube_worker;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA durakube
+            TO durakube_operator;
+        REVOKE INSERT, UPDATE, DELETE ON durakube.schema_migrations FROM durakube_operator;
+        -- Tables of later migrations, created by the same owner, get the same grant.
+        ALTER DEFAULT PRIVILEGES IN SCHEMA durakube
+            GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO durakube_operator;
+    """ + WORKER_FUNCTIONS_SQL),
 )
 
 

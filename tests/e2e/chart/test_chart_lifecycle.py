@@ -128,7 +128,7 @@ def test_service_account_may_do_what_permissions_yaml_says_cluster_wide(
     release = release_name(namespace)
     fullname = f"{release}-durakube"
     account = f"{namespace}:{fullname}"
-    values = {"database.manageWorkerSecret": True, "leaderElection.enabled": True, "leaseName": fullname}
+    values = {"leaderElection.enabled": True, "leaseName": fullname}
     helm(cluster, "install", release, str(CHART), "--namespace", namespace,
          *install_args("crds.install=false"))
     try:
@@ -146,11 +146,10 @@ def test_service_account_may_do_what_permissions_yaml_says_in_namespaced_mode(
     release = release_name(namespace)
     fullname = f"{release}-durakube"
     account = f"{namespace}:{fullname}"
-    values = {"database.manageWorkerSecret": False, "leaderElection.enabled": True,
-              "leaseName": "durakube-leader"}
+    values = {"leaderElection.enabled": True, "leaseName": "durakube-leader"}
     helm(cluster, "install", release, str(CHART), "--namespace", namespace,
          *install_args("crds.install=false", f"watchNamespaces={{{watched_namespace}}}",
-                       "database.manageWorkerSecret=false", "leaderElection.leaseName=durakube-leader"))
+                       "leaderElection.leaseName=durakube-leader"))
     try:
         assert granted(cluster, account, watched_namespace) == \
             documented(values, release_namespace=False, watched=True)

@@ -22,8 +22,7 @@ pytestmark = pytest.mark.e2e
 def test_the_running_operator_may_do_exactly_the_table(
         cluster: devcluster_cluster.Cluster, namespace: str, operator: InstalledOperator) -> None:
     account = f"{operator.NAMESPACE}:{operator.RELEASE}"
-    values = {"database.manageWorkerSecret": True, "leaderElection.enabled": True,
-              "leaseName": operator.RELEASE}
+    values = {"leaderElection.enabled": True, "leaseName": operator.RELEASE}
     assert granted(cluster, account, namespace) == \
         documented(values, release_namespace=False, watched=True)
     assert granted(cluster, account, operator.NAMESPACE) == \

@@ -22,7 +22,7 @@ from clientbed import (
     install_tasks,
     process_document,
 )
-from helpers import get_taskrun
+from helpers import InstalledOperator, create_examples_database_secret, get_taskrun
 
 from devcluster import cluster as devcluster_cluster
 from devcluster import kubeconfigs
@@ -45,8 +45,13 @@ __all__ = ["aclient", "client"]  # fixtures, imported for pytest
 
 
 def test_example_triggered_with_the_function_and_waited(
-        client: Client, custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
-    install_tasks(custom, namespace, "process_document", image=EXAMPLES_IMAGE)
+        client: Client, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api, namespace: str, operator: InstalledOperator) -> None:
+    # The example keeps its embeddings in a database of its own, named by a Secret.
+    create_examples_database_secret(core, namespace, operator.database_url)
+    install_tasks(custom, namespace, "process_document", image=EXAMPLES_IMAGE,
+                  podTemplate={"env": [{"name": "EXAMPLES_DATABASE_URL", "valueFrom": {
+                      "secretKeyRef": {"name": "examples-database", "key": "url"}}}]})
     seen: list[RunSummary] = []
     handle = client.trigger(process_document.process_document, {"documentId": "quarterly-report"},
                             tags=["demo"])

@@ -19,7 +19,15 @@ from typing import Any
 import asyncpg
 import kubernetes
 import pytest
-from helpers import InstalledOperator, get_taskrun, kubectl, load_yaml, wait_for, wait_for_phase
+from helpers import (
+    InstalledOperator,
+    create_examples_database_secret,
+    get_taskrun,
+    kubectl,
+    load_yaml,
+    wait_for,
+    wait_for_phase,
+)
 from test_taskrun_lifecycle import attempt_pods, create, effects, run_manifest, task_manifest
 
 from devcluster import cluster as devcluster_cluster
@@ -33,8 +41,9 @@ SUSPEND_ALL_WITHIN = 240
 
 
 def start_approval(custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
-                   namespace: str, database_url: str) -> str:
+                   namespace: str, operator: InstalledOperator) -> str:
     """Applies the approval example and returns the token once the run waits for it."""
+    create_examples_database_secret(core, namespace, operator.database_url)
     for body in load_yaml((ROOT / "examples" / "approval-workflow.yaml").read_text()):
         create(custom, namespace, body)
     run = wait_for_phase(custom, namespace, "approve-q3-report", {"Suspended", "Failed"})
@@ -43,7 +52,7 @@ def start_approval(custom: kubernetes.client.CustomObjectsApi, core: kubernetes.
     assert waiting["kind"] == "token" and "token" not in waiting
     # Waiting holds no pod at all, not even a finished one.
     wait_for(lambda: not attempt_pods(core, namespace), what="the suspended attempt's pod removed")
-    return approval_token(database_url)
+    return approval_token(operator.database_url)
 
 
 def approval_token(database_url: str) -> str:
@@ -83,7 +92,7 @@ def test_approval_completed_through_the_python_sdk(
         cluster: devcluster_cluster.Cluster, namespace: str,
         custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
         operator: InstalledOperator) -> None:
-    token = start_approval(custom, core, namespace, operator.database_url)
+    token = start_approval(custom, core, namespace, operator)
     with Client(kubeconfig=cluster.kubeconfig, namespace=namespace,
                 database_url=operator.database_url) as client:
         run_id = client.complete_token(token, {"approved": True})
@@ -97,7 +106,7 @@ def test_approval_completed_with_a_task_event(
         cluster: devcluster_cluster.Cluster, namespace: str,
         custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
         operator: InstalledOperator) -> None:
-    token = start_approval(custom, core, namespace, operator.database_url)
+    token = start_approval(custom, core, namespace, operator)
     manifest = (ROOT / "examples" / "approve.yaml").read_text().replace(
         "wpt_REPLACE_WITH_THE_TOKEN_0000", token)
     kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=manifest)
@@ -113,7 +122,7 @@ def test_approval_completed_through_the_webhook(
         custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
         operator: InstalledOperator) -> None:
     # The token is its own credential: completing it needs no other.
-    token = start_approval(custom, core, namespace, operator.database_url)
+    token = start_approval(custom, core, namespace, operator)
 
     def post(path: str, data: Any) -> tuple[int, dict[str, Any]]:
         request = urllib.request.Request(operator.webhook_url + path, method="POST",

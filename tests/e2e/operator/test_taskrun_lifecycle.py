@@ -16,7 +16,15 @@ from typing import Any
 import asyncpg
 import kubernetes
 import pytest
-from helpers import InstalledOperator, get_taskrun, kubectl, load_yaml, wait_for, wait_for_phase
+from helpers import (
+    InstalledOperator,
+    create_examples_database_secret,
+    get_taskrun,
+    kubectl,
+    load_yaml,
+    wait_for,
+    wait_for_phase,
+)
 
 from devcluster import cluster as devcluster_cluster
 
@@ -74,7 +82,9 @@ def condition(run: dict[str, Any]) -> dict[str, Any]:
 
 def test_example_taskrun_applied_with_kubectl_succeeds(
         cluster: devcluster_cluster.Cluster, namespace: str,
-        custom: kubernetes.client.CustomObjectsApi) -> None:
+        custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
+        operator: InstalledOperator) -> None:
+    create_examples_database_secret(core, namespace, operator.database_url)
     kubectl(cluster, "apply", "-n", namespace, "-f", str(ROOT / "examples" / "process-document.yaml"))
     run = wait_for_phase(custom, namespace, "process-quarterly-report", {"Succeeded", "Failed"})
     assert run["status"]["phase"] == "Succeeded", run["status"]

@@ -80,7 +80,6 @@ def _values(*overrides: dict[str, Any]) -> dict[str, Any]:
 MODES = {
     "cluster-wide": {},
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
-    "no-worker-secret": {"database": {"manageWorkerSecret": False}},
     "no-leader-election": {"leaderElection": {"enabled": False}, "replicaCount": 1},
     "named-lease": {"leaderElection": {"leaseName": "durakube-leader"}},
 }

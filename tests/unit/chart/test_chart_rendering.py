@@ -98,8 +98,6 @@ def test_operator_environment_with_default_values() -> None:
         "DURAKUBE_HEALTH_PORT": "8081",
         "DURAKUBE_WEBHOOK_PORT": "8082",
         "DURAKUBE_WEBHOOK_SECRET_FILE": "/etc/durakube/webhook/secret",
-        "DURAKUBE_DATABASE_SECRET": "durakube-database",
-        "DURAKUBE_MANAGE_DATABASE_SECRET": "true",
         "DURAKUBE_DEFAULT_QUEUE": "default",
         "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": "100",
         "DURAKUBE_WORKERS": "8",
@@ -114,16 +112,18 @@ def test_operator_environment_follows_the_values() -> None:
     assert (env["DURAKUBE_METRICS_PORT"], env["DURAKUBE_HEALTH_PORT"], env["DURAKUBE_WEBHOOK_PORT"]) == \
         ("9090", "9091", "9443")
     assert env["DURAKUBE_WEBHOOK_SECRET_FILE"] == "/etc/durakube/webhook/token"
-    assert env["DURAKUBE_DATABASE_SECRET"] == "tasks-database"
+    assert env["DURAKUBE_MIGRATION_DATABASE_URL_FILE"] == "/etc/durakube/migration/dsn"
+    assert env["DURAKUBE_WORKER_DATABASE_URL_FILE"] == "/etc/durakube/worker/worker-url"
     assert (env["DURAKUBE_API_QPS"], env["DURAKUBE_API_BURST"], env["DURAKUBE_RESYNC_SECONDS"]) == \
         ("100", "200", "60")
     assert env["PYTHONASYNCIODEBUG"] == "1"
     env = environment(render("namespaced-values.yaml", sets={
-        "leaderElection.enabled": "false", "database.manageWorkerSecret": "false"}))
+        "leaderElection.enabled": "false"}))
     assert env["DURAKUBE_NAMESPACES"] == "team-a,team-b"
     assert env["DURAKUBE_DATABASE_URL_FILE"] == "/etc/durakube/database/dsn"
     assert env["DURAKUBE_LEADER_ELECTION"] == "false"
-    assert env["DURAKUBE_MANAGE_DATABASE_SECRET"] == "false"
+    assert "DURAKUBE_WORKER_DATABASE_URL_FILE" not in env
+    assert "DURAKUBE_MIGRATION_DATABASE_URL_FILE" not in env
     assert "DURAKUBE_LIVENESS_PORT" not in env
 
 
@@ -167,6 +167,24 @@ def test_existing_database_secret_is_used_as_it_is() -> None:
     [volume] = [volume for volume in pod["volumes"] if volume["name"] == "database"]
     assert volume["secret"] == {"secretName": "durakube-postgres",
                                 "items": [{"key": "dsn", "path": "dsn"}]}
+
+
+def test_migration_and_worker_logins_are_mounted_from_their_secrets() -> None:
+    manifests = render("all-on-values.yaml")
+    secret = one(manifests, "Secret")
+    # The worker's URL was given as a value: it joins the chart's Secret; the owner's is
+    # in a Secret of the user's.
+    assert set(secret["data"]) == {"url", "worker-url"}
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume["secret"] for volume in pod["volumes"] if "secret" in volume}
+    assert volumes["database-migration"] == {"secretName": "durakube-postgres-owner",
+                                             "items": [{"key": "dsn", "path": "dsn"}]}
+    assert volumes["database-worker"] == {"secretName": secret["metadata"]["name"],
+                                          "items": [{"key": "worker-url", "path": "worker-url"}]}
+    mounts = {mount["name"]: mount["mountPath"]
+              for mount in operator_container(manifests)["volumeMounts"]}
+    assert (mounts["database-migration"], mounts["database-worker"]) == (
+        "/etc/durakube/migration", "/etc/durakube/worker")
 
 
 def webhook_volume(manifests: list[dict[str, Any]]) -> dict[str, Any]:

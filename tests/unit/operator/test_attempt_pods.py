@@ -49,14 +49,30 @@ def test_pod_is_owned_by_its_taskrun_and_never_restarts() -> None:
     assert pod["metadata"]["labels"][pods.LABEL_ATTEMPT] == "1"
 
 
-def test_database_url_comes_from_a_secret_never_from_the_resource() -> None:
-    env = {e["name"]: e for e in pods.build_attempt_pod(make_run(), TASK, 1, SETTINGS)
+def test_database_url_and_secret_come_from_the_attempts_own_secret() -> None:
+    env = {e["name"]: e for e in pods.build_attempt_pod(make_run(), TASK, 2, SETTINGS)
            ["spec"]["containers"][0]["env"]}
     assert env["DURAKUBE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "durakube-database", "key": "url"}
+        "name": "report-7-2", "key": "database-url"}
+    assert env["DURAKUBE_ATTEMPT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "report-7-2", "key": "attempt-secret"}
     assert "value" not in env["DURAKUBE_DATABASE_URL"]
+    assert "value" not in env["DURAKUBE_ATTEMPT_SECRET"]
     assert env["DURAKUBE_RUN_ID"]["value"] == "uid-1"
     assert env["DURAKUBE_TASK_MODULES"]["value"] == "acme.tasks"
+
+
+def test_attempt_secret_is_named_and_owned_like_its_pod() -> None:
+    pod = pods.build_attempt_pod(make_run(), TASK, 2, SETTINGS)
+    secret = pods.build_attempt_secret(pod, "postgresql://worker@db/durakube", "s3cret")
+    assert (secret["kind"], secret["metadata"]["name"], secret["metadata"]["namespace"]) == (
+        "Secret", pod["metadata"]["name"], pod["metadata"]["namespace"])
+    owner = secret["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("TaskRun", "report-7", "uid-1")
+    assert secret["stringData"] == {"database-url": "postgresql://worker@db/durakube",
+                                    "attempt-secret": "s3cret"}
+    # The pod refers to it by name only: no credential is in the pod's manifest.
+    assert "s3cret" not in str(pod) and "worker@db" not in str(pod)
 
 
 def test_security_context_is_restrictive() -> None:

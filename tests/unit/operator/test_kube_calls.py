@@ -122,14 +122,16 @@ async def test_an_existing_secret_is_left_alone_without_reading_any(
     server, api = fake
     server.answers[("POST", "/api/v1/namespaces/a/secrets")] = (409, {"reason": "AlreadyExists"})
     server.answers[("POST", "/api/v1/namespaces/b/secrets")] = (201, {})
-    await api.ensure_secret("a", "db", {"url": "pg://"})
-    await api.ensure_secret("b", "db", {"url": "pg://"})
-    # Create-only: the operator's role needs no right to read Secrets.
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "run-1"},
+              "stringData": {"attempt-secret": "s"}}
+    assert not await api.create_secret("a", secret)
+    assert await api.create_secret("b", secret)
+    # Create-only: the operator's role needs no right to read or change Secrets.
     assert [request[:2] for request in server.requests] == [
         ("POST", "/api/v1/namespaces/a/secrets"),
         ("POST", "/api/v1/namespaces/b/secrets"),
     ]
-    assert server.requests[-1][3]["stringData"] == {"url": "pg://"}
+    assert server.requests[-1][3]["stringData"] == {"attempt-secret": "s"}
 
 
 async def test_a_refused_event_is_only_logged(fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:

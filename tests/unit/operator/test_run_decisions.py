@@ -178,11 +178,8 @@ CASES = [
          actions=("RegisterRun", "Enqueue"), requeue=30.0,
          check=fields(run_id="uid-1", start_time=NOW.replace(microsecond=0))),
     Case("new-run-already-admitted-starts-attempt-1", seen={"place": ADMITTED}, phase="Running",
-         reason="Running", actions=("RegisterRun", "EnsureSecret", "StartAttempt", "MirrorPhase"),
+         reason="Running", actions=("RegisterRun", "StartAttempt", "MirrorPhase"),
          check=started(1, CREATED_AT)),
-    Case("no-database-secret-when-not-managed", seen={"place": ADMITTED},
-         settings=settings_module.Settings(database_url="postgresql://db/d", manage_database_secret=False),
-         phase="Running", actions=("RegisterRun", "StartAttempt", "MirrorPhase")),
     Case("a-queue-no-taskqueue-defines-warns-and-uses-the-default", seen={"undefined_queue": "big"},
          phase="Pending", actions=("RegisterRun", "Warn", "Enqueue"), requeue=30.0,
          check=warned("QueueNotDefined", "no TaskQueue 'big'", "default queue team/default")),
@@ -325,7 +322,7 @@ CASES = [
          seen={"wait_over": True}, phase="Suspended", actions=("Enqueue",), requeue=30.0),
     Case("resumed-run-with-a-slot-starts-the-next-attempt", status=SUSPENDED,
          seen={"wait_over": True, "place": ADMITTED}, phase="Running",
-         actions=("EnsureSecret", "StartAttempt", "MirrorPhase"), check=started(2, None)),
+         actions=("StartAttempt", "MirrorPhase"), check=started(2, None)),
     # Pods that end without an outcome: infrastructure, with its own budget.
     Case("pod-gone-without-outcome-resumes", status=status(RUNNING), seen={"pod": None},
          phase="BackingOff", reason="PodDeleted", actions=("ReleaseSlot", "MirrorPhase"), requeue=0.0,
@@ -362,11 +359,11 @@ CASES = [
     Case("back-off-over-joins-the-line", status=BACKING_OFF, phase="BackingOff",
          actions=("Enqueue",), requeue=30.0),
     Case("back-off-over-with-a-slot-starts-the-next-attempt", status=BACKING_OFF,
-         seen={"place": ADMITTED}, phase="Running", actions=("EnsureSecret", "StartAttempt", "MirrorPhase"),
+         seen={"place": ADMITTED}, phase="Running", actions=("StartAttempt", "MirrorPhase"),
          check=started(2, datetime(2026, 3, 1, 11, 59, 30, tzinfo=UTC))),
     Case("pending-run-admitted-later-starts", status=PENDING | {"startTime": "2026-03-01T11:59:01Z"},
          seen={"place": ADMITTED}, phase="Running",
-         actions=("EnsureSecret", "StartAttempt", "MirrorPhase")),
+         actions=("StartAttempt", "MirrorPhase")),
 ]
 
 
@@ -421,7 +418,7 @@ def test_a_run_admitted_as_it_joined_starts_in_the_same_pass() -> None:
     started = deciding.after_joining(seen, decision, ADMITTED, NOW, SETTINGS)
     assert started.status.phase == resources.Phase.RUNNING and started.status.attempt == 1
     # Registered and enqueued already: only what starting the attempt takes.
-    assert [type(a).__name__ for a in started.actions] == ["EnsureSecret", "StartAttempt", "MirrorPhase"]
+    assert [type(a).__name__ for a in started.actions] == ["StartAttempt", "MirrorPhase"]
     assert started.status.run_id == "uid-1" and started.status.start_time is not None
 
 

@@ -26,8 +26,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults() -> None:
     config = settings.Settings.from_environ(REQUIRED)
     assert config.model_dump() == {
-        "database_url": DSN, "namespaces": (), "database_secret_name": "durakube-database",
-        "database_secret_key": "url", "manage_database_secret": True, "worker_uid": 65532,
+        "database_url": DSN, "migration_database_url": None, "worker_database_url": None,
+        "namespaces": (), "worker_uid": 65532,
         "default_queue": "default", "default_concurrency_limit": 100, "workers": 8,
         "api_qps": 50.0, "api_burst": None, "metrics_port": 8080, "health_port": 8081,
         "webhook_port": 8082, "webhook_secret": None, "resync_seconds": 30.0,
@@ -51,10 +51,8 @@ def test_lease_timings_that_could_make_two_leaders_are_refused(
 
 VARIABLES = [
     ("DURAKUBE_NAMESPACES", "a, b,,a", "namespaces", ("a", "b")),
-    ("DURAKUBE_DATABASE_SECRET", "pg", "database_secret_name", "pg"),
-    ("DURAKUBE_DATABASE_SECRET_KEY", "dsn", "database_secret_key", "dsn"),
-    ("DURAKUBE_MANAGE_DATABASE_SECRET", "no", "manage_database_secret", False),
-    ("DURAKUBE_MANAGE_DATABASE_SECRET", "ON", "manage_database_secret", True),
+    ("DURAKUBE_MIGRATION_DATABASE_URL", "pg://owner", "migration_database_url", "pg://owner"),
+    ("DURAKUBE_WORKER_DATABASE_URL", "pg://worker", "worker_database_url", "pg://worker"),
     ("DURAKUBE_WORKER_UID", "1000", "worker_uid", 1000),
     ("DURAKUBE_DEFAULT_QUEUE", "batch", "default_queue", "batch"),
     ("DURAKUBE_DEFAULT_CONCURRENCY_LIMIT", "1000", "default_concurrency_limit", 1000),
@@ -99,8 +97,8 @@ def test_from_environment_reads_the_process_environment(monkeypatch: pytest.Monk
         ({**REQUIRED, "DURAKUBE_API_QPS": "0"}, "DURAKUBE_API_QPS must be greater than 0, got '0'"),
         ({**REQUIRED, "DURAKUBE_API_QPS": "fast"}, "DURAKUBE_API_QPS must be a number, got 'fast'"),
         ({**REQUIRED, "DURAKUBE_API_BURST": "0"}, "DURAKUBE_API_BURST must be at least 1"),
-        ({**REQUIRED, "DURAKUBE_MANAGE_DATABASE_SECRET": "maybe"},
-         "DURAKUBE_MANAGE_DATABASE_SECRET must be true or false, got 'maybe'"),
+        ({**REQUIRED, "DURAKUBE_LEADER_ELECTION": "maybe"},
+         "DURAKUBE_LEADER_ELECTION must be true or false, got 'maybe'"),
         ({**REQUIRED, "DURAKUBE_METRICS_PORT": "70000"}, "DURAKUBE_METRICS_PORT must be at most 65535"),
         ({"DURAKUBE_WORKERS": "0"},
          "missing environment variables: DURAKUBE_DATABASE_URL; DURAKUBE_WORKERS must be at least 1"),
@@ -116,7 +114,9 @@ def test_bad_settings_give_one_message_naming_the_variable(environ: dict[str, st
 
 @pytest.mark.parametrize(
     ("variable", "field"),
-    [("DURAKUBE_DATABASE_URL", "database_url"), ("DURAKUBE_WEBHOOK_SECRET", "webhook_secret")],
+    [("DURAKUBE_DATABASE_URL", "database_url"), ("DURAKUBE_WEBHOOK_SECRET", "webhook_secret"),
+     ("DURAKUBE_MIGRATION_DATABASE_URL", "migration_database_url"),
+     ("DURAKUBE_WORKER_DATABASE_URL", "worker_database_url")],
 )
 def test_a_secret_can_come_from_a_file(tmp_path: Path, variable: str, field: str) -> None:
     secret = tmp_path / "secret"
@@ -147,10 +147,21 @@ def test_only_secrets_have_a_file_variant(tmp_path: Path) -> None:
 
 
 def test_secrets_are_never_shown() -> None:
-    config = settings.Settings.from_environ({**REQUIRED, "DURAKUBE_WEBHOOK_SECRET": "s3cret"})
-    assert DSN not in repr(config) and "s3cret" not in repr(config)
+    config = settings.Settings.from_environ({
+        **REQUIRED, "DURAKUBE_WEBHOOK_SECRET": "s3cret", "DURAKUBE_WORKER_DATABASE_URL": "pg://w",
+        "DURAKUBE_MIGRATION_DATABASE_URL": "pg://owner"})
+    assert all(secret not in repr(config) for secret in (DSN, "s3cret", "pg://w", "pg://owner"))
+
+
+def test_migrations_and_workers_default_to_the_operators_login() -> None:
+    config = settings.Settings.from_environ(REQUIRED)
+    assert (config.migrating_database_url, config.attempt_database_url) == (DSN, DSN)
+    config = settings.Settings.from_environ({
+        **REQUIRED, "DURAKUBE_WORKER_DATABASE_URL": "pg://w",
+        "DURAKUBE_MIGRATION_DATABASE_URL": "pg://owner"})
+    assert (config.migrating_database_url, config.attempt_database_url) == ("pg://owner", "pg://w")
 
 
 def test_settings_can_be_built_in_code() -> None:
-    config = settings.Settings(database_url=DSN, database_secret_name="pg", namespaces=("a",))
-    assert (config.database_secret_name, config.namespaces) == ("pg", ("a",))
+    config = settings.Settings(database_url=DSN, worker_database_url="pg://w", namespaces=("a",))
+    assert (config.worker_database_url, config.namespaces) == ("pg://w", ("a",))

@@ -27,6 +27,12 @@ async def pool(database_dsn: str) -> AsyncIterator[Any]:
         await pool.close()
 
 
+@pytest.fixture
+async def worker_dsn(pool: Any, login_dsn: Callable[[str, str], str], database_dsn: str) -> str:
+    """The DSN of a worker login on the test's database (after the schema made its roles)."""
+    return login_dsn(database_dsn, "durakube_worker")
+
+
 NewRun = Callable[..., Awaitable[str]]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pydantic
 import pytest
+from attempting import run_attempt
 
 from durakube import context, errors, retry, tasks, worker
 from durakube.store import attempts, runs, steps
@@ -62,7 +63,7 @@ async def test_errors_become_retry_or_failed_outcomes(
     tasks.task(id="failing", registry=registry, retry=policy, timeout=task_timeout)(fn)
     run_id = await new_run("failing")
 
-    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    outcome = await run_attempt(pool, run_id, 1, registry)
 
     assert outcome.kind == kind
     assert outcome.error is not None and outcome.error["type"] == error_type
@@ -111,10 +112,11 @@ async def test_spec_policy_from_the_environment_classifies_errors(
     spec_policy = retry.Retry(max_attempts=2, min_timeout=30, max_timeout=30, on=spec_on)
     settings = worker.read_settings({
         "DURAKUBE_RUN_ID": run_id, "DURAKUBE_ATTEMPT": "1", "DURAKUBE_DATABASE_URL": "unused",
+            "DURAKUBE_ATTEMPT_SECRET": "unused",
         "DURAKUBE_RETRY_POLICY": spec_policy.model_dump_json()})
     assert worker.spec_retry_policy(settings) == spec_policy
 
-    outcome = await worker.run_attempt(pool, run_id, 1, registry,
+    outcome = await run_attempt(pool, run_id, 1, registry,
                                        retry_policy=worker.spec_retry_policy(settings))
 
     assert outcome.kind == kind
@@ -133,7 +135,7 @@ async def test_a_retry_time_is_recorded_only_when_the_task_asked_for_one(
     for task_id, retry_at in (("asks", RETRY_AT), ("does-not-ask", None)):
         for policy in (None, spec_policy):
             run_id = await new_run(task_id)
-            outcome = await worker.run_attempt(pool, run_id, 1, registry, retry_policy=policy)
+            outcome = await run_attempt(pool, run_id, 1, registry, retry_policy=policy)
             assert (outcome.kind, outcome.retry_at) == ("retry", retry_at)
             assert await attempts.read_outcome(pool, run_id, 1) == outcome
 
@@ -144,7 +146,7 @@ async def test_decorator_policy_is_recorded_when_no_spec_policy_is_given(
     tasks.task(id="failing", registry=registry, retry=DECORATOR_POLICY)(raise_listed)
     run_id = await new_run("failing")
 
-    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    outcome = await run_attempt(pool, run_id, 1, registry)
 
     assert outcome.kind == "retry"
     assert outcome.policy == DECORATOR_POLICY
@@ -171,9 +173,9 @@ async def test_retryable_step_error_is_not_recorded_so_the_step_runs_again(
         return result
 
     run_id = await new_run("flaky")
-    assert (await worker.run_attempt(pool, run_id, 1, registry)).kind == "retry"
+    assert (await run_attempt(pool, run_id, 1, registry)).kind == "retry"
     assert await steps.load_steps(pool, run_id) == []
-    assert await worker.run_attempt(pool, run_id, 2, registry) == attempts.Outcome(
+    assert await run_attempt(pool, run_id, 2, registry) == attempts.Outcome(
         "succeeded", output="ok")
     assert calls == {"flaky": 2}
 
@@ -196,7 +198,7 @@ async def test_payload_is_validated_against_the_input_model(
         return payload
 
     run_id = await new_run("bill", payload)
-    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    outcome = await run_attempt(pool, run_id, 1, registry)
     assert outcome.kind == kind
     if message is None:
         assert outcome.output == payload
@@ -210,15 +212,17 @@ async def test_unknown_task_fails_the_attempt_listing_known_tasks(
     registry = tasks.Registry()
     tasks.task(id="known", registry=registry)(raise_plain)
     run_id = await new_run("unknown")
-    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    outcome = await run_attempt(pool, run_id, 1, registry)
     assert outcome.kind == "failed" and outcome.error is not None
     assert outcome.error["code"] == "TaskNotFound"
     assert "'known'" in outcome.error["message"]
 
 
-async def test_unknown_run_records_nothing(pool: Any) -> None:
-    with pytest.raises(errors.RunNotFound, match="'nope' is not in the database"):
-        await worker.run_attempt(pool, "nope", 1, tasks.Registry())
+async def test_a_worker_of_an_unknown_run_is_refused_and_records_nothing(pool: Any) -> None:
+    with pytest.raises(errors.AttemptRevoked, match="attempt 1 of run nope"):
+        await worker.run_attempt(pool, "nope", 1, tasks.Registry(), secret="guessed")
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM durakube.attempts") == 0
 
 
 async def test_outcome_is_recorded_once(pool: Any, new_run: Any) -> None:
@@ -231,11 +235,12 @@ async def test_outcome_is_recorded_once(pool: Any, new_run: Any) -> None:
         return calls["ran"]
 
     run_id = await new_run("once")
-    first = await worker.run_attempt(pool, run_id, 1, registry)
-    again = await worker.run_attempt(pool, run_id, 1, registry)  # a restarted container
-    assert first == again == attempts.Outcome("succeeded", output=1)
+    first = await run_attempt(pool, run_id, 1, registry)
+    assert first == attempts.Outcome("succeeded", output=1)
+    # A restarted container of the ended attempt: its credential was revoked with the outcome.
+    with pytest.raises(errors.AttemptRevoked):
+        await run_attempt(pool, run_id, 1, registry)
     assert calls == {"ran": 1}
-    assert not await attempts.record_outcome(pool, run_id, 1, attempts.Outcome("failed"))
     assert await attempts.read_outcome(pool, run_id, 1) == first
 
 
@@ -263,7 +268,7 @@ async def test_outcome_is_written_atomically_with_the_last_checkpoint(
             FOR EACH ROW WHEN (NEW.outcome IS NOT NULL)
             EXECUTE FUNCTION durakube.refuse_outcome();""")
     with pytest.raises(asyncpg.RaiseError, match="outcome refused"):
-        await worker.run_attempt(pool, run_id, 1, registry)
+        await run_attempt(pool, run_id, 1, registry)
     # The failed step went down with the outcome: neither exists.
     assert await steps.load_steps(pool, run_id) == []
     assert await attempts.read_outcome(pool, run_id, 1) is None
@@ -272,7 +277,7 @@ async def test_outcome_is_written_atomically_with_the_last_checkpoint(
 
     async with pool.acquire() as conn:
         await conn.execute("DROP TRIGGER refuse_outcome ON durakube.attempts")
-    outcome = await worker.run_attempt(pool, run_id, 2, registry)
+    outcome = await run_attempt(pool, run_id, 2, registry)
     assert outcome.kind == "failed"
     (step,) = await steps.load_steps(pool, run_id)
     assert (step.status, step.attempt, step.state) == ("failed", 2, {"tried": True})
@@ -292,7 +297,7 @@ async def test_success_records_output_state_and_attempt_together(
         return {"total": ctx.state["partial"]}
 
     run_id = await new_run("sum", {"numbers": [1, 2, 3]})
-    outcome = await worker.run_attempt(pool, run_id, 1, registry, pod_name="sum-1")
+    outcome = await run_attempt(pool, run_id, 1, registry, pod_name="sum-1")
     assert outcome == attempts.Outcome("succeeded", output={"total": 6})
     run = await runs.load_run(pool, run_id)
     assert run is not None

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from durakube import context, tasks, worker
+from attempting import run_attempt
+
+from durakube import context, tasks
 from durakube.store import children
 
 
@@ -23,12 +25,13 @@ async def test_a_child_given_as_a_function_is_found_in_the_workers_registry(
 
     assert "resize-image" not in tasks.registry.ids()
     run_id = await new_run("gallery")
-    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    outcome = await run_attempt(pool, run_id, 1, registry)
     assert (outcome.kind, outcome.error) == ("succeeded", None)
     requested = [child for child in await children.unsubmitted_child_runs(pool)
                  if child.parent_run_id == run_id]
-    assert [(child.name, child.task, child.payload) for child in requested] == [
-        (outcome.output, "resize-image", {"image": "a.png"})]
+    assert [(children.child_name(child.parent_name, child.seq), child.task, child.payload,
+             child.written_live) for child in requested] == [
+        (outcome.output, "resize-image", {"image": "a.png"}, True)]
 
 
 async def test_a_child_function_no_registry_knows_fails_the_run_naming_it(
@@ -42,7 +45,7 @@ async def test_a_child_function_no_registry_knows_fails_the_run_naming_it(
     async def parent(ctx: context.TaskContext, payload: dict[str, Any]) -> str:
         return await ctx.trigger(unregistered, {})
 
-    outcome = await worker.run_attempt(pool, await new_run("parent"), 1, registry)
+    outcome = await run_attempt(pool, await new_run("parent"), 1, registry)
     assert outcome.kind == "failed"
     assert outcome.error is not None
     assert outcome.error["code"] == "TaskNotFound"

@@ -11,9 +11,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from attempting import run_attempt
 
-from durakube import context, errors, tasks, worker
-from durakube.store import attempts, steps
+from durakube import context, errors, tasks
+from durakube.store import attempts, steps, working
 
 EFFECTS: list[str] = []
 
@@ -46,7 +47,7 @@ async def test_a_session_ended_under_the_task_is_replaced_and_the_run_goes_on(
         return [first, second]
 
     run_id = await new_run("two-steps")
-    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    outcome = await run_attempt(pool, run_id, 1, registry)
 
     assert outcome.kind == "succeeded" and outcome.output == ["first", "second"], outcome.error
     assert EFFECTS == ["first", "second"]
@@ -70,9 +71,9 @@ async def test_postgres_gone_ends_the_attempt_without_an_outcome(
     async def refuse(*_: Any, **__: Any) -> bool:
         raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
 
-    monkeypatch.setattr(steps, "record_step", refuse)
+    monkeypatch.setattr(working, "record_step", refuse)
     with pytest.raises(errors.StoreUnavailable, match="ConnectionDoesNotExistError"):
-        await worker.run_attempt(pool, run_id, 1, registry)
+        await run_attempt(pool, run_id, 1, registry)
     # No outcome: the operator sees an attempt that ended without one and resumes the run.
     assert await attempts.read_outcome(pool, run_id, 1) is None
 
@@ -86,6 +87,6 @@ async def test_a_task_error_that_looks_like_a_lost_connection_is_still_the_tasks
         raise ConnectionResetError("the task's own service hung up")
 
     run_id = await new_run("own-database")
-    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    outcome = await run_attempt(pool, run_id, 1, registry)
     assert outcome.kind == "failed" and outcome.error is not None
     assert outcome.error["type"] == "ConnectionResetError"

@@ -14,8 +14,9 @@ from typing import Any
 
 import pydantic
 import pytest
+from attempting import run_attempt
 
-from durakube import context, errors, tasks, worker
+from durakube import context, errors, tasks
 from durakube.store import attempts, runs, steps
 
 
@@ -28,7 +29,7 @@ async def crash_after(pool: Any, run_id: str, registry: tasks.Registry, seq: int
         if step.seq == seq and this is not None:
             this.cancel()
 
-    this = asyncio.create_task(worker.run_attempt(pool, run_id, attempt, registry,
+    this = asyncio.create_task(run_attempt(pool, run_id, attempt, registry,
                                                   on_checkpoint=crash))
     with pytest.raises(asyncio.CancelledError):
         await this
@@ -57,7 +58,7 @@ async def test_completed_step_never_runs_twice(pool: Any, new_run: Any) -> None:
     assert runs_of == {1: 1, 2: 1}
 
     replayed: list[int] = []
-    outcome = await worker.run_attempt(pool, run_id, 2, registry,
+    outcome = await run_attempt(pool, run_id, 2, registry,
                                        on_checkpoint=lambda step: replayed.append(step.seq))
     assert outcome == attempts.Outcome("succeeded", output={"total": 100})
     assert runs_of == {1: 1, 2: 1, 3: 1, 4: 1}
@@ -90,7 +91,7 @@ async def test_step_decorator_checkpoints_inside_a_task_and_runs_plainly_outside
 
     assert await fetch("outside") == "<outside>"
     run_id = await new_run("crawl", {"url": "a"})
-    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    outcome = await run_attempt(pool, run_id, 1, registry)
     assert outcome.output == {"page": "<a>", "inner": "<inner>"}
     assert [step.name for step in await steps.load_steps(pool, run_id)] == ["fetch", "parse-page"]
     assert calls == {"outside": 1, "a": 1, "inner": 1}
@@ -121,7 +122,7 @@ async def test_renamed_step_on_replay_fails_as_non_deterministic(
 
     run_id = await new_run("pipeline")
     await crash_after(pool, run_id, before, seq=2)
-    outcome = await worker.run_attempt(pool, run_id, 2, after)
+    outcome = await run_attempt(pool, run_id, 2, after)
     assert outcome.kind == "failed"
     assert outcome.error is not None
     assert outcome.error["code"] == "NonDeterministicReplay"
@@ -167,7 +168,7 @@ async def test_non_serializable_result_fails_the_run_naming_step_and_type(
         await ctx.step("after", after)
 
     run_id = await new_run("leaky")
-    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    outcome = await run_attempt(pool, run_id, 1, registry)
     assert outcome.kind == "failed"
     assert outcome.error is not None
     assert outcome.error["code"] == "NonSerializableState"
@@ -208,7 +209,7 @@ async def test_pydantic_results_are_stored_as_json_and_revalidated_on_replay(poo
 
     run_id = await new_run("embed")
     await crash_after(pool, run_id, registry, seq=3)
-    outcome = await worker.run_attempt(pool, run_id, 2, registry)
+    outcome = await run_attempt(pool, run_id, 2, registry)
     assert outcome.output == {"doc": "a", "vector": [0.5, 1.5], "at": "2030-01-01T00:00:00Z"}
     (first_run, replay) = seen
     assert first_run == replay
@@ -242,7 +243,7 @@ async def test_recorded_error_is_reraised_not_rerun(pool: Any, new_run: Any) -> 
     assert (failed.name, failed.status, notify.name) == ("charge", "failed", "notify")
     assert failed.error is not None and failed.error["type"] == "ValueError"
 
-    outcome = await worker.run_attempt(pool, run_id, 2, registry)
+    outcome = await run_attempt(pool, run_id, 2, registry)
     assert outcome == attempts.Outcome("succeeded", output={"declined": True})
     assert charges == {"4242": 1}
     assert caught == [("ValueError", "card 4242 declined")] * 2
@@ -259,7 +260,7 @@ async def test_uncaught_step_error_fails_the_run_with_the_users_exception(pool: 
         await ctx.step("explode", explode)
 
     run_id = await new_run("explode")
-    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    outcome = await run_attempt(pool, run_id, 1, registry)
     assert outcome.kind == "failed" and outcome.error is not None
     assert (outcome.error["type"], outcome.error["message"]) == ("KeyError", "'missing'")
     assert outcome.error["fields"]["step"] == "explode"
@@ -296,7 +297,7 @@ async def test_ctx_state_is_restored_as_of_each_recorded_step(pool: Any, new_run
     assert [step.state for step in recorded] == [{"cursor": 1, "seen": []},
                                                  {"cursor": 2, "seen": [1]}]
 
-    outcome = await worker.run_attempt(pool, run_id, 2, registry)
+    outcome = await run_attempt(pool, run_id, 2, registry)
     assert outcome.output == 3
     assert observed[2] == [{}, {"cursor": 1, "seen": [1]}, {"cursor": 2, "seen": [1, 2]},
                            {"cursor": 3, "seen": [1, 2, 3]}]
@@ -322,7 +323,7 @@ async def test_idempotency_keys_are_stable_across_attempts(pool: Any, new_run: A
 
     run_id = await new_run("keys")
     await crash_after(pool, run_id, registry, seq=1)
-    outcome = await worker.run_attempt(pool, run_id, 2, registry)
+    outcome = await run_attempt(pool, run_id, 2, registry)
     assert outcome.output == [f"{run_id}:1:send", f"{run_id}:2:send"]
     assert keys == {1: [f"{run_id}:1:send"], 2: [f"{run_id}:1:send"]}
 
@@ -339,10 +340,10 @@ async def test_concurrent_steps_are_numbered_in_call_order(pool: Any, new_run: A
         return list(await asyncio.gather(*(ctx.step(f"part-{n}", slow, n) for n in range(5))))
 
     run_id = await new_run("fan-out")
-    outcome = await worker.run_attempt(pool, run_id, 1, registry)
+    outcome = await run_attempt(pool, run_id, 1, registry)
     assert outcome.output == [0, 1, 2, 3, 4]
     recorded = await steps.load_steps(pool, run_id)
     assert [(step.seq, step.name) for step in recorded] == [
         (n + 1, f"part-{n}") for n in range(5)]
-    outcome = await worker.run_attempt(pool, run_id, 2, registry)
+    outcome = await run_attempt(pool, run_id, 2, registry)
     assert outcome.output == [0, 1, 2, 3, 4]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attempting import start_attempt
 
 from durakube import worker
 from durakube.store import attempts, steps
@@ -54,9 +55,15 @@ def task_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def worker_env(database_dsn: str, run_id: str, termination: Path, **extra: str) -> dict[str, str]:
+# What every attempt pod gets from its Secret.
+SECRETS = {"DURAKUBE_DATABASE_URL": "pg://", "DURAKUBE_ATTEMPT_SECRET": "s"}
+
+
+def worker_env(database_dsn: str, run_id: str, secret: str, termination: Path,
+               **extra: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", ""), "DURAKUBE_RUN_ID": run_id,
             "DURAKUBE_ATTEMPT": "1", "DURAKUBE_DATABASE_URL": database_dsn,
+            "DURAKUBE_ATTEMPT_SECRET": secret,
             "DURAKUBE_TERMINATION_MESSAGE_PATH": str(termination),
             "DURAKUBE_POD_NAME": f"{run_id}-1", **extra}
 
@@ -75,12 +82,13 @@ def worker_env(database_dsn: str, run_id: str, termination: Path, **extra: str) 
     ids=["succeeds", "module-flag", "task-fails", "module-missing", "invalid-payload"],
 )
 async def test_worker_process_records_the_outcome_and_exits_zero(
-        pool: Any, new_run: Any, database_dsn: str, task_dir: Path, task_id: str,
+        pool: Any, new_run: Any, worker_dsn: str, task_dir: Path, task_id: str,
         payload: dict[str, Any], modules: str, args: tuple[str, ...], kind: str,
         hint: dict[str, str]) -> None:
     run_id = await new_run(task_id, payload)
     termination = task_dir / "termination-log"
-    env = worker_env(database_dsn, run_id, termination, DURAKUBE_TASK_MODULES=modules)
+    secret = await start_attempt(pool, run_id, 1)
+    env = worker_env(worker_dsn, run_id, secret, termination, DURAKUBE_TASK_MODULES=modules)
 
     code, output = await run_worker(env, *args, cwd=task_dir)
 
@@ -99,9 +107,10 @@ async def test_worker_process_records_the_outcome_and_exits_zero(
 
 
 async def test_worker_process_exits_non_zero_when_nothing_can_be_recorded(
-        pool: Any, database_dsn: str, task_dir: Path) -> None:
+        pool: Any, worker_dsn: str, task_dir: Path) -> None:
     unwritable = task_dir / "missing-dir" / "termination-log"
-    env = worker_env(database_dsn, "no-such-run", unwritable, DURAKUBE_TASK_MODULES="greet_tasks")
+    env = worker_env(worker_dsn, "no-such-run", "no-secret", unwritable,
+                     DURAKUBE_TASK_MODULES="greet_tasks")
     code, output = await run_worker(env, cwd=task_dir)
     assert code == 1
     assert "no-such-run" in output
@@ -115,11 +124,11 @@ async def test_worker_process_exits_non_zero_when_nothing_can_be_recorded(
     ("environ", "message"),
     [
         ({}, "missing environment variables: DURAKUBE_RUN_ID, DURAKUBE_ATTEMPT"),
-        ({"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "one", "DURAKUBE_DATABASE_URL": "x"},
+        ({"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "one", **SECRETS},
          "DURAKUBE_ATTEMPT must be an integer, got 'one'"),
-        ({"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "0", "DURAKUBE_DATABASE_URL": "x"},
+        ({"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "0", **SECRETS},
          "DURAKUBE_ATTEMPT must be at least 1"),
-        ({"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "1", "DURAKUBE_DATABASE_URL": "x",
+        ({"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "1", **SECRETS,
           "DURAKUBE_RETRY_POLICY": '{"min_timeout": 5, "max_timeout": 1}'},
          "DURAKUBE_RETRY_POLICY is not a retry policy"),
     ],
@@ -132,7 +141,7 @@ def test_bad_settings_are_named(environ: dict[str, str], message: str) -> None:
 
 def test_settings_merge_env_modules_and_flags() -> None:
     settings = worker.read_settings(
-        {"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "3", "DURAKUBE_DATABASE_URL": "pg://",
+        {"DURAKUBE_RUN_ID": "r", "DURAKUBE_ATTEMPT": "3", **SECRETS,
          "DURAKUBE_TASK_MODULES": "a, b,,", "HOSTNAME": "r-3"}, ["b", "c"])
     assert settings.task_modules == ("a", "b", "c")
     assert (settings.attempt, settings.pod_name) == (3, "r-3")

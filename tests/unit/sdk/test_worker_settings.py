@@ -10,13 +10,15 @@ import pytest
 
 from durakube import environment, worker
 
-REQUIRED = {"DURAKUBE_RUN_ID": "run-1", "DURAKUBE_ATTEMPT": "2", "DURAKUBE_DATABASE_URL": "pg://db"}
+REQUIRED = {"DURAKUBE_RUN_ID": "run-1", "DURAKUBE_ATTEMPT": "2", "DURAKUBE_DATABASE_URL": "pg://db",
+            "DURAKUBE_ATTEMPT_SECRET": "s3cret"}
 
 
 def test_defaults() -> None:
     settings = environment.WorkerSettings.from_environ(REQUIRED)
     assert settings.model_dump() == {
-        "run_id": "run-1", "attempt": 2, "database_url": "pg://db", "task_modules": (),
+        "run_id": "run-1", "attempt": 2, "database_url": "pg://db", "attempt_secret": "s3cret",
+        "task_modules": (),
         "termination_message_path": "/dev/termination-log", "pod_name": None,
         "statement_cache_size": None, "retry_policy": None,
     }
@@ -44,7 +46,8 @@ def test_each_variable_is_read(environ: dict[str, str], field: str, expected: An
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"DURAKUBE_ATTEMPT": "1"}, "missing environment variables: DURAKUBE_RUN_ID, DURAKUBE_DATABASE_URL"),
+        ({"DURAKUBE_ATTEMPT": "1"}, "missing environment variables: DURAKUBE_RUN_ID, "
+         "DURAKUBE_DATABASE_URL, DURAKUBE_ATTEMPT_SECRET"),
         ({**REQUIRED, "DURAKUBE_ATTEMPT": "2nd"}, "DURAKUBE_ATTEMPT must be an integer, got '2nd'"),
         ({**REQUIRED, "DURAKUBE_ATTEMPT": "0"}, "DURAKUBE_ATTEMPT must be at least 1, got '0'"),
         ({**REQUIRED, "DURAKUBE_STATEMENT_CACHE_SIZE": "-1"},
@@ -58,12 +61,16 @@ def test_bad_settings_give_one_message_naming_the_variable(environ: dict[str, st
     assert str(refused.value) == message
 
 
-def test_the_database_url_can_come_from_a_file(tmp_path: Path) -> None:
-    dsn = tmp_path / "dsn"
+def test_the_database_url_and_the_attempt_secret_can_come_from_files(tmp_path: Path) -> None:
+    dsn, secret = tmp_path / "dsn", tmp_path / "secret"
     dsn.write_text("pg://from-file\n")
-    environ = {**REQUIRED, "DURAKUBE_DATABASE_URL_FILE": str(dsn)}
-    del environ["DURAKUBE_DATABASE_URL"]
-    assert environment.WorkerSettings.from_environ(environ).database_url == "pg://from-file"
+    secret.write_text("from-a-file")
+    environ = {**REQUIRED, "DURAKUBE_DATABASE_URL_FILE": str(dsn),
+               "DURAKUBE_ATTEMPT_SECRET_FILE": str(secret)}
+    del environ["DURAKUBE_DATABASE_URL"], environ["DURAKUBE_ATTEMPT_SECRET"]
+    settings = environment.WorkerSettings.from_environ(environ)
+    assert (settings.database_url, settings.attempt_secret) == ("pg://from-file", "from-a-file")
+    assert "from-a-file" not in repr(settings)
     with pytest.raises(environment.SettingsError, match="are both set"):
         environment.WorkerSettings.from_environ({**environ, "DURAKUBE_DATABASE_URL": "pg://db"})
 
