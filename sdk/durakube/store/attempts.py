@@ -109,8 +109,17 @@ async def start_attempt(db: pools.Database, run_id: str, attempt: int,
                                         None if secret is None else hash_secret(secret))
 
 
+async def fence_txn(conn: pools.Database, run_id: str) -> None:
+    """Waits out the run's workers' writes in flight and holds them off until the
+    caller's transaction ends: take it before revoking a secret, and before any other
+    write of the transaction (a worker holding the fence may wait on those rows)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('durakube-attempt:' || $1, 0))",
+                       run_id)
+
+
 async def _start_attempt_txn(conn: pools.Database, run_id: str, attempt: int,
                              pod_name: str | None, secret_hash: bytes | None) -> Attempt:
+    await fence_txn(conn, run_id)
     record = await conn.fetchrow("""
         INSERT INTO durakube.attempts (run_id, attempt, pod_name, secret_hash)
         VALUES ($1, $2, $3, $4)
@@ -132,7 +141,8 @@ async def _start_attempt_txn(conn: pools.Database, run_id: str, attempt: int,
 async def revoke_secrets(db: pools.Database, run_id: str) -> int:
     """Revokes the credentials of every attempt of the run (its pod ended, or the run is
     over); returns how many were live."""
-    async with pools.connection(db) as conn:
+    async with pools.transaction(db) as conn:
+        await fence_txn(conn, run_id)
         status = await conn.execute("""
             UPDATE durakube.attempts SET secret_hash = NULL
             WHERE run_id = $1 AND secret_hash IS NOT NULL""", run_id)

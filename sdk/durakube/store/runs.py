@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from durakube.store import pools
+from durakube.store import attempts, pools
 
 # Phases after which a run changes no more (finished_at is set on entering one).
 TERMINAL_STATUSES = frozenset({"Succeeded", "Failed", "Canceled", "TimedOut", "Expired"})
@@ -78,6 +78,8 @@ async def set_run_status(db: pools.Database, run_id: str, status: str) -> Run | 
 
 
 async def _set_run_status_txn(conn: pools.Database, run_id: str, status: str) -> Run | None:
+    if status in TERMINAL_STATUSES:
+        await attempts.fence_txn(conn, run_id)
     record = await conn.fetchrow("""
         UPDATE durakube.runs
         SET status = $2, updated_at = now(),

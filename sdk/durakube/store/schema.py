@@ -81,19 +81,20 @@ WORKER_FUNCTIONS: tuple[str, ...] = (
 
 WORKER_FUNCTIONS_SQL = """
     -- Raises insufficient_privilege unless `secret` is the live secret of attempt
-    -- `attempt` of run `run_id`: the run's current attempt, with no outcome yet, of a
-    -- run not finished. Locks the attempt's row (FOR SHARE) until the caller's
-    -- transaction ends, so the operator cannot end the attempt between this check and
-    -- the caller's write. Not executable by workers on its own.
+    -- `attempt` of run `run_id`: not revoked (a newer attempt, the pod's end and the
+    -- run's end revoke it) and no outcome yet. First takes the run's fence in shared
+    -- mode until the caller's transaction ends: whoever revokes takes it exclusively,
+    -- so no write slips in between this check and a revocation. An advisory lock, not
+    -- a row lock: FOR SHARE would write the attempt's row at every step. Not
+    -- executable by workers on its own.
     CREATE FUNCTION durakube.check_attempt(p_run_id text, p_attempt integer, p_secret text)
     RETURNS void LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp AS $fn$
     BEGIN
-        PERFORM 1 FROM durakube.attempts a JOIN durakube.runs r ON r.run_id = a.run_id
-        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND r.attempt = p_attempt
-          AND a.outcome IS NULL AND r.finished_at IS NULL
-          AND a.secret_hash = sha256(convert_to(p_secret, 'UTF8'))
-        FOR SHARE OF a;
+        PERFORM pg_advisory_xact_lock_shared(hashtextextended('durakube-attempt:' || p_run_id, 0));
+        PERFORM 1 FROM durakube.attempts a
+        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND a.outcome IS NULL
+          AND a.secret_hash = sha256(convert_to(p_secret, 'UTF8'));
         IF NOT FOUND THEN
             RAISE EXCEPTION 'attempt % of run % is not live, or its secret is wrong',
                 p_attempt, p_run_id USING ERRCODE = 'insufficient_privilege';
@@ -145,11 +146,10 @@ WORKER_FUNCTIONS_SQL = """
     BEGIN
         -- check_attempt, inlined: a nested SECURITY DEFINER call costs a second
         -- search_path switch on the path every step takes.
-        PERFORM 1 FROM durakube.attempts a JOIN durakube.runs r ON r.run_id = a.run_id
-        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND r.attempt = p_attempt
-          AND a.outcome IS NULL AND r.finished_at IS NULL
-          AND a.secret_hash = sha256(convert_to(p_secret, 'UTF8'))
-        FOR SHARE OF a;
+        PERFORM pg_advisory_xact_lock_shared(hashtextextended('durakube-attempt:' || p_run_id, 0));
+        PERFORM 1 FROM durakube.attempts a
+        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND a.outcome IS NULL
+          AND a.secret_hash = sha256(convert_to(p_secret, 'UTF8'));
         IF NOT FOUND THEN
             RAISE EXCEPTION 'attempt % of run % is not live, or its secret is wrong',
                 p_attempt, p_run_id USING ERRCODE = 'insufficient_privilege';
@@ -185,10 +185,11 @@ WORKER_FUNCTIONS_SQL = """
     DECLARE
         step_state jsonb;
     BEGIN
-        -- As check_attempt, but locking the attempt's row for the update below.
-        PERFORM 1 FROM durakube.attempts a JOIN durakube.runs r ON r.run_id = a.run_id
-        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND r.attempt = p_attempt
-          AND a.outcome IS NULL AND r.finished_at IS NULL
+        -- As check_attempt, but holding the run's fence exclusively: recording the
+        -- outcome revokes the secret.
+        PERFORM pg_advisory_xact_lock(hashtextextended('durakube-attempt:' || p_run_id, 0));
+        PERFORM 1 FROM durakube.attempts a
+        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND a.outcome IS NULL
           AND a.secret_hash = sha256(convert_to(p_secret, 'UTF8'))
         FOR UPDATE OF a;
         IF NOT FOUND THEN
