@@ -140,7 +140,7 @@ _STATEMENTS = frozenset({"select", "insert", "update", "delete", "with", "begin"
 def statement_kind(query: str) -> str:
     """The first keyword of a SQL statement, lower case, from a fixed set."""
     words = query.lstrip().split(None, 1)
-    word = words[0].lower() if words else ""
+    word = words[0].rstrip(";").lower() if words else ""
     return word if word in _STATEMENTS else "other"
 
 
