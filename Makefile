@@ -49,7 +49,8 @@ helm: $(STAMP)
 # queries (tests/unit/chart/test_chart_alerts.py, tests/e2e/operator/test_metrics.py).
 prometheus:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
-		apt-get install -y --no-install-recommends prometheus
+		apt-get install -y --no-install-recommends prometheus || \
+		(apt-get update && apt-get install -y --no-install-recommends prometheus)
 
 # Regenerates crds/ and the chart's CRD templates from sdk/durakube/resources.py.
 crds: setup

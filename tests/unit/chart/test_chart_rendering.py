@@ -252,12 +252,16 @@ def test_prometheus_rule_alerts_on_the_operators_metrics() -> None:
 def test_grafana_dashboard_ships_in_a_configmap_for_the_sidecar() -> None:
     assert not [doc for doc in render("default-values.yaml") if doc["kind"] == "ConfigMap"]
     config_map = one(render("all-on-values.yaml"), "ConfigMap")
-    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["namespace"] == NAMESPACE
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert config_map["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert config_map["metadata"]["annotations"] == {"grafana_folder": "Durakube"}
     shipped = json.loads(config_map["data"]["durakube.json"])
     assert shipped == json.loads((CHART / "dashboards" / "durakube.json").read_text())
+    # Grafana's sidecar may watch only its own namespace.
+    elsewhere = one(render("all-on-values.yaml", sets={"grafanaDashboard.namespace": "monitoring"}),
+                    "ConfigMap")
+    assert elsewhere["metadata"]["namespace"] == "monitoring"
 
 
 def test_long_release_names_are_cut_at_63_characters() -> None:
