@@ -13,8 +13,9 @@ models first, which refuse what the API server accepts (a pod template with
 `cpu: 1`, or a field newer than the client), and turn every answer into models.
 
 Each call is counted and timed (`metrics.API_REQUESTS`, `metrics.API_DURATION`) by
-verb, resource and status class. Knows nothing of runs or Postgres. Does not retry: a failed call raises
-`ApiException`, and the caller's pass is retried as a whole.
+verb, resource and status class, never by an object's name. Knows nothing of runs
+or Postgres. Does not retry: a failed call raises `ApiException`, and the caller's
+pass is retried as a whole.
 """
 
 from __future__ import annotations

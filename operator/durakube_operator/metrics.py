@@ -107,7 +107,6 @@ WEBHOOK_REQUESTS = Counter("durakube_webhook_requests_total",
                            ["route", "code"])
 
 
-
 def _version() -> str:
     try:
         return metadata.version("durakube-operator")
