@@ -44,6 +44,10 @@ TEST_IMAGE = "ghcr.io/durakube/test-tasks:dev"
 QUIET = {("Reconciles and errors", "B")}
 
 
+class PrometheusExited(Exception):
+    """Prometheus stopped on its own (its port was taken meanwhile, say); its log's tail."""
+
+
 class Prometheus:
     """One Prometheus server scraping `target` every second, on 127.0.0.1 only."""
 
@@ -82,7 +86,8 @@ class Prometheus:
         except urllib.error.HTTPError as error:
             pytest.fail(f"Prometheus refused {expr}: {error.read().decode()}")
         except OSError:
-            assert self.process.poll() is None, self.log.read_text()
+            if self.process.poll() is not None:
+                raise PrometheusExited(self.log.read_text()[-2000:]) from None
             return []
         assert answer["status"] == "success", answer
         return list(answer["data"]["result"])
@@ -94,15 +99,20 @@ class Prometheus:
 
 @pytest.fixture
 def prometheus(operator: InstalledOperator, tmp_path: Path) -> Iterator[Prometheus]:
+    exits = []
     for last in range(2, 20):
         server = Prometheus(tmp_path / f"prometheus-{last}", f"127.0.0.{last}:{operator.metrics_port}")
-        leads = wait_for(lambda server=server: _scraped(server), timeout=120,
-                         what="Prometheus's first scrape of the operator")
+        try:
+            leads = wait_for(lambda server=server: _scraped(server), timeout=120,
+                             what="Prometheus's first scrape of the operator")
+        except PrometheusExited as exited:
+            exits.append(str(exited))
+            continue
         if leads == "leader":
             break
         server.stop()
     else:
-        pytest.fail("Prometheus never reached the leading replica")
+        pytest.fail("Prometheus never scraped the leading replica; its exits:\n" + "\n".join(exits))
     try:
         yield server
     finally:
