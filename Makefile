@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # Control-plane and helm builds are cached outside the tree, once per machine.
 export DURAKUBE_CACHE ?= $(HOME)/.cache/durakube
 
-.PHONY: setup lock controlplane helm crds test test-unit test-e2e lint demo cluster-up cluster-down bench bench-suspended bench-pods clean
+.PHONY: setup lock controlplane helm prometheus crds dashboards test test-unit test-e2e lint demo cluster-up cluster-down bench bench-suspended bench-pods clean
 
 setup: $(STAMP)
 
@@ -45,17 +45,28 @@ controlplane: $(STAMP)
 helm: $(STAMP)
 	$(BIN)/python -m devcluster.build helm
 
+# Prometheus and promtool from Debian, for the tests of the alerts and the dashboard's
+# queries (tests/unit/chart/test_chart_alerts.py, tests/e2e/operator/test_metrics.py).
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		apt-get install -y --no-install-recommends prometheus || \
+		(apt-get update && apt-get install -y --no-install-recommends prometheus)
+
 # Regenerates crds/ and the chart's CRD templates from sdk/durakube/resources.py.
 crds: setup
 	$(BIN)/python -m durakube.crds crds --chart charts/durakube
 
-test: setup controlplane helm
+# Regenerates the chart's Grafana dashboard from devcluster/dashboards.py.
+dashboards: setup
+	$(BIN)/python -m devcluster.dashboards charts/durakube/dashboards/durakube.json
+
+test: setup controlplane helm prometheus
 	$(BIN)/pytest -q
 
-test-unit: setup
+test-unit: setup prometheus
 	$(BIN)/pytest -q tests/unit
 
-test-e2e: setup controlplane helm
+test-e2e: setup controlplane helm prometheus
 	$(BIN)/pytest -q tests/e2e
 
 lint: setup

@@ -24,6 +24,7 @@ from durakube_operator import (
     conditions,
     delivering,
     kubeapi,
+    metrics,
     reconciling,
     waking,
     workqueue,
@@ -175,11 +176,14 @@ class Controller:
     async def _work(self) -> None:
         while True:
             key = await self.queue.get()
+            metrics.RECONCILES.labels(namespace=key[0]).inc()
             try:
-                result = await self.reconciler.reconcile(*key)
+                with metrics.RECONCILE_DURATION.time():
+                    result = await self.reconciler.reconcile(*key)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                metrics.RECONCILE_ERRORS.labels(namespace=key[0], reason=_error_reason(error)).inc()
                 delay = self.queue.add_rate_limited(key)
                 logger.warning("reconciling %s/%s failed (%s: %s); retrying in %.0fs",
                                *key, _error_reason(error), error, delay,
@@ -193,7 +197,7 @@ class Controller:
 
 
 def _error_reason(error: BaseException) -> str:
-    """The reason word for an error raised while reconciling (for logs)."""
+    """The reason word for an error raised while reconciling (for logs and metrics)."""
     if isinstance(error, errors.DurakubeError):
         return str(error.code)
     return type(error).__name__

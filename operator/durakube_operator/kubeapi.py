@@ -13,8 +13,10 @@ typed methods are not used on purpose: they validate a dict body against strict
 models first, which refuse what the API server accepts (a pod template with
 `cpu: 1`, or a field newer than the client), and turn every answer into models.
 
-Knows nothing of runs or Postgres. Does not retry: a failed call raises
-`ApiException`, and the caller's pass is retried as a whole.
+Each call is counted and timed (`metrics.API_REQUESTS`, `metrics.API_DURATION`) by
+verb, resource and status class, never by an object's name. Knows nothing of runs
+or Postgres. Does not retry: a failed call raises `ApiException`, and the caller's
+pass is retried as a whole.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from kubernetes.aio import client as kubeclient
 from kubernetes.aio import config as kubeconfig
 
 from durakube import resources
+from durakube_operator import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +107,25 @@ async def load_client() -> kubeclient.ApiClient:
     return kubeclient.ApiClient(configuration)
 
 
+# The Kubernetes verb of each HTTP method the operator uses.
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def resource_of(path: str) -> str:
+    """The resource a call's path names, with its subresource ("taskruns/status"), for
+    metrics: never an object's name or namespace."""
+    segments = path.strip("/").split("/")
+    if "namespaces" in segments:
+        segments = segments[segments.index("namespaces") + 2:]
+    elif segments[:1] == ["api"]:
+        segments = segments[2:]
+    else:
+        segments = segments[3:]
+    if not segments:
+        return "unknown"
+    return segments[0] + (f"/{segments[2]}" if len(segments) > 2 else "")
+
+
 def _path(*segments: str) -> str:
     """A URL path of quoted segments: a name read from Postgres cannot reach another path."""
     return "/" + "/".join(urllib.parse.quote(segment, safe="") for segment in segments)
@@ -138,9 +160,17 @@ class KubeApi:
             method=method, resource_path=path,
             header_params={"Accept": JSON, "Content-Type": content_type},
             body=body, auth_settings=["BearerToken"])
-        response = await self.client.call_api(*request, _request_timeout=REQUEST_TIMEOUT_SECONDS)
-        # Reading the whole body hands the connection back to the pool.
-        data: bytes = await response.read()  # type: ignore[no-untyped-call]
+        labels = {"verb": _VERBS.get(method, method.lower()), "resource": resource_of(path)}
+        started = time.monotonic()
+        status = None
+        try:
+            response = await self.client.call_api(*request, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+            status = response.status
+            # Reading the whole body hands the connection back to the pool.
+            data: bytes = await response.read()  # type: ignore[no-untyped-call]
+        finally:
+            metrics.API_DURATION.labels(**labels).observe(time.monotonic() - started)
+            metrics.API_REQUESTS.labels(**labels, code=metrics.status_class(status)).inc()
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
         return dict(json.loads(data)) if data else {}

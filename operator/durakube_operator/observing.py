@@ -2,9 +2,10 @@
 
 The first of the reconciler's four stages (observe -> decide -> act -> publish).
 Reads the TaskRun, its Task and the attempt's pod (by its deterministic name), as
-the watches delivered them (`caching`), then from Postgres the
-run's place in its queue, the attempt's outcome, the steps recorded so far and
-whether a wait is over, each only when the run's status says it can matter.
+the watches delivered them (`caching`), then from Postgres the run's place in its
+queue, the attempt's outcome (with its steps' durations, for the metrics), the
+steps recorded so far and whether a wait is over, each only when the run's status
+says it can matter.
 
 Reads only: no write to Kubernetes or Postgres happens here, so observing twice
 changes nothing. What it reads is a snapshot; `deciding` turns it into a status.
@@ -50,6 +51,8 @@ class Observation:
     # Read once the attempt's pod has ended or gone: what the worker recorded (None: nothing).
     outcome: attempts.Outcome | None = None
     progress: steps.Progress | None = None
+    # Read with the outcome: how long each step of the attempt ran, in seconds (for metrics).
+    step_durations: tuple[float, ...] = ()
     # Read while suspended: whether the wait it suspended on has ended.
     wait_over: bool = False
 
@@ -127,7 +130,8 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
     seen = dataclasses.replace(seen, progress=progress)
     if pod is None or pod_finished(pod):
         outcome = await attempts.read_outcome(db, run.metadata.uid, status.attempt)
-        seen = dataclasses.replace(seen, outcome=outcome)
+        durations = await steps.attempt_step_durations(db, run.metadata.uid, status.attempt)
+        seen = dataclasses.replace(seen, outcome=outcome, step_durations=tuple(durations))
     return seen
 
 

@@ -54,7 +54,7 @@ async def operate(settings: settings_module.Settings) -> int:
         loop.add_signal_handler(number, stopping.set)  # kopf installs its own once it runs
 
     db = await pools.connect(settings.database_url, min_size=1,
-                             max_size=max(4, settings.workers + 2))
+                             max_size=max(4, settings.workers + 2), setup=_time_statements)
     lease_api = kubeapi.KubeApi(await kubeapi.load_client(), _LEASE_QPS)
     review_api = kubeapi.KubeApi(await kubeapi.load_client(), _REVIEW_QPS)
     identity = f"{settings.pod_name}_{secrets.token_hex(4)}"
@@ -68,6 +68,7 @@ async def operate(settings: settings_module.Settings) -> int:
     health = serving.Health(db, elector)
     runners = await serving.start(settings, health, delivering.Deliverer(db, memo.wake_waiting_runs),
                                   authenticating.Authenticator(review_api, settings.webhook_secret))
+    pinging = asyncio.create_task(health.watch_database(), name="postgres-ping")
     metrics.LEADER.set(0)
     try:
         await _migrate(settings)
@@ -83,6 +84,9 @@ async def operate(settings: settings_module.Settings) -> int:
         if elector is not None:
             with contextlib.suppress(Exception):
                 await elector.release()
+        pinging.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pinging
         await serving.stop(runners)
         await lease_api.close()
         await review_api.close()
@@ -101,6 +105,13 @@ async def _migrate(settings: settings_module.Settings) -> None:
         await schema.migrate(owner)
     finally:
         await owner.close()
+
+
+async def _time_statements(connection: Any) -> None:
+    """asyncpg's `setup` of each connection the replica's pool hands out: its statements are
+    timed into `durakube_postgres_query_duration_seconds`, one place for every store call.
+    Adding the same logger again is a no-op (asyncpg keeps them in a set)."""
+    connection.add_query_logger(metrics.observe_query)
 
 
 async def _lead(settings: settings_module.Settings, memo: handlers.Memo, health: serving.Health,

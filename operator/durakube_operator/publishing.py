@@ -4,7 +4,9 @@ The last of the reconciler's four stages (observe -> decide -> act -> publish). 
 status patch is the commit point: it comes after every action, so a crash before it
 repeats the pass. An Event is recorded, and the run counters move, only when the
 phase or the Succeeded condition's reason changed, so a pass repeated with the same
-result adds nothing.
+result adds nothing. An attempt that ended (its run left Running) is counted by the
+outcome its worker recorded, and its steps' durations observed, from what
+`observing` read in Postgres: worker pods live too briefly to be scraped.
 """
 
 from __future__ import annotations
@@ -35,17 +37,34 @@ async def publish(api: kubeapi.KubeApi, seen: observing.Observation,
         condition = conditions.succeeded(after)
         assert condition is not None
         count_transition(body, seen.queue, seen.created_at, before, after, condition.reason)
+        if before.phase == resources.Phase.RUNNING and after.phase != resources.Phase.RUNNING:
+            count_attempt_end(body, seen)
         event_type = "Warning" if condition.status == resources.ConditionStatus.FALSE else "Normal"
         await api.create_event(body, "TaskRun", condition.reason, condition.message, event_type)
     return patched
+
+
+def _run_labels(body: dict[str, Any], queue: str) -> dict[str, str]:
+    task = str(((body.get("spec") or {}).get("taskRef") or {}).get("name", ""))
+    return {**metrics.queue_labels(queue), "task": task}
+
+
+def count_attempt_end(body: dict[str, Any], seen: observing.Observation) -> None:
+    """Counts an attempt that ended by its recorded outcome ("none": it recorded none) and
+    observes how long each of its steps ran."""
+    labels = _run_labels(body, seen.queue)
+    outcome = seen.outcome.kind if seen.outcome is not None else "none"
+    metrics.ATTEMPTS_FINISHED.labels(**labels, outcome=outcome).inc()
+    step_duration = metrics.STEP_DURATION.labels(**labels)
+    for seconds in seen.step_durations:
+        step_duration.observe(seconds)
 
 
 def count_transition(body: dict[str, Any], queue: str, created_at: datetime | None,
                      before: resources.TaskRunStatus, after: resources.TaskRunStatus,
                      reason: str) -> None:
     """Moves the run counters; `queue` is the resolved "<namespace>/<name>"."""
-    task = str(((body.get("spec") or {}).get("taskRef") or {}).get("name", ""))
-    labels = {**metrics.queue_labels(queue), "task": task}
+    labels = _run_labels(body, queue)
     if after.phase == resources.Phase.BACKING_OFF:
         metrics.RETRIES.labels(**labels, reason=reason).inc()
     elif after.phase in resources.FINAL_PHASES:

@@ -8,6 +8,11 @@
     :WEBHOOK_PORT  POST /v1/...     tokens, and events from authenticated callers (`webhooks`,
                                     `authenticating`)
 
+Every replica pings Postgres every few seconds (`Health.watch_database`) and says
+how it went in `durakube_postgres_up`, and counts webhook requests by route and
+status (`durakube_webhook_requests_total`, a middleware of this module's, so the
+webhook handlers stay free of metrics).
+
 A port of 0 turns that server off. Sockets are bound with SO_REUSEPORT, so replicas
 sharing one network namespace (hostNetwork pods, the test bed's process node) can
 each bind the same ports; in a pod network each replica has its own anyway.
@@ -20,18 +25,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import prometheus_client
 from aiohttp import web
 
 from durakube.store import pools
-from durakube_operator import authenticating, delivering, leading, webhooks
+from durakube_operator import authenticating, delivering, leading, metrics, webhooks
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
 
 # How long /readyz waits for Postgres before it calls the replica unready.
 DATABASE_CHECK_SECONDS = 2.0
+# How often every replica pings Postgres for `durakube_postgres_up`.
+DATABASE_PING_SECONDS = 5.0
 
 
 @dataclass
@@ -48,15 +56,9 @@ class Health:
 
     async def readiness(self) -> tuple[bool, list[str]]:
         checks = []
-        try:
-            await asyncio.wait_for(self._ping(), DATABASE_CHECK_SECONDS)
-            database = True
-            checks.append("[+] postgres ok")
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            database = False
-            checks.append(f"[-] postgres failed: {error or type(error).__name__}")
+        problem = await self.check_database()
+        database = problem is None
+        checks.append("[+] postgres ok" if database else f"[-] postgres failed: {problem}")
         if not self.leading:
             checks.append("[+] standby (serves metrics and webhooks; the leader reconciles)")
             return database, checks
@@ -65,9 +67,46 @@ class Health:
                       else "[-] leading, watches not started yet")
         return database and watching, checks
 
+    async def check_database(self) -> str | None:
+        """Pings Postgres and sets `durakube_postgres_up`; what went wrong, None when it answered."""
+        try:
+            await asyncio.wait_for(self._ping(), DATABASE_CHECK_SECONDS)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            metrics.POSTGRES_UP.set(0)
+            return str(error) or type(error).__name__
+        metrics.POSTGRES_UP.set(1)
+        return None
+
+    async def watch_database(self, interval: float = DATABASE_PING_SECONDS) -> None:
+        """Pings Postgres every `interval` seconds, forever: a replica that no probe asks
+        still tells Prometheus whether it reaches Postgres."""
+        while True:
+            await self.check_database()
+            await asyncio.sleep(interval)
+
     async def _ping(self) -> None:
         async with pools.connection(self.db) as conn:
             await conn.fetchval("SELECT 1")
+
+
+@web.middleware
+async def count_webhook_requests(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Counts each request by its route's pattern (never the token or key in its path) and
+    the status answered."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        response: web.StreamResponse = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as error:
+        status = error.status
+        raise
+    finally:
+        metrics.WEBHOOK_REQUESTS.labels(route=route, code=str(status)).inc()
 
 
 def build_metrics_app() -> web.Application:
@@ -101,9 +140,11 @@ async def start(settings: settings_module.Settings, health: Health,
                 deliverer: delivering.Deliverer,
                 authenticator: authenticating.Authenticator) -> list[web.AppRunner]:
     """Starts the servers whose port is not 0; the caller cleans the runners up."""
+    webhook_app = webhooks.build_app(deliverer, authenticator)
+    webhook_app.middlewares.append(count_webhook_requests)
     servers = [(settings.metrics_port, build_metrics_app()),
                (settings.health_port, build_health_app(health)),
-               (settings.webhook_port, webhooks.build_app(deliverer, authenticator))]
+               (settings.webhook_port, webhook_app)]
     runners = []
     for port, app in servers:
         if not port:

@@ -16,6 +16,9 @@ delay that doubles with each failure in a row (client-go's rate-limited queue);
 `forget` clears that count once a pass succeeds. The queue does not decide what a
 failure is: the controller calls these two.
 
+Its depth, its delayed keys and how long a ready key waits for a worker are
+metrics (`durakube_workqueue_*`): a wait that grows means the workers cannot keep up.
+
 In-memory only: after a restart, the initial listing re-adds every run.
 """
 
@@ -26,10 +29,13 @@ import heapq
 import itertools
 import time
 
+from durakube_operator import metrics
+
 Key = tuple[str, str]  # (namespace, name)
 
 
 URGENT, ROUTINE = 0, 1
+_PRIORITY_NAMES = {URGENT: "urgent", ROUTINE: "routine"}
 
 # The delay before a failed key's next pass: 1 s, doubling with each failure in a row, up to 60 s.
 FAILURE_DELAY_START = 1.0
@@ -47,6 +53,9 @@ class WorkQueue:
         self._counter = itertools.count()
         self._wakeup = asyncio.Event()
         self._failures: dict[Key, int] = {}  # failed passes in a row, per key
+        self._ready_since: dict[Key, float] = {}  # when each queued key became ready
+        metrics.WORKQUEUE_DEPTH.set_function(lambda: len(self._queued))
+        metrics.WORKQUEUE_DELAYED.set_function(lambda: len(self._due))
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._due)
@@ -59,6 +68,7 @@ class WorkQueue:
         elif self._queued.get(key, ROUTINE + 1) > priority:
             # Queued already at a lower priority: the older entry is skipped when popped.
             self._queued[key] = priority
+            self._ready_since.setdefault(key, time.monotonic())
             self._ready.put_nowait((priority, next(self._counter), key))
 
     def add_after(self, key: Key, delay: float) -> None:
@@ -100,6 +110,8 @@ class WorkQueue:
             if self._queued.get(key) == priority:
                 break  # else a stale entry of a key re-queued at a higher priority
         del self._queued[key]
+        metrics.WORKQUEUE_WAIT.labels(priority=_PRIORITY_NAMES[priority]).observe(
+            time.monotonic() - self._ready_since.pop(key))
         self._active.add(key)
         return key
 

@@ -107,3 +107,12 @@ async def summarize_steps(db: pools.Database, run_id: str) -> Progress:
                     ORDER BY seq DESC LIMIT 1) AS last_name
             FROM durakube.steps WHERE run_id = $1""", run_id)
     return Progress(completed=int(record["completed"]), last_name=record["last_name"])
+
+
+async def attempt_step_durations(db: pools.Database, run_id: str, attempt: int) -> list[float]:
+    """How long each step that `attempt` recorded ran, in seconds (for the operator's metrics)."""
+    async with pools.connection(db) as conn:
+        records = await conn.fetch("""
+            SELECT duration_ms FROM durakube.steps WHERE run_id = $1 AND attempt = $2
+            ORDER BY seq""", run_id, attempt)
+    return [float(record["duration_ms"]) / 1000.0 for record in records]

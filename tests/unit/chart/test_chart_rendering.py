@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
 import yaml
-from charting import CI, GOOD_VALUES, NAMESPACE, environment, helm, kinds, one, operator_container, render
+from charting import (
+    CHART,
+    CI,
+    GOOD_VALUES,
+    NAMESPACE,
+    environment,
+    helm,
+    kinds,
+    one,
+    operator_container,
+    render,
+)
 
 MONITORING = ("monitoring.coreos.com/v1",)
 CRDS = ["CustomResourceDefinition"] * 4
@@ -266,17 +278,34 @@ def test_prometheus_rule_alerts_on_the_operators_metrics() -> None:
     rule = one(render("all-on-values.yaml", api_versions=MONITORING), "PrometheusRule")
     alerts = {alert["alert"]: alert for group in rule["spec"]["groups"] for alert in group["rules"]}
     assert set(alerts) == {"DurakubeOperatorAbsent", "DurakubeOperatorNotLeading",
+                           "DurakubePostgresUnreachable", "DurakubeReconcileErrors",
+                           "DurakubeReconcilerStuck", "DurakubeAttemptPodsNotCreated",
                            "DurakubeAdmissionStalled", "DurakubeQueueBacklog",
                            "DurakubeRunsFailing", "DurakubeAttemptsOOMKilled"}
     assert alerts["DurakubeOperatorNotLeading"]["expr"] == \
         'max(durakube_operator_leader{job="durakube"}) < 1'
     assert alerts["DurakubeOperatorNotLeading"]["for"] == "5m"
-    assert alerts["DurakubeQueueBacklog"]["expr"] == 'durakube_queue_waiting{job="durakube"} > 500'
+    assert alerts["DurakubeQueueBacklog"]["expr"].startswith('durakube_queue_waiting{job="durakube"} > 500')
     assert alerts["DurakubeRunsFailing"]["expr"].endswith("> 0.5")
     # Prometheus's own templates reach the rule unexpanded by helm.
     assert "{{ $labels.namespace }}" in alerts["DurakubeQueueBacklog"]["annotations"]["summary"]
     for alert in alerts.values():
         assert alert["labels"]["severity"] in {"critical", "warning", "info"}
+
+
+def test_grafana_dashboard_ships_in_a_configmap_for_the_sidecar() -> None:
+    assert not [doc for doc in render("default-values.yaml") if doc["kind"] == "ConfigMap"]
+    config_map = one(render("all-on-values.yaml"), "ConfigMap")
+    assert config_map["metadata"]["namespace"] == NAMESPACE
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Durakube"}
+    shipped = json.loads(config_map["data"]["durakube.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "durakube.json").read_text())
+    # Grafana's sidecar may watch only its own namespace.
+    elsewhere = one(render("all-on-values.yaml", sets={"grafanaDashboard.namespace": "monitoring"}),
+                    "ConfigMap")
+    assert elsewhere["metadata"]["namespace"] == "monitoring"
 
 
 def test_long_release_names_are_cut_at_63_characters() -> None:
@@ -294,5 +323,5 @@ def test_long_release_names_are_cut_at_63_characters() -> None:
         for value in doc["metadata"].get("labels", {}).values():
             assert len(value) <= 63, value
     # The cut falls before the suffixes, which keep the names apart.
-    for suffix in ("-crds", "-view", "-edit", "-leader-election", "-database"):
+    for suffix in ("-crds", "-view", "-edit", "-leader-election", "-database", "-dashboard"):
         assert any(name.endswith(suffix) for _, _, name in names), suffix

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import prometheus_client
 import pytest
 from aiohttp import web
 from kubernetes.aio import client as kubeclient
@@ -194,3 +195,31 @@ async def test_reviews_are_posts_to_the_authentication_and_authorization_apis(
         ("POST", access, {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
                           "spec": spec}),
     ]
+
+
+def api_calls(verb: str, resource: str, code: str) -> float:
+    return prometheus_client.REGISTRY.get_sample_value(
+        "durakube_api_requests_total", {"verb": verb, "resource": resource, "code": code}) or 0.0
+
+
+async def test_each_call_is_counted_by_verb_resource_and_status_class(
+        fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    server.answers[("PATCH", TASKRUN + "/status")] = (200, {"metadata": {"name": "r"}})
+    before = (api_calls("get", "taskruns", "4xx"), api_calls("patch", "taskruns/status", "2xx"))
+    assert await api.get_taskrun("ns", "r") is None
+    await api.patch_status("taskruns", "ns", "r", {"phase": "Running"})
+    after = (api_calls("get", "taskruns", "4xx"), api_calls("patch", "taskruns/status", "2xx"))
+    assert after == (before[0] + 1, before[1] + 1)
+
+
+@pytest.mark.parametrize(("path", "resource"), [
+    ("/apis/durakube.io/v1alpha1/namespaces/ns/taskruns/r/status", "taskruns/status"),
+    ("/apis/durakube.io/v1alpha1/namespaces/ns/taskruns", "taskruns"),
+    ("/api/v1/namespaces/ns/pods/r-1", "pods"),
+    ("/api/v1/namespaces/ns/events", "events"),
+    ("/apis/coordination.k8s.io/v1/namespaces/ns/leases/l", "leases"),
+    ("/api/v1/nodes", "nodes"),
+], ids=["subresource", "collection", "core", "core-collection", "lease", "cluster-scoped"])
+def test_the_resource_label_never_holds_a_name_or_namespace(path: str, resource: str) -> None:
+    assert kubeapi.resource_of(path) == resource
