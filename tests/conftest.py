@@ -113,6 +113,16 @@ def kube(cluster: devcluster_cluster.Cluster) -> Iterator[kubernetes.client.ApiC
 @pytest.fixture
 def namespace(kube: kubernetes.client.ApiClient) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards (without waiting)."""
+    yield from _fresh_namespace(kube)
+
+
+@pytest.fixture
+def other_namespace(kube: kubernetes.client.ApiClient) -> Iterator[str]:
+    """A second fresh namespace: another tenant."""
+    yield from _fresh_namespace(kube)
+
+
+def _fresh_namespace(kube: kubernetes.client.ApiClient) -> Iterator[str]:
     core = kubernetes.client.CoreV1Api(kube)
     name = f"t-{uuid.uuid4().hex[:10]}"
     core.create_namespace(kubernetes.client.V1Namespace(metadata={"name": name}))

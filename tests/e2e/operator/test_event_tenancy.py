@@ -14,8 +14,6 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
@@ -28,25 +26,6 @@ from durakube.client import Client
 from durakube.store import children, waitpoints
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
-
-
-@pytest.fixture
-def other_namespace(kube: kubernetes.client.ApiClient) -> Iterator[str]:
-    """A second fresh namespace: another tenant."""
-    core = kubernetes.client.CoreV1Api(kube)
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    core.create_namespace(kubernetes.client.V1Namespace(metadata={"name": name}))
-    wait_for(lambda: _has_default_account(core, name), timeout=30, what="the default ServiceAccount")
-    yield name
-    core.delete_namespace(name)
-
-
-def _has_default_account(core: kubernetes.client.CoreV1Api, namespace: str) -> bool:
-    try:
-        core.read_namespaced_service_account("default", namespace)
-        return True
-    except kubernetes.client.ApiException:
-        return False
 
 
 def post_event(operator: InstalledOperator, namespace: str, key: str, data: Any,

@@ -10,34 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import kubernetes
 import pytest
-from helpers import InstalledOperator, get_taskrun, wait_for, wait_for_phase
+from helpers import InstalledOperator, get_taskrun, wait_for_phase
 from test_taskrun_lifecycle import create, effects, run_manifest, task_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
-
-
-@pytest.fixture
-def other_namespace(core: kubernetes.client.CoreV1Api) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    core.create_namespace(kubernetes.client.V1Namespace(metadata={"name": name}))
-    wait_for(lambda: _has_default_account(core, name), timeout=30, what="the default account")
-    yield name
-    core.delete_namespace(name)
-
-
-def _has_default_account(core: kubernetes.client.CoreV1Api, namespace: str) -> bool:
-    try:
-        core.read_namespaced_service_account("default", namespace)
-        return True
-    except kubernetes.client.ApiException:
-        return False
 
 
 def rows(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
