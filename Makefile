@@ -46,7 +46,7 @@ helm: $(STAMP)
 	$(BIN)/python -m devcluster.build helm
 
 # Prometheus and promtool from Debian, for the tests of the alerts and the dashboard's
-# queries (tests/unit/chart/test_chart_alerts.py, tests/e2e/operator/test_metrics.py).
+# queries (tests/unit/chart/test_chart_alerts.py, tests/e2e/operator/test_dashboard_queries.py).
 prometheus:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
 		apt-get install -y --no-install-recommends prometheus || \
