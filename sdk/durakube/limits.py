@@ -6,7 +6,7 @@ limits at the earliest layer that sees it (the client before it creates anything
 the operator before any pod, the worker before it writes a checkpoint), and each
 refusal says what, where and how to fix it:
 
-- `MAX_VALUE_BYTES` (1 MiB) of compact JSON per value. A TaskRun carries at most
+- `MAX_VALUE_BYTES` (10 MiB) of compact JSON per value. A TaskRun carries at most
   `payloads.INLINE_LIMIT_BYTES` inline; the client stores larger payloads in
   Postgres by reference, up to this limit. Larger data belongs in object storage
   or a table, passed by reference.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MAX_VALUE_BYTES = 1024 * 1024
+MAX_VALUE_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 64
 
 

@@ -73,7 +73,8 @@ def test_bad_taskruns_through_kubectl(
 
 
 CLIENT_PAYLOADS = [
-    ("too-large", {"blob": "x" * (limits.MAX_VALUE_BYTES + 1)}, "over the 1048576-byte limit"),
+    ("too-large", {"blob": "x" * (limits.MAX_VALUE_BYTES + 1)},
+     f"over the {limits.MAX_VALUE_BYTES}-byte limit"),
     ("too-deep", deep(limits.MAX_DEPTH + 1), f"nests deeper than {limits.MAX_DEPTH} levels"),
     ("nul-character", {"note": "\u0000"}, "NUL character"),
     ("not-an-object", ["a", "list"], "expected a JSON object"),
@@ -102,7 +103,7 @@ def test_a_step_result_past_the_limit_fails_the_run_and_the_next_run_succeeds(
     assert failed["status"]["phase"] == "Failed"
     error = failed["status"]["lastError"]
     assert error["type"] == "durakube.errors.ValueRefused"
-    assert "over the 1048576-byte limit" in error["message"]
+    assert f"over the {limits.MAX_VALUE_BYTES}-byte limit" in error["message"]
     assert failed["status"]["attempt"] == 1  # not retried: the same code returns the same
     assert wait_for_phase(custom, namespace, unicode.name, {"Failed", "Succeeded"})[
         "status"]["phase"] == "Succeeded"

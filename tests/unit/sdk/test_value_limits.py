@@ -24,7 +24,8 @@ def deep(levels: int) -> Any:
 
 
 REFUSED = [
-    ("too-large", {"blob": "x" * (limits.MAX_VALUE_BYTES + 1)}, "over the 1048576-byte limit"),
+    ("too-large", {"blob": "x" * (limits.MAX_VALUE_BYTES + 1)},
+     f"over the {limits.MAX_VALUE_BYTES}-byte limit"),
     ("too-deep", deep(limits.MAX_DEPTH + 1), f"nests deeper than {limits.MAX_DEPTH} levels"),
     ("far-too-deep", deep(100_000), f"nests deeper than {limits.MAX_DEPTH} levels"),
     ("nul-in-text", {"note": "a\x00b"}, "NUL character"),
