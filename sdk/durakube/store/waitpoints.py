@@ -135,13 +135,6 @@ async def load_waitpoint(db: pools.Database, run_id: str, seq: int) -> Waitpoint
     return None if record is None else Waitpoint.from_record(record)
 
 
-async def load_waitpoint_by_token(db: pools.Database, token: str) -> Waitpoint | None:
-    async with pools.connection(db) as conn:
-        record = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM durakube.waitpoints WHERE token = $1", token)
-    return None if record is None else Waitpoint.from_record(record)
-
-
 async def pending_waitpoint(db: pools.Database, run_id: str) -> Waitpoint | None:
     """The run's wait still open, if any (a suspended run with none is ready to resume)."""
     async with pools.connection(db) as conn:
