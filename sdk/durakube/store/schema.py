@@ -38,6 +38,17 @@ a role (and a credential) per namespace, made by whoever may create roles, and s
 lets a worker write at any time; a per-attempt secret needs nothing per namespace
 and fences zombies. The step checkpoint stays one round trip: `worker_record_step`
 checks and inserts in one call.
+
+Attempt logs (migration 11). What an attempt's process writes (its stdout and
+stderr, so the task logger's records too) outlives its pod in
+`attempt_logs` (one row per attempt: byte counts) and `attempt_log_chunks` (the
+bytes, in order). The worker appends with `worker_append_log`, checked like every
+worker function, so a task can append only to its own live attempt's log. The
+bound is enforced there, in SQL: an attempt keeps the first `LOG_HEAD_BYTES` and
+the last `LOG_TAIL_BYTES` of its output (1 MiB in all); the bytes in between are
+dropped and only counted (`total_bytes` minus what is kept), so a reader can say
+how much is missing and where. Both rows go with the attempt's row, and so with
+the run's (ON DELETE CASCADE).
 """
 
 from __future__ import annotations
@@ -333,6 +344,128 @@ WORKER_FUNCTIONS_SQL = """
     GRANT EXECUTE ON FUNCTION durakube.{signature} TO durakube_worker;""" for signature in WORKER_FUNCTIONS)
 
 
+# An attempt's stored log (migration 11): its first and last bytes, 1 MiB in all. The
+# numbers are written into the SQL of that migration: changing them needs a new one.
+LOG_HEAD_BYTES = 512 * 1024
+LOG_TAIL_BYTES = 512 * 1024
+# Consecutive appends grow the last chunk up to this size rather than add a row each.
+LOG_CHUNK_BYTES = 64 * 1024
+
+# The worker functions of later migrations, executable by durakube_worker too.
+LOG_WORKER_FUNCTIONS: tuple[str, ...] = (
+    "worker_append_log(text, integer, text, bytea)",
+)
+
+ATTEMPT_LOGS_SQL = f"""
+    CREATE TABLE durakube.attempt_logs (
+        run_id       text NOT NULL,
+        attempt      integer NOT NULL,
+        -- Bytes kept from the start, kept from the end, and ever appended.
+        head_bytes   integer NOT NULL DEFAULT 0,
+        tail_bytes   integer NOT NULL DEFAULT 0,
+        total_bytes  bigint NOT NULL DEFAULT 0,
+        next_chunk   integer NOT NULL DEFAULT 1,
+        updated_at   timestamptz NOT NULL DEFAULT now(),
+        CONSTRAINT attempt_logs_pkey PRIMARY KEY (run_id, attempt),
+        CONSTRAINT attempt_logs_attempt_fkey FOREIGN KEY (run_id, attempt)
+            REFERENCES durakube.attempts (run_id, attempt) ON DELETE CASCADE
+    );
+
+    CREATE TABLE durakube.attempt_log_chunks (
+        run_id   text NOT NULL,
+        attempt  integer NOT NULL,
+        chunk    integer NOT NULL,
+        part     text NOT NULL CHECK (part IN ('head', 'tail')),
+        data     bytea NOT NULL,
+        CONSTRAINT attempt_log_chunks_pkey PRIMARY KEY (run_id, attempt, chunk),
+        CONSTRAINT attempt_log_chunks_log_fkey FOREIGN KEY (run_id, attempt)
+            REFERENCES durakube.attempt_logs (run_id, attempt) ON DELETE CASCADE
+    );
+
+    -- Appends `p_chunk` to the log of the caller's live attempt, keeping its first
+    -- {LOG_HEAD_BYTES} and last {LOG_TAIL_BYTES} bytes: once the head is full, what
+    -- comes goes to the tail, whose oldest bytes are dropped past its size. Returns the
+    -- bytes ever appended. Not on the step's hot path: the worker ships its output from
+    -- a task of its own, on a connection of its own.
+    CREATE FUNCTION durakube.worker_append_log(
+        p_run_id text, p_attempt integer, p_secret text, p_chunk bytea)
+    RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    DECLARE
+        log durakube.attempt_logs%ROWTYPE;
+        rest bytea := coalesce(p_chunk, ''::bytea);
+        piece bytea;
+        room integer;
+        part text;
+        excess integer;
+        oldest record;
+        newest record;
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        INSERT INTO durakube.attempt_logs (run_id, attempt) VALUES (p_run_id, p_attempt)
+        ON CONFLICT (run_id, attempt) DO NOTHING;
+        SELECT * INTO log FROM durakube.attempt_logs
+        WHERE run_id = p_run_id AND attempt = p_attempt FOR UPDATE;
+        IF length(rest) = 0 THEN
+            RETURN log.total_bytes;
+        END IF;
+        log.total_bytes := log.total_bytes + length(rest);
+        -- At most two turns: the head's room first, then the tail.
+        WHILE length(rest) > 0 LOOP
+            room := {LOG_HEAD_BYTES} - log.head_bytes;
+            part := CASE WHEN room > 0 THEN 'head' ELSE 'tail' END;
+            IF room > 0 THEN
+                piece := substring(rest FROM 1 FOR room);
+                rest := substring(rest FROM room + 1);
+                log.head_bytes := log.head_bytes + length(piece);
+            ELSE
+                -- Only the tail's last bytes can be kept.
+                piece := substring(rest FROM greatest(1, length(rest) - {LOG_TAIL_BYTES} + 1));
+                rest := ''::bytea;
+                log.tail_bytes := log.tail_bytes + length(piece);
+            END IF;
+            SELECT c.chunk, c.part, length(c.data) AS bytes INTO newest
+            FROM durakube.attempt_log_chunks c
+            WHERE c.run_id = p_run_id AND c.attempt = p_attempt AND c.chunk = log.next_chunk - 1;
+            IF FOUND AND newest.part = part AND newest.bytes + length(piece) <= {LOG_CHUNK_BYTES} THEN
+                UPDATE durakube.attempt_log_chunks SET data = data || piece
+                WHERE run_id = p_run_id AND attempt = p_attempt AND chunk = newest.chunk;
+            ELSE
+                INSERT INTO durakube.attempt_log_chunks (run_id, attempt, chunk, part, data)
+                VALUES (p_run_id, p_attempt, log.next_chunk, part, piece);
+                log.next_chunk := log.next_chunk + 1;
+            END IF;
+        END LOOP;
+        -- The tail keeps its newest bytes: drop whole chunks from its start, then cut one.
+        WHILE log.tail_bytes > {LOG_TAIL_BYTES} LOOP
+            excess := log.tail_bytes - {LOG_TAIL_BYTES};
+            SELECT c.chunk, length(c.data) AS bytes INTO oldest
+            FROM durakube.attempt_log_chunks c
+            WHERE c.run_id = p_run_id AND c.attempt = p_attempt AND c.part = 'tail'
+            ORDER BY c.chunk LIMIT 1;
+            IF oldest.bytes <= excess THEN
+                DELETE FROM durakube.attempt_log_chunks
+                WHERE run_id = p_run_id AND attempt = p_attempt AND chunk = oldest.chunk;
+                log.tail_bytes := log.tail_bytes - oldest.bytes;
+            ELSE
+                UPDATE durakube.attempt_log_chunks SET data = substring(data FROM excess + 1)
+                WHERE run_id = p_run_id AND attempt = p_attempt AND chunk = oldest.chunk;
+                log.tail_bytes := {LOG_TAIL_BYTES};
+            END IF;
+        END LOOP;
+        UPDATE durakube.attempt_logs
+        SET head_bytes = log.head_bytes, tail_bytes = log.tail_bytes,
+            total_bytes = log.total_bytes, next_chunk = log.next_chunk, updated_at = now()
+        WHERE run_id = p_run_id AND attempt = p_attempt;
+        RETURN log.total_bytes;
+    END
+    $fn$;
+""" + "".join(f"""
+    REVOKE ALL ON FUNCTION durakube.{signature} FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION durakube.{signature} TO durakube_worker;"""
+              for signature in LOG_WORKER_FUNCTIONS)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, steps and attempts", """
         CREATE TABLE durakube.runs (
@@ -539,6 +672,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER DEFAULT PRIVILEGES IN SCHEMA durakube
             GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO durakube_operator;
     """ + WORKER_FUNCTIONS_SQL),
+    # Version 10 belongs to a change of the checkpoint functions.
+    Migration(11, "attempt logs that outlive their pods", ATTEMPT_LOGS_SQL),
 )
 
 

@@ -171,3 +171,11 @@ async def request_child_run(db: pools.Database, credential: Credential, *, seq: 
             "SELECT * FROM durakube.worker_request_child_run($1, $2, $3, $4, $5, $6, $7)",
             *credential.args, seq, task, payload, options)
     return str(record["child_namespace"]), str(record["child_name"])
+
+
+async def append_log(db: pools.Database, credential: Credential, data: bytes) -> int:
+    """Appends `data` to the attempt's stored log (bounded in SQL: `schema`, "Attempt
+    logs"); returns the bytes ever appended to it."""
+    async with _refusals(credential), pools.connection(db) as conn:
+        return int(await conn.fetchval("SELECT durakube.worker_append_log($1, $2, $3, $4)",
+                                       *credential.args, data))

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from durakube import errors
-from durakube.store import attempts, pools, runs, schema, steps, working
+from durakube.store import attempts, logs, pools, runs, schema, steps, working
 
 
 @pytest.fixture
@@ -87,6 +87,7 @@ async def every_call(worker: Any, credential: working.Credential) -> dict[str, A
             worker, credential, seq=7, key="k", wake_at=None),
         "request_child_run": lambda: working.request_child_run(
             worker, credential, seq=6, task="t", payload={}, options={}),
+        "append_log": lambda: working.append_log(worker, credential, b"forged line\n"),
     }
 
 
@@ -104,9 +105,12 @@ async def test_a_worker_can_checkpoint_its_own_run(owner: Any, worker: Any) -> N
     assert await working.load_waitpoint_by_token(worker, mine.credential, "wpt_mine") == waitpoint
     assert await working.request_child_run(worker, mine.credential, seq=3, task="t", payload={},
                                            options={}) == ("ns", f"{mine.run_id[:8]}-c3")
+    assert await working.append_log(worker, mine.credential, b"hello\n") == 6
     await working.record_outcome(worker, mine.credential, attempts.Outcome("succeeded", output=1))
     assert await attempts.read_outcome(owner, mine.run_id, 1) == attempts.Outcome(
         "succeeded", output=1)
+    (log,) = await logs.read_logs(owner, mine.run_id)
+    assert (log.attempt, log.pod_name, log.text) == (1, f"{mine.run_id[:8]}-1", "hello\n")
 
 
 async def test_a_worker_can_read_or_change_no_table(owner: Any, worker: Any) -> None:
@@ -137,7 +141,8 @@ async def test_only_the_worker_functions_are_executable_by_workers(owner: Any) -
             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
             WHERE n.nspname = 'durakube'""")
     executable = {row["proname"] for row in rows if row["worker"]}
-    assert executable == {signature.split("(")[0] for signature in schema.WORKER_FUNCTIONS}
+    assert executable == {signature.split("(")[0] for signature in
+                          (*schema.WORKER_FUNCTIONS, *schema.LOG_WORKER_FUNCTIONS)}
     assert not any(row["operator"] for row in rows)
     for row in rows:
         # Each runs as the owner, on a search path no caller can put a table of its own on.
@@ -161,6 +166,7 @@ async def test_a_credential_opens_only_its_own_attempt(owner: Any, worker: Any, 
     for run_id in (mine.run_id, theirs.run_id):
         assert await steps.load_steps(owner, run_id) == []
         assert await attempts.read_outcome(owner, run_id, 1) is None
+        assert await logs.read_logs(owner, run_id) == []
 
 
 @pytest.mark.parametrize("ended_by", ["its-outcome", "a-newer-attempt", "its-pod-ending",
