@@ -26,6 +26,10 @@ task, and the run resumes from its last checkpoint. So is a refused credential
 runs go through `ctx.store(...)` for the same reason. Every call presents the
 attempt's credential (`store.working`).
 
+`ctx.logger` is the task's logger: its records carry the run id, the attempt and
+the running step (`durakube.logs`), and like all the attempt's output they are
+kept in Postgres after the pod is gone.
+
 Does not decide outcomes; that is the worker's job.
 """
 
@@ -40,7 +44,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
-from durakube import current, durations, errors, retry, serializing, tasks, triggering, waiting
+from durakube import (
+    current,
+    durations,
+    errors,
+    logs,
+    retry,
+    serializing,
+    tasks,
+    triggering,
+    waiting,
+)
 from durakube.store import pools, steps, working
 
 T = TypeVar("T")
@@ -55,10 +69,12 @@ class TaskContext:
                  namespace: str, payload: Any, recorded: Iterable[steps.Step] = (),
                  retry_policy: retry.Retry | None = None,
                  on_checkpoint: CheckpointHook | None = None,
-                 registry: tasks.Registry | None = None) -> None:
+                 registry: tasks.Registry | None = None, task_id: str | None = None) -> None:
         self.pool = pool
         self.run_id = run_id
         self.attempt = attempt
+        # Records carry the run, the attempt and the running step (`durakube.logs`).
+        self.logger = logs.task_logger(task_id or "unnamed", run_id, attempt)
         # What every store call presents; Postgres accepts it while this attempt is live.
         self.credential = working.Credential(run_id, attempt, secret)
         self.namespace = namespace

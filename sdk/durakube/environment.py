@@ -19,7 +19,7 @@ import contextvars
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import pydantic
 from pydantic_settings import (
@@ -182,3 +182,5 @@ class WorkerSettings(Settings):
     # The TaskRun's or the Task's spec.retry as JSON of `durakube.retry.Retry`, which the
     # worker validates (this module imports no other); unset when neither spec has one.
     retry_policy: str | None = None
+    # How records are written: plain lines or JSON objects (`durakube.logs`).
+    log_format: Literal["plain", "json"] = "plain"

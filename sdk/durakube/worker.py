@@ -16,6 +16,9 @@ The operator starts one pod per attempt with this environment:
     DURAKUBE_STATEMENT_CACHE_SIZE   asyncpg's statement cache; 0 behind PgBouncer
     DURAKUBE_RETRY_POLICY           the retry policy of the TaskRun's or the Task's spec,
                                     as JSON of `retry.Retry` (absent when neither sets one)
+    DURAKUBE_LOG_FORMAT             plain (default) or json (also `--log-format`): how the
+                                    worker and the task logger write records (`logs`)
+    DURAKUBE_LOG_LEVEL              the root logger's level (default INFO)
 
 (parsed by `durakube.environment.WorkerSettings`). The operator gives the DSN and the
 secret from the attempt's own Secret; Postgres accepts the secret only while this
@@ -32,6 +35,11 @@ operator cannot know it. A `retry_at` is recorded only when the task asked for o
 failed step that ended the attempt. The worker does not decide whether retries are
 left, nor when the next attempt starts, nor move the run's phase: the operator
 does, reading the outcome.
+
+Everything the process writes to stdout and stderr, from its start, is also
+stored in Postgres for the attempt (`capturing`), flushed about every second and
+for the last time just before the outcome is recorded: `durakube logs` reads it
+after the pod is gone.
 
 Exit code 0 means an outcome was recorded (of any kind); non-zero means none
 could be, and the operator treats the attempt as an infrastructure failure.
@@ -52,8 +60,19 @@ from typing import Any
 
 import pydantic
 
-from durakube import context, current, environment, errors, retry, serializing, tasks, waiting
-from durakube.store import attempts, pools, working
+from durakube import (
+    capturing,
+    context,
+    current,
+    environment,
+    errors,
+    logs,
+    retry,
+    serializing,
+    tasks,
+    waiting,
+)
+from durakube.store import attempts, pools, runs, steps, working
 
 log = logging.getLogger("durakube.worker")
 
@@ -69,11 +88,14 @@ Settings = environment.WorkerSettings
 async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
                       registry: tasks.Registry, *, secret: str, pod_name: str | None = None,
                       retry_policy: retry.Retry | None = None,
-                      on_checkpoint: context.CheckpointHook | None = None) -> attempts.Outcome:
+                      on_checkpoint: context.CheckpointHook | None = None,
+                      output: capturing.Output | None = None) -> attempts.Outcome:
     """Runs one attempt of the run and records its outcome; returns the outcome.
 
     `retry_policy` is the spec's policy (DURAKUBE_RETRY_POLICY); without it, the task
-    decorator's classifies errors and is recorded with the outcome.
+    decorator's classifies errors and is recorded with the outcome. What `output`
+    captures is shipped to the attempt's stored log while the task runs, and for the
+    last time (its capture stopped) before the outcome is recorded.
 
     Raises only when nothing could be recorded (the run is unknown, Postgres is
     unreachable, or its connection was lost under a checkpoint: `StoreUnavailable`;
@@ -83,7 +105,45 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
     """
     credential = working.Credential(run_id, attempt, secret)
     run = await working.start_attempt(pool, credential, pod_name)
+    shipper = None
+    if output is not None:
+        shipper = capturing.Shipper(pool, credential, output.buffer)
+        shipper.start()
+        on_checkpoint = _nudging(shipper, on_checkpoint)
+    try:
+        return await _run_and_record(pool, run, credential, registry, pod_name=pod_name,
+                                     retry_policy=retry_policy, on_checkpoint=on_checkpoint,
+                                     captured=output, shipper=shipper)
+    finally:
+        if shipper is not None:
+            # Without an outcome (the store was lost, the attempt revoked, the worker
+            # cancelled): whatever can still be stored is.
+            await _ship_the_rest(output, shipper)
 
+
+def _nudging(shipper: capturing.Shipper,
+             then: context.CheckpointHook | None) -> context.CheckpointHook:
+    """A checkpoint hook that asks for the output to be shipped, then calls `then`."""
+    def hook(step: steps.Step) -> None:
+        shipper.nudge()
+        if then is not None:
+            then(step)
+    return hook
+
+
+async def _ship_the_rest(output: capturing.Output | None, shipper: capturing.Shipper) -> None:
+    if output is not None:
+        await output.stop()
+    await shipper.close()
+
+
+async def _run_and_record(pool: pools.Database, run: runs.Run, credential: working.Credential,
+                          registry: tasks.Registry, *, pod_name: str | None,
+                          retry_policy: retry.Retry | None,
+                          on_checkpoint: context.CheckpointHook | None,
+                          captured: capturing.Output | None,
+                          shipper: capturing.Shipper | None) -> attempts.Outcome:
+    run_id, attempt, secret = credential.args
     policy = retry_policy or retry.Retry()
     decorator_policy: retry.Retry | None = None
     ctx: context.TaskContext | None = None
@@ -97,7 +157,8 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
         ctx = context.TaskContext(pool=pool, run_id=run_id, attempt=attempt, secret=secret,
                                   namespace=run.namespace, payload=payload,
                                   recorded=recorded, retry_policy=policy,
-                                  on_checkpoint=on_checkpoint, registry=registry)
+                                  on_checkpoint=on_checkpoint, registry=registry,
+                                  task_id=run.task_id)
         output = await _run_task(definition, ctx, payload)
         state = serializing.encode(ctx.state, "ctx.state at the end of the task")
         outcome = attempts.Outcome("succeeded", output=output)
@@ -122,9 +183,12 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
             # recorded, the operator sees an attempt without an outcome and resumes the run.
             raise ctx.store_lost
 
+    log.info("run %s attempt %d: %s", run_id, attempt, outcome.kind)
+    if shipper is not None:
+        # The outcome revokes the secret: the output goes first, all of it.
+        await _ship_the_rest(captured, shipper)
     await working.record_outcome(pool, credential, outcome, state=state,
                                  last_step=ctx.pending_step if ctx is not None else None)
-    log.info("run %s attempt %d: %s", run_id, attempt, outcome.kind)
     return outcome
 
 
@@ -172,11 +236,15 @@ def _encodable_state(ctx: context.TaskContext | None) -> dict[str, Any] | None:
 
 
 async def record_failure(pool: pools.Database, run_id: str, attempt: int, error: Exception,
-                         *, secret: str, pod_name: str | None = None) -> attempts.Outcome:
-    """Records a permanent failure that happened before the task could start."""
+                         *, secret: str, pod_name: str | None = None,
+                         output: capturing.Output | None = None) -> attempts.Outcome:
+    """Records a permanent failure that happened before the task could start (with what
+    `output` captured: the traceback, for one)."""
     credential = working.Credential(run_id, attempt, secret)
     await working.start_attempt(pool, credential, pod_name)
     outcome = attempts.Outcome("failed", error=errors.describe_exception(error, retryable=False))
+    if output is not None:
+        await _ship_the_rest(output, capturing.Shipper(pool, credential, output.buffer))
     await working.record_outcome(pool, credential, outcome)
     return outcome
 
@@ -248,7 +316,15 @@ async def _connect(settings: Settings) -> Any:
             delay = min(delay * 2, 5.0)
 
 
-async def _main(settings: Settings) -> int:
+async def _main(settings: Settings, output: capturing.Output | None = None) -> int:
+    try:
+        return await _attempt(settings, output)
+    finally:
+        if output is not None:
+            await output.stop()
+
+
+async def _attempt(settings: Settings, output: capturing.Output | None) -> int:
     import_error: Exception | None = None
     try:
         import_task_modules(settings.task_modules)
@@ -264,12 +340,13 @@ async def _main(settings: Settings) -> int:
         if import_error is not None:
             outcome = await record_failure(pool, settings.run_id, settings.attempt, import_error,
                                            secret=settings.attempt_secret,
-                                           pod_name=settings.pod_name)
+                                           pod_name=settings.pod_name, output=output)
         else:
             outcome = await run_attempt(pool, settings.run_id, settings.attempt, tasks.registry,
                                         secret=settings.attempt_secret,
                                         pod_name=settings.pod_name,
-                                        retry_policy=spec_retry_policy(settings))
+                                        retry_policy=spec_retry_policy(settings),
+                                        output=output)
     except Exception:
         log.exception("run %s attempt %d: no outcome recorded", settings.run_id,
                       settings.attempt)
@@ -288,12 +365,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--module", action="append", default=[], metavar="NAME",
                         help="a module registering tasks (repeatable; adds to "
                              "DURAKUBE_TASK_MODULES)")
+    parser.add_argument("--log-format", choices=logs.LOG_FORMATS, default=None,
+                        help="plain or json (default: $DURAKUBE_LOG_FORMAT, else plain)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("DURAKUBE_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure("plain", os.environ.get("DURAKUBE_LOG_LEVEL", "INFO"))
     try:
         settings = read_settings(os.environ, args.module)
     except ValueError as error:
         log.error("%s", error)
         return 2
-    return asyncio.run(_main(settings))
+    log_format = args.log_format or settings.log_format
+    logs.configure(log_format, os.environ.get("DURAKUBE_LOG_LEVEL", "INFO"))
+    # From here on, what the process writes is also the attempt's stored log.
+    output = capturing.Output.capturing_fds()
+    return asyncio.run(_main(settings, output))
