@@ -118,10 +118,13 @@ class FdCapture:
         for fd, original in self._originals.items():
             # The pipe's last write end in this process closes: its reader sees the end.
             os.dup2(original, fd)
-            os.close(original)
-        self._originals.clear()
-        for thread in self._threads:
+        for thread, original in zip(self._threads, self._originals.values(), strict=True):
             thread.join(DRAIN_TIMEOUT_SECONDS)
+            # Closed only once its copier is done with it: a copier still writing to a
+            # closed number could write into whatever file or socket reuses it next.
+            if not thread.is_alive():
+                os.close(original)
+        self._originals.clear()
         self._threads.clear()
 
     def _copy(self, read_end: int, original: int) -> None:

@@ -183,13 +183,15 @@ def run_logs(args: argparse.Namespace) -> int:
     with _client(args) as client:
         logs = client.logs(args.run)
     if args.output != "table":
-        _emit(args, [{"attempt": log.attempt, "pod": log.pod, "log": log.text} for log in logs],
+        _emit(args, [{"attempt": log.attempt, "pod": log.pod, "source": log.source,
+                      "droppedBytes": log.dropped_bytes, "log": log.text} for log in logs],
               lambda: "")
         return 0
     if not logs:
-        print("no attempt pods (not started yet, or deleted)", file=sys.stderr)
+        print("no logs (no attempt has started yet)", file=sys.stderr)
     for log in logs:
-        print(f"==> attempt {log.attempt} (pod {log.pod}) <==")
+        kept = " (stored; the pod is gone)" if log.source == "stored" else ""
+        print(f"==> attempt {log.attempt} (pod {log.pod}){kept} <==")
         print(log.text.rstrip("\n"))
     return 0
 

@@ -183,7 +183,8 @@ async def _run_and_record(pool: pools.Database, run: runs.Run, credential: worki
             # recorded, the operator sees an attempt without an outcome and resumes the run.
             raise ctx.store_lost
 
-    log.info("run %s attempt %d: %s", run_id, attempt, outcome.kind)
+    log.info("run %s attempt %d: %s", run_id, attempt, outcome.kind,
+             extra={"run_id": run_id, "attempt": attempt})
     if shipper is not None:
         # The outcome revokes the secret: the output goes first, all of it.
         await _ship_the_rest(captured, shipper)

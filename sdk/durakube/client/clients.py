@@ -177,7 +177,8 @@ class AsyncClient:
         return await managing.output(self._session, run)
 
     async def logs(self, run: RunRef) -> builtins.list[handles.AttemptLog]:
-        """The logs of the run's attempt pods that still exist, first attempt first."""
+        """The log of every attempt, first attempt first: from its pod while the pod
+        exists, else as its worker stored it in Postgres (after the pod is gone)."""
         return await managing.logs(self._session, run)
 
     async def send_event(self, key: str, data: Any = None, *,

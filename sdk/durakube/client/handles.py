@@ -108,11 +108,15 @@ class EventDelivery:
 
 @dataclass(frozen=True)
 class AttemptLog:
-    """The log of one attempt's pod."""
+    """The log of one attempt: read from its pod while the pod exists (`source` "pod"),
+    else the copy its worker stored in Postgres ("stored"), which keeps the first and
+    the last 512 KiB; `dropped_bytes` were written between them and not kept."""
 
     attempt: int
     pod: str
     text: str
+    source: str = "pod"
+    dropped_bytes: int = 0
 
 
 @dataclass(frozen=True)

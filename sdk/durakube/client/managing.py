@@ -15,6 +15,7 @@ from typing import Any
 
 from durakube import resources
 from durakube.client import failures, handles, history, kubeapi, manifests, sessions, submitting
+from durakube.store import logs as stored_logs
 from durakube.store import payloads, steps, waitpoints
 
 REPLAY_OF_ANNOTATION = "durakube.io/replay-of"
@@ -136,15 +137,44 @@ def raise_unless_succeeded(summary: handles.RunSummary) -> None:
 
 
 async def logs(session: sessions.Session, run: sessions.RunRef) -> list[handles.AttemptLog]:
-    """The logs of the run's attempt pods that still exist, first attempt first."""
+    """The log of every attempt of the run, first attempt first.
+
+    An attempt whose pod still exists is read from the pod (the whole log, up to the
+    moment); any other from what its worker stored in Postgres, which outlives the
+    pod (bounded: see `store.logs`). Without a database, only existing pods are read.
+    """
     summary = await get(session, run)
     pods = await session.api.list_attempt_pods(summary.namespace, summary.run_id)
+    live = {int((pod.metadata.labels or {}).get(kubeapi.ATTEMPT_LABEL, 0)): pod for pod in pods}
+    stored: dict[int, stored_logs.StoredLog] = {}
+    if session.database_url is not None:
+        db = await session.database("stored logs")
+        stored = {log.attempt: log for log in await stored_logs.read_logs(db, summary.run_id)}
     found = []
-    for pod in pods:
-        text = await session.api.read_pod_log(summary.namespace, pod.metadata.name)
-        attempt = int((pod.metadata.labels or {}).get(kubeapi.ATTEMPT_LABEL, 0))
-        found.append(handles.AttemptLog(attempt, pod.metadata.name, text))
+    for attempt in sorted(set(live) | set(stored)):
+        pod = live.get(attempt)
+        text = None
+        if pod is not None:
+            text = await _read_pod_log(session, summary.namespace, pod.metadata.name)
+        if pod is not None and text is not None:
+            found.append(handles.AttemptLog(attempt, pod.metadata.name, text))
+        elif attempt in stored:
+            log = stored[attempt]
+            found.append(handles.AttemptLog(attempt, log.pod_name or "", log.text, source="stored",
+                                            dropped_bytes=log.dropped))
+        elif pod is not None:
+            found.append(handles.AttemptLog(attempt, pod.metadata.name, ""))
     return found
+
+
+async def _read_pod_log(session: sessions.Session, namespace: str, pod: str) -> str | None:
+    """The pod's log; None when it has none to give (gone, or its container not started)."""
+    try:
+        return await session.api.read_pod_log(namespace, pod)
+    except kubeapi.ApiException as error:
+        if error.status in (400, 404):
+            return None
+        raise
 
 
 async def send_event(session: sessions.Session, key: str, data: Any = None, *,
