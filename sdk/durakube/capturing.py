@@ -28,7 +28,6 @@ import logging
 import os
 import sys
 import threading
-from typing import IO
 
 from durakube import errors
 from durakube.store import pools, working
@@ -171,14 +170,15 @@ class Shipper:
     after `nudge()`, and once more at `close()`."""
 
     def __init__(self, db: pools.Database, credential: working.Credential, buffer: Buffer, *,
-                 interval: float = SHIP_INTERVAL_SECONDS, echo: IO[str] | None = None) -> None:
+                 interval: float = SHIP_INTERVAL_SECONDS) -> None:
         self.db, self.credential, self.buffer, self.interval = db, credential, buffer, interval
         self.shipped = 0
         self._nudged = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._failed = False
-        self._echo = echo
+        self._stopping = False
+        self._revoked = False
+        self._warned = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="durakube-log-shipper")
@@ -191,11 +191,11 @@ class Shipper:
         """Stops the periodic flushes and ships what is left."""
         task, self._task = self._task, None
         if task is not None:
-            # Under the lock, so no append in flight is cut short with its bytes taken.
-            async with self._lock:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Asked to stop rather than cancelled: an append in flight finishes with its
+            # bytes, and no cancellation can be lost in a wait that ends at that moment.
+            self._stopping = True
+            self._nudged.set()
+            await task
         await self.flush()
 
     async def flush(self) -> None:
@@ -204,23 +204,26 @@ class Shipper:
                 stream.flush()
         async with self._lock:
             data = self.buffer.take()
-            if not data or self._failed:
+            if not data or self._revoked:
                 return
             try:
                 await working.append_log(self.db, self.credential, data)
                 self.shipped += len(data)
-            except asyncio.CancelledError:
-                raise
             except _SHIPPING_ERRORS as error:
-                # The attempt is over or Postgres is gone: what is not stored stays in the
-                # pod's own log. Said once, on the original stderr's copy of the stream.
-                self._failed = True
-                log.warning("the attempt's output is no longer stored: %s: %s",
-                            type(error).__name__, error)
+                # The attempt is over (nothing more can be stored), or Postgres is away for
+                # now (these bytes are lost, later ones are tried): either way they stay in
+                # the pod's own log. Said once.
+                self._revoked = isinstance(error, errors.AttemptRevoked)
+                if not self._warned:
+                    self._warned = True
+                    log.warning("part of the attempt's output was not stored: %s: %s",
+                                type(error).__name__, error)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._nudged.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._nudged.wait()
             self._nudged.clear()
-            await self.flush()
+            if not self._stopping:
+                await self.flush()
