@@ -1,6 +1,7 @@
 """`durakube-operator`: the operator's entry point (the operator image's command).
 
 Reads the settings (failing fast, with one message naming every bad variable),
+sets up logging (plain or JSON: DURAKUBE_LOG_FORMAT or `--log-format`),
 then runs one replica (`operating`): the HTTP endpoints, the leader election, and
 kopf with the handlers of `durakube_operator.handlers` while this replica leads,
 cluster-wide or in the namespaces listed in DURAKUBE_NAMESPACES.
@@ -8,10 +9,13 @@ cluster-wide or in the namespaces listed in DURAKUBE_NAMESPACES.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 
+from durakube import logs
 from durakube_operator import (
     handlers,  # noqa: F401 (registers the kopf handlers on import)
     operating,
@@ -19,13 +23,21 @@ from durakube_operator import (
 )
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="durakube-operator",
+                                     description="The Durakube operator (settings: DURAKUBE_*).")
+    parser.add_argument("--log-format", choices=logs.LOG_FORMATS, default=None,
+                        help="plain or json (default: $DURAKUBE_LOG_FORMAT, else plain)")
+    args = parser.parse_args(argv)
     try:
         config = settings.from_environment()
     except settings.SettingsError as error:
         print(f"durakube-operator: {error}", file=sys.stderr)
         return 2
+    if args.log_format is not None:
+        config = config.model_copy(update={"log_format": args.log_format})
+    # kopf's records (and its object loggers') go through the same handler and format.
+    logs.configure(config.log_format, logging.INFO)
     # kopf logs every handler call at INFO; one line per pod event is noise at our scale.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     return asyncio.run(operating.operate(config))

@@ -101,6 +101,9 @@ def build_attempt_pod(
     if spec_retry is not None:
         env.append({"name": "DURAKUBE_RETRY_POLICY",
                     "value": spec_retry.to_policy().model_dump_json()})
+    # The operator's log format is the pods' default; a Task's env may choose its own.
+    if not any(item.get("name") == "DURAKUBE_LOG_FORMAT" for item in template.env or []):
+        env.append({"name": "DURAKUBE_LOG_FORMAT", "value": settings.log_format})
     env.extend(template.env or [])
     container: dict[str, Any] = {
         "name": CONTAINER,

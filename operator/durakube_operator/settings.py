@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 import pydantic
 
@@ -79,7 +80,9 @@ class Settings(environment.Settings):
     lease_duration_seconds: float = pydantic.Field(default=15.0, gt=0)
     renew_deadline_seconds: float = pydantic.Field(default=10.0, gt=0)
     retry_period_seconds: float = pydantic.Field(default=2.0, gt=0)
-
+    # How records are written (`durakube.logs`): plain lines or one JSON object per line
+    # (also `durakube-operator --log-format`). Attempt pods get it as their default.
+    log_format: Literal["plain", "json"] = "plain"
 
     @property
     def migrating_database_url(self) -> str:

@@ -115,6 +115,7 @@ def test_operator_environment_with_default_values() -> None:
         "DURAKUBE_WORKERS": "8",
         "DURAKUBE_API_QPS": "50",
         "DURAKUBE_RESYNC_SECONDS": "30",
+        "DURAKUBE_LOG_FORMAT": "plain",
     }
 
 
@@ -128,6 +129,7 @@ def test_operator_environment_follows_the_values() -> None:
     assert env["DURAKUBE_WORKER_DATABASE_URL_FILE"] == "/etc/durakube/worker/worker-url"
     assert (env["DURAKUBE_API_QPS"], env["DURAKUBE_API_BURST"], env["DURAKUBE_RESYNC_SECONDS"]) == \
         ("100", "200", "60")
+    assert env["DURAKUBE_LOG_FORMAT"] == "json"
     assert env["PYTHONASYNCIODEBUG"] == "1"
     env = environment(render("namespaced-values.yaml", sets={
         "leaderElection.enabled": "false"}))

@@ -140,3 +140,18 @@ def test_the_spec_retry_policy_reaches_the_worker(
         assert "DURAKUBE_RETRY_POLICY" not in env
     else:
         assert retry.Retry.model_validate_json(env["DURAKUBE_RETRY_POLICY"]["value"]) == expected
+
+
+@pytest.mark.parametrize(("operator_format", "task_env", "expected"), [
+    ("plain", None, "plain"),
+    ("json", None, "json"),
+    ("json", [{"name": "DURAKUBE_LOG_FORMAT", "value": "plain"}], "plain"),
+], ids=["default", "the-operators", "the-tasks-own"])
+def test_attempt_pods_log_in_the_operators_format_unless_the_task_chooses(
+        operator_format: str, task_env: list[dict[str, str]] | None, expected: str) -> None:
+    task = TASK.model_copy(deep=True)
+    if task_env is not None:
+        task.spec.pod_template = resources.PodTemplate(env=task_env)
+    config = SETTINGS.model_copy(update={"log_format": operator_format})
+    env = pods.build_attempt_pod(make_run(), task, 1, config)["spec"]["containers"][0]["env"]
+    assert [item["value"] for item in env if item["name"] == "DURAKUBE_LOG_FORMAT"] == [expected]

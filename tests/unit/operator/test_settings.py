@@ -33,7 +33,7 @@ def test_defaults() -> None:
         "webhook_port": 8082, "webhook_secret": None, "resync_seconds": 30.0,
         "leader_election": True, "lease_name": "durakube-operator", "lease_namespace": "default",
         "lease_duration_seconds": 15.0, "renew_deadline_seconds": 10.0,
-        "retry_period_seconds": 2.0, "pod_name": socket.gethostname(),
+        "retry_period_seconds": 2.0, "pod_name": socket.gethostname(), "log_format": "plain",
     }
 
 
