@@ -14,11 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from durakube.store import attempts, pools, queues, runs
+from durakube.store import attempts, logs, pools, queues, runs, schema
 from durakube_operator import actions, caching, children, kubeapi, metrics, pods
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
+
+# The lines of a failed pod's log read for its stored log (at most LOG_POD_TAIL_BYTES).
+POD_LOG_TAIL_LINES = 1000
 
 
 class PodRefused(Exception):
@@ -79,10 +82,20 @@ class Actor:
                 await self.api.delete_pod(action.namespace, action.name)
             case actions.MirrorPhase():
                 await runs.set_run_status(self.db, action.run_id, action.phase)
+            case actions.SaveLogTail():
+                await self._save_log_tail(action)
             case actions.ReportChildEnd():
                 if await children.report_child_end(self.db, action.body, action.status):
                     self.wake_waiting_runs()
         return None
+
+    async def _save_log_tail(self, action: actions.SaveLogTail) -> None:
+        # One call, on failures only: the happy path never reads a pod's log.
+        tail = await self.api.read_pod_log_tail(
+            action.namespace, action.pod, pods.CONTAINER, tail_lines=POD_LOG_TAIL_LINES,
+            limit_bytes=schema.LOG_POD_TAIL_BYTES)
+        if tail:
+            await logs.save_pod_tail(self.db, action.run_id, action.attempt, tail)
 
     async def _start_attempt(self, action: actions.StartAttempt) -> None:
         pod_name = action.pod["metadata"]["name"]

@@ -82,6 +82,18 @@ class DeletePod:
 
 
 @dataclass(frozen=True)
+class SaveLogTail:
+    """Stores the end of an attempt pod's own log with the attempt's stored log: the pod
+    ended without an outcome (crashed, OOM-killed, past its deadline), so its worker may
+    not have stored its last output (idempotent: the tail is set, not appended)."""
+
+    run_id: str
+    attempt: int
+    namespace: str
+    pod: str
+
+
+@dataclass(frozen=True)
 class MirrorPhase:
     """Mirrors the phase in Postgres: history outlives the TaskRun; queues count by it."""
 
@@ -98,4 +110,4 @@ class ReportChildEnd:
 
 
 Action = (RegisterRun | Warn | Enqueue | ReleaseSlot | StartAttempt | DeletePod | MirrorPhase
-          | ReportChildEnd)
+          | ReportChildEnd | SaveLogTail)

@@ -175,6 +175,34 @@ class KubeApi:
             raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
         return dict(json.loads(data)) if data else {}
 
+    async def read_pod_log_tail(self, namespace: str, name: str, container: str, *,
+                                tail_lines: int, limit_bytes: int) -> bytes | None:
+        """The last `tail_lines` lines of a container's log, at most `limit_bytes` of them
+        (from their start: the API's limitBytes cuts the end); None when the pod or its
+        log is gone."""
+        await self.limiter.acquire()
+        path = _core(namespace, "pods", name, "log")
+        request = await self.client.param_serialize(
+            method="GET", resource_path=path,
+            query_params=[("container", container), ("tailLines", tail_lines),
+                          ("limitBytes", limit_bytes)],
+            header_params={"Accept": "*/*"}, auth_settings=["BearerToken"])
+        labels = {"verb": "get", "resource": resource_of(path)}
+        started = time.monotonic()
+        status = None
+        try:
+            response = await self.client.call_api(*request, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+            status = response.status
+            data: bytes = await response.read()  # type: ignore[no-untyped-call]
+        finally:
+            metrics.API_DURATION.labels(**labels).observe(time.monotonic() - started)
+            metrics.API_REQUESTS.labels(**labels, code=metrics.status_class(status)).inc()
+        if response.status in (NotFound, 400):
+            return None  # gone, or its container never ran
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
+        return data
+
     async def _get(self, path: str) -> dict[str, Any] | None:
         """Reads one object; None when it does not exist."""
         try:

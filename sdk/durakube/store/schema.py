@@ -47,8 +47,10 @@ worker function, so a task can append only to its own live attempt's log. The
 bound is enforced there, in SQL: an attempt keeps the first `LOG_HEAD_BYTES` and
 the last `LOG_TAIL_BYTES` of its output (1 MiB in all); the bytes in between are
 dropped and only counted (`total_bytes` minus what is kept), so a reader can say
-how much is missing and where. Both rows go with the attempt's row, and so with
-the run's (ON DELETE CASCADE).
+how much is missing and where. When a pod ends without an outcome, the operator
+(which has the table rights) keeps the last `LOG_POD_TAIL_BYTES` of the pod's own
+log in `pod_tail`, for what the worker could not store. Both tables' rows go with
+the attempt's row, and so with the run's (ON DELETE CASCADE).
 """
 
 from __future__ import annotations
@@ -348,6 +350,8 @@ WORKER_FUNCTIONS_SQL = """
 # numbers are written into the SQL of that migration: changing them needs a new one.
 LOG_HEAD_BYTES = 512 * 1024
 LOG_TAIL_BYTES = 512 * 1024
+# The most of a failed pod's own log the operator keeps with the attempt's.
+LOG_POD_TAIL_BYTES = 64 * 1024
 # Consecutive appends grow the last chunk up to this size rather than add a row each.
 LOG_CHUNK_BYTES = 64 * 1024
 
@@ -365,6 +369,10 @@ ATTEMPT_LOGS_SQL = f"""
         tail_bytes   integer NOT NULL DEFAULT 0,
         total_bytes  bigint NOT NULL DEFAULT 0,
         next_chunk   integer NOT NULL DEFAULT 1,
+        -- The end of the pod's own log, which the operator reads when the pod ended
+        -- without an outcome (crashed, OOM-killed, past its deadline): the output its
+        -- worker may have had no time to store.
+        pod_tail     bytea CHECK (octet_length(pod_tail) <= {LOG_POD_TAIL_BYTES}),
         updated_at   timestamptz NOT NULL DEFAULT now(),
         CONSTRAINT attempt_logs_pkey PRIMARY KEY (run_id, attempt),
         CONSTRAINT attempt_logs_attempt_fkey FOREIGN KEY (run_id, attempt)

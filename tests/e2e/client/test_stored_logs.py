@@ -5,6 +5,7 @@ The bound holds, and JSON records carry the run, the attempt and the step."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from helpers import InstalledOperator, wait_for
 
 from devcluster import cluster as devcluster_cluster
 from durakube.client import AttemptLog, Client
-from durakube.store import schema
+from durakube.store import logs, pools, schema
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
 __all__ = ["client"]  # a fixture, imported for pytest
@@ -31,7 +32,19 @@ def delete_attempt_pods(core: kubernetes.client.CoreV1Api, namespace: str, run_i
     for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
         core.delete_namespaced_pod(pod.metadata.name, namespace)
     wait_for(lambda: not core.list_namespaced_pod(namespace, label_selector=selector).items,
-             timeout=60, what="the run's pods to be gone")
+             timeout=180, what="the run's pods to be gone")
+
+
+def stored_logs(operator: InstalledOperator, run_id: str) -> dict[int, logs.StoredLog]:
+    """The run's stored logs as Postgres has them (read with the schema owner's login)."""
+    async def read() -> dict[int, logs.StoredLog]:
+        pool = await pools.connect(operator.database_url, max_size=1)
+        try:
+            return {log.attempt: log for log in await logs.read_logs(pool, run_id)}
+        finally:
+            await pool.close()
+
+    return asyncio.run(read())
 
 
 def by_attempt(logs: list[AttemptLog]) -> dict[int, AttemptLog]:
@@ -45,11 +58,13 @@ def test_the_logs_of_a_succeeded_run_outlive_its_pod(
         operator: InstalledOperator) -> None:
     install_tasks(custom, namespace, "speaking")
     handle = client.trigger("speak", {})
-    assert client.wait(handle, timeout=90).phase == "Succeeded"
+    assert client.wait(handle, timeout=300).phase == "Succeeded"
     delete_attempt_pods(core, namespace, handle.run_id)
 
     (log,) = client.logs(handle)
     assert (log.attempt, log.pod, log.source) == (1, f"{handle.name}-1", "stored")
+    # The operator never reads the log of a pod whose attempt recorded its outcome.
+    assert stored_logs(operator, handle.run_id)[1].pod_tail == b""
     assert (f"[run={handle.run_id} attempt=1 step=greet]: hello from attempt 1") in log.text
     for line in ("printed by the task", "written to stderr by the task",
                  "echoed by a subprocess"):
@@ -69,7 +84,7 @@ def test_a_suspended_attempt_keeps_its_log_after_the_operator_removes_its_pod(
         core: kubernetes.client.CoreV1Api, namespace: str) -> None:
     install_tasks(custom, namespace, "speaking")
     handle = client.trigger("speak-then-sleep", {"seconds": 4})
-    summary = client.wait(handle, timeout=120)
+    summary = client.wait(handle, timeout=300)
     assert summary.phase == "Succeeded" and summary.attempt == 2, summary
     logs = by_attempt(client.logs(handle))
     # The first attempt's pod was deleted when the run suspended: its log is the stored one.
@@ -84,20 +99,25 @@ def test_a_suspended_attempt_keeps_its_log_after_the_operator_removes_its_pod(
     assert "after the sleep, attempt 2" in logs[2].text
 
 
-def test_a_crashed_attempt_keeps_what_it_wrote_up_to_its_last_second(
+def test_a_crashed_attempt_keeps_what_it_wrote_and_the_end_of_its_pods_log(
         client: Client, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+        core: kubernetes.client.CoreV1Api, namespace: str, operator: InstalledOperator) -> None:
     install_tasks(custom, namespace, "speaking")
     handle = client.trigger("speak-then-crash", {"pause": 2.5})
-    summary = client.wait(handle, timeout=120)
+    summary = client.wait(handle, timeout=300)
     assert summary.phase == "Succeeded" and summary.attempt == 2, summary
     delete_attempt_pods(core, namespace, handle.run_id)
     logs = by_attempt(client.logs(handle))
     assert set(logs) == {1, 2} and {log.source for log in logs.values()} == {"stored"}
     # SIGKILL left no outcome and no last flush: what was written more than a second
-    # before it is kept all the same.
+    # before it is kept all the same, and the end of the pod's log, which the operator
+    # read when the pod ended so, has the last words the worker had no time to store.
     assert "step=first]: before the crash, attempt 1" in logs[1].text, logs[1].text
+    assert "step=None]: the last words of attempt 1" in logs[1].text, logs[1].text
     assert "after the crash" not in logs[1].text
+    stored = stored_logs(operator, handle.run_id)
+    assert b"the last words of attempt 1" in stored[1].pod_tail
+    assert stored[2].pod_tail == b""  # never read for an attempt that recorded its outcome
     assert "step=second]: after the crash, attempt 2" in logs[2].text
     # The replayed step did not run again, so it did not log again.
     assert "before the crash" not in logs[2].text
@@ -109,7 +129,7 @@ def test_a_stored_log_keeps_its_first_and_last_bytes_within_the_bound(
     install_tasks(custom, namespace, "speaking")
     written = 3 * 1024 * 1024
     handle = client.trigger("flood", {"bytes": written})
-    assert client.wait(handle, timeout=120).phase == "Succeeded"
+    assert client.wait(handle, timeout=300).phase == "Succeeded"
     delete_attempt_pods(core, namespace, handle.run_id)
     (log,) = client.logs(handle)
     assert log.source == "stored"
@@ -131,7 +151,7 @@ def test_json_records_carry_the_run_attempt_and_step(
     install_tasks(custom, namespace, "speaking", podTemplate={
         "env": [{"name": "DURAKUBE_LOG_FORMAT", "value": "json"}]})
     handle = client.trigger("speak", {})
-    assert client.wait(handle, timeout=90).phase == "Succeeded"
+    assert client.wait(handle, timeout=300).phase == "Succeeded"
     delete_attempt_pods(core, namespace, handle.run_id)
     (log,) = client.logs(handle)
     records = [json.loads(line) for line in log.text.splitlines() if line.startswith("{")]

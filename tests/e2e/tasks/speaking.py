@@ -39,11 +39,12 @@ async def speak_then_sleep(ctx: durakube.TaskContext, payload: dict[str, Any]) -
 
 @durakube.task(id="speak-then-crash")
 async def speak_then_crash(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """Logs, then on the first attempt is SIGKILLed after a pause longer than the
-    worker's flush interval; the next attempt resumes and logs again."""
+    """Logs, then on the first attempt pauses longer than the worker's flush interval,
+    logs its last words and is SIGKILLed at once; the next attempt resumes and logs."""
     await ctx.step("first", say, ctx, f"before the crash, attempt {ctx.attempt}")
     if ctx.attempt == 1:
         await asyncio.sleep(float(payload.get("pause", 2.5)))
+        ctx.logger.warning("the last words of attempt %d", ctx.attempt)
         os.kill(os.getpid(), signal.SIGKILL)
     await ctx.step("second", say, ctx, f"after the crash, attempt {ctx.attempt}")
     return {"attempt": ctx.attempt}

@@ -98,3 +98,37 @@ async def test_an_empty_append_stores_nothing_and_a_log_goes_with_its_run(
         assert await conn.fetchval("SELECT count(*) FROM durakube.attempt_log_chunks"
                                    " WHERE run_id = $1", credential.run_id) == 0
     assert await logs.read_logs(owner, credential.run_id) == []
+
+
+@pytest.mark.parametrize(("stored", "pod_log", "expected"), [
+    (b"", b"", ""),
+    (b"one\ntwo\n", b"", "one\ntwo\n"),
+    (b"one\ntwo\n", b"one\ntwo\nthree\n", "one\ntwo\nthree\n"),
+    (b"one\ntwo\n", b"two\nthree\n", "one\ntwo\nthree\n"),
+    (b"one\ntwo\n", b"one\ntwo\n", "one\ntwo\n"),
+    (b"one\ntwo", b"nine\n",
+     "one\ntwo\n[durakube: the pod ended without an outcome; the last 5 bytes of its own log"
+     " follow]\nnine\n"),
+    (b"", b"nine\n",
+     "[durakube: the pod ended without an outcome; the last 5 bytes of its own log follow]"
+     "\nnine\n"),
+], ids=["nothing", "no-pod-tail", "pod-log-goes-on", "pod-tail-overlaps", "nothing-unstored",
+        "no-overlap", "worker-stored-nothing"])
+async def test_the_end_of_a_failed_pods_log_completes_what_the_worker_stored(
+        owner: Any, worker: Any, stored: bytes, pod_log: bytes, expected: str) -> None:
+    credential = await start_attempt(owner)
+    if stored:
+        await working.append_log(worker, credential, stored)
+    await logs.save_pod_tail(owner, credential.run_id, 1, pod_log)
+    # Saved again (a pass of the operator repeated): the same.
+    await logs.save_pod_tail(owner, credential.run_id, 1, pod_log)
+    (log,) = await logs.read_logs(owner, credential.run_id)
+    assert log.text == expected
+    assert log.total_bytes == len(stored)
+
+
+async def test_a_pod_tail_is_kept_to_its_bound(owner: Any) -> None:
+    credential = await start_attempt(owner)
+    await logs.save_pod_tail(owner, credential.run_id, 1, b"x" * 10 + numbered(200_000))
+    (log,) = await logs.read_logs(owner, credential.run_id)
+    assert log.pod_tail == numbered(200_000)[-schema.LOG_POD_TAIL_BYTES:]
