@@ -1,33 +1,43 @@
 """Capturing an attempt's output and shipping it to Postgres, so it outlives the pod.
 
-The worker (`worker._main`) starts an `FdCapture` before it imports the task
-modules: file descriptors 1 and 2 become pipes, and a thread per pipe copies
-what arrives both to the original stdout or stderr (so `kubectl logs` shows it
-as before) and into a `Buffer`. So everything the attempt writes is kept: the
-task logger's records, `print`, the output of C extensions and of
-subprocesses. While the task runs, a `Shipper` appends the buffer to the
-attempt's stored log (`working.append_log`) at most `interval` (1 s) after
-it was written, and soon after each step checkpoint; the last flush comes after
-the capture is stopped (the pipes drained) and before the outcome is recorded,
-since recording it revokes the attempt's secret. A crash loses at most the last
-second; the bound of a stored log is Postgres's business (`schema`, "Attempt
-logs").
+The worker (`worker.main`) starts a `StreamCapture` before it imports the task
+modules: `sys.stdout` and `sys.stderr` become `Tee`s that write to the real
+streams first (so the pod's log, `kubectl logs`, has every line at once, even
+just before a crash) and copy into a `Buffer`. So all the attempt's Python-level
+output is kept: the task logger's records and every other logger's, `print`,
+tracebacks. Output written below Python (a C extension writing to fd 1, a
+subprocess) reaches the pod's log only; when a pod ends without an outcome, the
+operator keeps the end of that log too (`store.logs`, "pod_tail").
+
+While the task runs, a `Shipper` appends the buffer to the attempt's stored log
+(`working.append_log`) at most `interval` (1 s) after it was written, and soon
+after each step checkpoint; the last flush comes after the capture is stopped and
+before the outcome is recorded, since recording it revokes the attempt's secret.
+A crash loses at most the last second of the stored copy; the bound of a stored
+log is Postgres's business (`schema`, "Attempt logs").
+
+Why a copy in the process rather than its file descriptors through a pipe: a
+reader of that pipe in the same process dies with it, and what the pipe held
+would be lost from the pod's log too, exactly when it matters (a SIGKILL, a
+fatal error's message).
 
 Why a task of its own rather than a write with each checkpoint: the checkpoint
-stays one round trip (DESIGN.md, "Performance targets"); shipping runs
-beside it on another connection of the pool and only ever holds one call in
-flight. A failed append never touches the attempt's outcome: its bytes are lost,
-and the worker says so once on stderr.
+stays one round trip (DESIGN.md, "Performance targets"); shipping runs beside it
+on another connection of the pool and only ever holds one call in flight. A
+failed append never touches the attempt's outcome: its bytes stay in the pod's
+log only, and the worker says so once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
-import os
 import sys
 import threading
+from collections.abc import Iterable
+from typing import TextIO
 
 from durakube import errors
 from durakube.store import pools, working
@@ -37,8 +47,6 @@ log = logging.getLogger("durakube.capturing")
 SHIP_INTERVAL_SECONDS = 1.0
 # What the buffer holds between two flushes; past it, bytes from its middle are dropped.
 BUFFER_LIMIT = 1024 * 1024
-# The longest stop() waits for the pipes to drain (a subprocess may still hold them).
-DRAIN_TIMEOUT_SECONDS = 2.0
 
 
 # What a failed append may raise: the attempt is over, or Postgres is away.
@@ -77,92 +85,93 @@ class Buffer:
         return data[:half] + note.encode() + data[half:]
 
 
-class FdCapture:
-    """Sends what this process writes to fds 1 and 2 through pipes into `buffer`, and on
-    to the original stdout and stderr. Only the worker process uses it: it changes the
-    whole process's fds."""
+class Tee(io.TextIOBase):
+    """A text stream that writes to `original` first (the pod's log, as if nothing were
+    captured), then copies what it wrote into `buffer`."""
+
+    def __init__(self, original: TextIO, buffer: Buffer) -> None:
+        self.original, self.buffer = original, buffer
+
+    def write(self, text: str) -> int:
+        written = self.original.write(text)
+        self.buffer.write(text.encode("utf-8", errors="replace"))
+        return written
+
+    def writelines(self, lines: Iterable[str]) -> None:  # type: ignore[override]
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self.original.flush()
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+    def isatty(self) -> bool:
+        return self.original.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.original.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self.original.errors
+
+
+class StreamCapture:
+    """Puts a `Tee` in place of `sys.stdout` and `sys.stderr` (line-buffered, so each line
+    reaches the pod's log at once), and takes it away again."""
 
     def __init__(self, buffer: Buffer) -> None:
         self.buffer = buffer
-        self._originals: dict[int, int] = {}
-        self._threads: list[threading.Thread] = []
+        self._originals: tuple[TextIO, TextIO] | None = None
 
     def start(self) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        for fd in (1, 2):
-            original = os.dup(fd)
-            read_end, write_end = os.pipe()
-            os.dup2(write_end, fd)
-            os.close(write_end)
-            self._originals[fd] = original
-            thread = threading.Thread(target=self._copy, args=(read_end, original),
-                                      name=f"durakube-capture-{fd}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        # Python's own streams write through line by line, so a print reaches the buffer
-        # at once rather than when its block fills.
-        for stream in (sys.stdout, sys.stderr):
+        originals = (sys.stdout, sys.stderr)
+        for stream in originals:
             reconfigure = getattr(stream, "reconfigure", None)
             if reconfigure is not None:
                 with contextlib.suppress(Exception):
                     reconfigure(line_buffering=True)
+        self._originals = originals
+        sys.stdout = Tee(originals[0], self.buffer)
+        sys.stderr = Tee(originals[1], self.buffer)
 
     def stop(self) -> None:
-        """Gives fds 1 and 2 back and waits until what was written is in the buffer."""
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        for fd, original in self._originals.items():
-            # The pipe's last write end in this process closes: its reader sees the end.
-            os.dup2(original, fd)
-        for thread, original in zip(self._threads, self._originals.values(), strict=True):
-            thread.join(DRAIN_TIMEOUT_SECONDS)
-            # Closed only once its copier is done with it: a copier still writing to a
-            # closed number could write into whatever file or socket reuses it next.
-            if not thread.is_alive():
-                os.close(original)
-        self._originals.clear()
-        self._threads.clear()
-
-    def _copy(self, read_end: int, original: int) -> None:
-        try:
-            while data := os.read(read_end, 65536):
-                self.buffer.write(data)
-                with contextlib.suppress(OSError):
-                    _write_all(original, data)
-        finally:
-            os.close(read_end)
+        originals, self._originals = self._originals, None
+        if originals is not None:
+            sys.stdout, sys.stderr = originals
+            for stream in originals:
+                with contextlib.suppress(Exception):
+                    stream.flush()
 
 
 class Output:
     """What the worker captures of one process: a buffer, and the capture filling it
     (None when something else writes into the buffer, as in tests)."""
 
-    def __init__(self, buffer: Buffer | None = None, fds: FdCapture | None = None) -> None:
+    def __init__(self, buffer: Buffer | None = None,
+                 streams: StreamCapture | None = None) -> None:
         self.buffer = buffer if buffer is not None else Buffer()
-        self.fds = fds
+        self.streams = streams
 
     @classmethod
-    def capturing_fds(cls) -> Output:
-        """Starts capturing this process's fds 1 and 2."""
+    def capturing_streams(cls) -> Output:
+        """Starts capturing this process's `sys.stdout` and `sys.stderr`."""
         buffer = Buffer()
-        fds = FdCapture(buffer)
-        fds.start()
-        return cls(buffer, fds)
+        streams = StreamCapture(buffer)
+        streams.start()
+        return cls(buffer, streams)
 
     async def stop(self) -> None:
-        """Stops the capture, once what was written is in the buffer (idempotent)."""
-        fds, self.fds = self.fds, None
-        if fds is not None:
-            await asyncio.to_thread(fds.stop)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+        """Stops the capture (idempotent); what was written is in the buffer."""
+        streams, self.streams = self.streams, None
+        if streams is not None:
+            streams.stop()
 
 
 class Shipper:

@@ -36,10 +36,10 @@ failed step that ended the attempt. The worker does not decide whether retries a
 left, nor when the next attempt starts, nor move the run's phase: the operator
 does, reading the outcome.
 
-Everything the process writes to stdout and stderr, from its start, is also
-stored in Postgres for the attempt (`capturing`), flushed about every second and
-for the last time just before the outcome is recorded: `durakube logs` reads it
-after the pod is gone.
+What the process writes to `sys.stdout` and `sys.stderr` (every log record among
+it) is also stored in Postgres for the attempt (`capturing`), flushed about every
+second and for the last time just before the outcome is recorded: `durakube logs`
+reads it after the pod is gone.
 
 Exit code 0 means an outcome was recorded (of any kind); non-zero means none
 could be, and the operator treats the attempt as an infrastructure failure.
@@ -376,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", error)
         return 2
     log_format = args.log_format or settings.log_format
-    logs.configure(log_format, os.environ.get("DURAKUBE_LOG_LEVEL", "INFO"))
     # From here on, what the process writes is also the attempt's stored log.
-    output = capturing.Output.capturing_fds()
+    output = capturing.Output.capturing_streams()
+    logs.configure(log_format, os.environ.get("DURAKUBE_LOG_LEVEL", "INFO"))
     return asyncio.run(_main(settings, output))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,6 +20,16 @@ class FakeContext:
 @pytest.fixture
 def stream() -> io.StringIO:
     return io.StringIO()
+
+
+@pytest.fixture(autouse=True)
+def info_level() -> Iterator[None]:
+    """Records at INFO and above reach the handlers, whatever other tests left."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    yield
+    root.setLevel(level)
 
 
 def handler_for(stream: io.StringIO, log_format: logs.LogFormat) -> logging.Handler:
