@@ -38,7 +38,7 @@ VARIABLES = [
 
 @pytest.mark.parametrize(("environ", "field", "expected"), VARIABLES,
                          ids=["modules", "termination-path", "pod-name", "pod-name-from-hostname",
-                              "cache-size", "empty-cache-size", "retry-policy"])
+                              "cache-size", "empty-cache-size", "retry-policy", "store-retry"])
 def test_each_variable_is_read(environ: dict[str, str], field: str, expected: Any) -> None:
     settings = environment.WorkerSettings.from_environ({**REQUIRED, **environ})
     assert getattr(settings, field) == expected
