@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,11 @@ SHOWN_JSON_CHARS = 20_000
 CHILD_DEPTH = 3
 PARENT_UID_LABEL = "durakube.io/parent-run-uid"
 PARENT_LABEL = "durakube.io/parent-run"
+# A selector no TaskRun carries: listing with it asks the API only whether the user
+# may list TaskRuns there (RBAC), before Postgres rows of that namespace are read.
+MAY_LIST_SELECTOR = "durakube.io/dashboard-probe=none"
+# What a waitpoint token looks like (`store.waitpoints.new_token`).
+TOKEN = re.compile(r"wpt_[A-Za-z0-9_-]{16,}")
 
 # What reading Postgres may raise that a page reports as a note rather than an error.
 DATABASE_TROUBLE = (failures.DatabaseNotConfigured, failures.DatabaseUnreachable,
@@ -211,6 +217,8 @@ async def _read_postgres_parts(client: AsyncClient, page: RunPage, ref: str,
     except DATABASE_TROUBLE as error:
         page.notes.append(f"Postgres could not be read: {error}")
         return
+    # The create-token step's result is the token itself, which completes the wait.
+    page.steps = [dataclasses.replace(step, result=hide_tokens(step.result)) for step in page.steps]
     page.timeline = timelines.build_timeline(page.run, tried, page.steps, waits, now)
     page.attempts = [
         AttemptRow(attempt, timelines.classify_attempt(attempt, page.run, index == len(tried) - 1),
@@ -230,6 +238,18 @@ async def _read_postgres_parts(client: AsyncClient, page: RunPage, ref: str,
             kind=page.waiting.kind, key=page.waiting.key, until=page.waiting.until,
             since=open_wait.started_at if open_wait is not None else None,
             token_prefix=database.token_prefix(token) if token else None)
+
+
+def hide_tokens(value: Any) -> Any:
+    """`value` with every waitpoint token in it cut to its first characters: a token is a
+    credential, and a page is no place for one."""
+    if isinstance(value, str):
+        return database.token_prefix(value) + "…" if TOKEN.fullmatch(value) else value
+    if isinstance(value, list):
+        return [hide_tokens(item) for item in value]
+    if isinstance(value, dict):
+        return {key: hide_tokens(item) for key, item in value.items()}
+    return value
 
 
 def _attempt_duration(attempt: attempts.Attempt, tried: list[attempts.Attempt], index: int,
@@ -327,10 +347,14 @@ async def list_queues(client: AsyncClient, namespace: str | None) -> QueuePage:
     (the default queue, queues named by runs but never defined)."""
     api, notes = client.session.api, []
     defined = (await api.list_custom("TaskQueues", "taskqueues", namespace)).get("items", [])
-    # The ledger is read for the namespaces the user may list TaskRuns in.
-    live = (await api.list_taskruns(namespace)).get("items", [])
-    namespaces = sorted({namespace} if namespace is not None else
-                        {i["metadata"]["namespace"] for i in [*defined, *live]})
+    # The ledger is read for the namespaces the user may list TaskRuns in: the one asked
+    # for, or those where runs or queues are (every namespace: a cluster-wide list).
+    if namespace is not None:
+        await api.list_taskruns(namespace, MAY_LIST_SELECTOR)
+        namespaces = [namespace]
+    else:
+        live = (await api.list_taskruns(None)).get("items", [])
+        namespaces = sorted({item["metadata"]["namespace"] for item in [*defined, *live]})
     loads: dict[str, database.QueueLoad] = {}
     keys: dict[str, list[database.KeyLoad]] = {}
     if client.database_url is None:
@@ -404,7 +428,7 @@ async def list_tasks(client: AsyncClient, namespace: str | None) -> TaskPage:
     elif namespaces:
         try:
             # The history is read for namespaces whose TaskRuns the user may list.
-            await asyncio.gather(*(api.list_taskruns(ns, "durakube.io/none=none")
+            await asyncio.gather(*(api.list_taskruns(ns, MAY_LIST_SELECTOR)
                                    for ns in namespaces))
             db = await client.session.database("task statistics")
             for found in await database.load_task_stats(db, namespaces):

@@ -3,7 +3,8 @@ Postgres, and Debian's Chromium (driven by Playwright, never its own browser) re
 them and clicks.
 
 One namespace holds a run of every phase (succeeded after a retry and a suspension,
-failed, running, queued, suspended on an event, canceled). Two dashboards serve it:
+failed, running, queued, suspended on an event or a token, canceled) and a parent
+with three children. Two dashboards serve it:
 the cluster admin's, and a viewer's whose Role may read runs but not change them,
 so an action the API refuses is shown as refused. The tests run in order: the
 first ones read the phases the later ones change.
@@ -47,6 +48,8 @@ DURAKUBE = str(Path(sys.executable).parent / "durakube")
 SCREENSHOTS = os.environ.get("DURAKUBE_DASHBOARD_SCREENSHOTS")
 # Long enough for a pod to start and the page's live refresh to show the change.
 SEEN_MS = 90_000
+# An event or a token waits up to acting.DELIVERY_WAIT_SECONDS for the operator's report.
+ACTED_MS = 30_000
 EVENT_KEY = "approval-7"
 TEST_IMAGE = "ghcr.io/durakube/test-tasks:dev"
 
@@ -54,9 +57,9 @@ TEST_IMAGE = "ghcr.io/durakube/test-tasks:dev"
 class Bed:
     """The namespace, its runs by role, and the two dashboards' addresses."""
 
-    def __init__(self, namespace: str, runs: dict[str, RunHandle], admin_url: str,
-                 viewer_url: str) -> None:
-        self.namespace, self.runs = namespace, runs
+    def __init__(self, namespace: str, runs: dict[str, RunHandle], children: list[str],
+                 admin_url: str, viewer_url: str) -> None:
+        self.namespace, self.runs, self.children = namespace, runs, children
         self.admin_url, self.viewer_url = admin_url, viewer_url
 
     def run_url(self, role: str, *, viewer: bool = False) -> str:
@@ -87,8 +90,9 @@ def bed(cluster: devcluster_cluster.Cluster, kube: kubernetes.client.ApiClient,
         operator: InstalledOperator, board_namespace: str) -> Iterator[Bed]:
     namespace = board_namespace
     custom = kubernetes.client.CustomObjectsApi(kube)
-    install_task(custom, namespace, "monthly-report", "reporting")
-    for task in ("broken", "nap", "await-event"):
+    for task in ("monthly-report", "approve-invoice"):
+        install_task(custom, namespace, task, "reporting")
+    for task in ("broken", "nap", "await-event", "fan-out", "square"):
         install_task(custom, namespace, task, "behaviours")
     install_queue(custom, namespace, "paused", 0)
     viewer_kubeconfig = _viewer_kubeconfig(cluster, kube, namespace)
@@ -102,21 +106,28 @@ def bed(cluster: devcluster_cluster.Cluster, kube: kubernetes.client.ApiClient,
             "queued": client.trigger("nap", {"seconds": 1}, queue="paused"),
             "waiting": client.trigger("await-event", {"key": EVENT_KEY, "timeout": "1h"}),
             "canceled": client.trigger("nap", {"seconds": 600}),
+            "approval": client.trigger("approve-invoice", {"invoice": "INV-7"}),
+            "parent": client.trigger("fan-out", {"seconds": 0}),
         }
         _wait_for_phase(client, runs["canceled"], "Running")
         client.cancel(runs["canceled"])
         expected = {"report": "Succeeded", "failed": "Failed", "to-cancel": "Running",
                     "to-keep": "Running", "queued": "Queued", "waiting": "Suspended",
-                    "canceled": "Canceled"}
+                    "canceled": "Canceled", "approval": "Suspended", "parent": "Succeeded"}
         for role, phase in expected.items():
             _wait_for_phase(client, runs[role], phase)
+    # The parent's children, as the operator named them.
+    children = sorted(item["metadata"]["name"] for item in custom.list_namespaced_custom_object(
+        "durakube.io", "v1alpha1", namespace, "taskruns",
+        label_selector=f"durakube.io/parent-run-uid={runs['parent'].run_id}")["items"])
+    assert len(children) == 3
     with tempfile.TemporaryDirectory(prefix="durakube-dashboard-") as folder:
         admin = _start_dashboard(cluster.kubeconfig, namespace, operator.database_url,
                                  Path(folder) / "admin.log")
         viewer = _start_dashboard(viewer_kubeconfig, namespace, operator.database_url,
                                   Path(folder) / "viewer.log")
         try:
-            yield Bed(namespace, runs, admin[1], viewer[1])
+            yield Bed(namespace, runs, children, admin[1], viewer[1])
         finally:
             for process, _ in (admin, viewer):
                 process.terminate()
@@ -222,17 +233,19 @@ def _screenshot(page: Any, name: str) -> None:
 def test_runs_list_shows_every_phase_with_counts_and_filters(bed: Bed, page: Any) -> None:
     page.goto(f"{bed.admin_url}/runs?namespace={bed.namespace}")
     rows = page.locator("table.runs tbody tr[data-run]")
-    expect(rows).to_have_count(len(bed.runs))
+    expect(rows).to_have_count(len(bed.runs) + len(bed.children))
     shown = {row.get_attribute("data-run"): row.get_attribute("data-phase")
              for row in rows.all()}
     assert shown == {bed.runs["report"].name: "Succeeded", bed.runs["failed"].name: "Failed",
                      bed.runs["to-cancel"].name: "Running", bed.runs["to-keep"].name: "Running",
                      bed.runs["queued"].name: "Queued", bed.runs["waiting"].name: "Suspended",
-                     bed.runs["canceled"].name: "Canceled"}
+                     bed.runs["canceled"].name: "Canceled", bed.runs["approval"].name: "Suspended",
+                     bed.runs["parent"].name: "Succeeded",
+                     **dict.fromkeys(bed.children, "Succeeded")}
     counts = {chip.get_attribute("data-phase"): int(chip.locator(".count").inner_text())
               for chip in page.locator(".counts .chip[data-phase]").all()}
     assert {phase: n for phase, n in counts.items() if n} == {
-        "Succeeded": 1, "Failed": 1, "Running": 2, "Queued": 1, "Suspended": 1, "Canceled": 1}
+        "Succeeded": 5, "Failed": 1, "Running": 2, "Queued": 1, "Suspended": 2, "Canceled": 1}
     # Newest first.
     created = [row.get_attribute("data-created") or "" for row in rows.all()]
     assert created == sorted(created, reverse=True) and all(created)
@@ -247,6 +260,14 @@ def test_runs_list_shows_every_phase_with_counts_and_filters(bed: Bed, page: Any
     expect(rows).to_have_count(1)
     assert rows.first.get_attribute("data-run") == bed.runs["to-keep"].name
 
+    page.goto(f"{bed.admin_url}/runs?namespace={bed.namespace}&tag=monthly")
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-run") == bed.runs["report"].name
+
+    # Every namespace (the admin may list them all): a column says whose each run is.
+    page.goto(f"{bed.admin_url}/runs?namespace=*&tag=monthly")
+    expect(page.locator("table.runs thead")).to_contain_text("Namespace")
+    assert bed.runs["report"].name in [row.get_attribute("data-run") for row in rows.all()]
     page.goto(f"{bed.admin_url}/runs?namespace={bed.namespace}&tag=monthly")
     expect(rows).to_have_count(1)
     assert rows.first.get_attribute("data-run") == bed.runs["report"].name
@@ -290,6 +311,12 @@ def test_run_page_shows_the_timeline_attempts_and_wait(bed: Bed, page: Any) -> N
     expect(page.locator("#waiting")).to_contain_text(f"Waiting for event {EVENT_KEY}")
     assert re.search(r"since \d{4}-\d\d-\d\d", page.locator("#waiting").inner_text())
 
+    # A parent shows its children as a tree.
+    page.goto(bed.run_url("parent"))
+    expect(page.locator("#children li")).to_have_count(3)
+    assert sorted(li.get_attribute("data-run") or ""
+                  for li in page.locator("#children li").all()) == bed.children
+
 
 def test_queues_and_tasks_pages_count_what_runs(bed: Bed, page: Any) -> None:
     page.goto(f"{bed.admin_url}/queues?namespace={bed.namespace}")
@@ -299,7 +326,7 @@ def test_queues_and_tasks_pages_count_what_runs(bed: Bed, page: Any) -> None:
     assert "paused" in paused.inner_text()
     default = page.locator("tr.queue[data-queue=default]")
     expect(default).to_have_attribute("data-running", "2")
-    assert default.get_attribute("data-suspended") == "1"
+    assert default.get_attribute("data-suspended") == "2"
     keys = {row.get_attribute("data-key") for row in page.locator("tr.key[data-queue=default]").all()}
     assert keys == {"tenant-a", "tenant-b"}
 
@@ -326,13 +353,28 @@ def test_cancel_from_the_run_page_ends_the_run(bed: Bed, page: Any,
 def test_an_event_sent_from_the_page_resumes_the_waiting_run(bed: Bed, page: Any) -> None:
     page.goto(bed.run_url("waiting"))
     expect(page.locator("#phase")).to_have_text("Suspended")
-    assert page.locator("input[name=key]").input_value() == EVENT_KEY
-    page.fill("input[name=data]", '{"approved": true}')
+    assert page.locator("#event-form input[name=key]").input_value() == EVENT_KEY
+    page.fill("#event-form input[name=data]", '{"approved": true}')
     page.click("button[name=send-event]")
-    expect(page.locator("#flash .flash.ok")).to_contain_text(f"Event '{EVENT_KEY}'")
+    expect(page.locator("#flash .flash.ok")).to_contain_text(f"Event '{EVENT_KEY}'",
+                                                             timeout=ACTED_MS)
     expect(page.locator("#phase")).to_have_text("Succeeded", timeout=SEEN_MS)
     page.reload()
     assert '"approved": true' in page.locator("#output pre").inner_text()
+
+
+def test_a_token_completed_from_the_page_resumes_the_run_without_showing_the_token(
+        bed: Bed, page: Any) -> None:
+    page.goto(bed.run_url("approval"))
+    expect(page.locator("#waiting")).to_contain_text("Waiting for token wpt_")
+    # Only the token's first characters are on the page: the token itself completes the wait.
+    assert not re.search(r"wpt_[A-Za-z0-9_-]{8,}", page.content())
+    page.fill("#token-form input[name=data]", '{"approved": true, "by": "ada"}')
+    page.click("button[name=complete-token]")
+    expect(page.locator("#flash .flash.ok")).to_contain_text("delivered", timeout=ACTED_MS)
+    expect(page.locator("#phase")).to_have_text("Succeeded", timeout=SEEN_MS)
+    page.reload()
+    assert '"by": "ada"' in page.locator("#output pre").inner_text()
 
 
 def test_a_forbidden_action_is_refused_and_shown(bed: Bed, page: Any,
@@ -346,7 +388,7 @@ def test_a_forbidden_action_is_refused_and_shown(bed: Bed, page: Any,
     expect(refusal).to_contain_text("Forbidden by Kubernetes RBAC")
     expect(refusal).to_contain_text('User "run-viewer" cannot patch resource "taskruns"')
     assert refusal.get_attribute("data-status") == "403"
-    page.fill("input[name=key]", "approval-8")
+    page.fill("#event-form input[name=key]", "approval-8")
     page.click("button[name=send-event]")
     expect(refusal).to_contain_text('cannot create resource "taskevents"')
     body = kubernetes.client.CustomObjectsApi(kube).get_namespaced_custom_object(

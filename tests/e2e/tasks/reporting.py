@@ -39,3 +39,11 @@ async def monthly_report(ctx: durakube.TaskContext, payload: dict[str, Any]) -> 
     await ctx.sleep(payload.get("cool_down", "4s"))
     sent = await ctx.step("email_report", email_report, document)
     return {"month": orders["month"], "revenue": totals["revenue"], "sentTo": sent["to"]}
+
+
+@durakube.task(id="approve-invoice")
+async def approve_invoice(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Waits for a person's decision on a waitpoint token (kept out of logs and status)."""
+    token = await ctx.create_token(timeout=payload.get("timeout", "1h"))
+    decision = await ctx.wait_for_token(token)
+    return {"invoice": payload.get("invoice"), "decision": decision}
