@@ -11,7 +11,8 @@ refusal is the API's 403, raised as `failures.PermissionDenied` with the RBAC
 message for the page to show. Events and tokens go through a TaskEvent rather
 than straight into Postgres (as the client's `send_event` does) for that reason:
 the operator delivers them. The token of a wait is read from Postgres on the
-server and put in the TaskEvent; it never reaches the browser.
+server and put in the TaskEvent; it never reaches the browser (those who may read
+TaskEvents of the namespace see it there, spent once the operator delivered it).
 
 Called by `serving`; reads only what an action needs.
 """

@@ -57,6 +57,7 @@ class KeyLoad:
     running: int
     waiting: int
     oldest_waiting_since: datetime | None
+    suspended: int = 0  # counted by the caller, from the TaskRuns (the ledger has no keys)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,15 @@ async def load_key_loads(db: pools.Database, namespaces: Sequence[str]) -> list[
     return [KeyLoad(queue=r["queue"], key=r["key"], running=int(r["running"]),
                     waiting=int(r["waiting"]), oldest_waiting_since=r["oldest"])
             for r in records]
+
+
+async def load_run_queues(db: pools.Database, run_ids: Sequence[str]) -> dict[str, str]:
+    """Run id -> the queue it uses ("<namespace>/<queue>", resolved by the operator)."""
+    async with pools.connection(db) as conn:
+        records = await conn.fetch("""
+            SELECT run_id, queue FROM durakube.runs
+            WHERE run_id = ANY($1::text[]) AND queue IS NOT NULL""", list(run_ids))
+    return {r["run_id"]: r["queue"] for r in records}
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,9 @@ async def list_runs(client: AsyncClient, wanted: filters.RunFilter, now: datetim
         if filters.matches(row.run, wanted, now, concurrency_key=row.concurrency_key,
                            with_phase=False):
             candidates.append(row)
+    if wanted.namespace is None and client.database_url is not None:
+        notes.append("Runs whose TaskRun was deleted (the run history) are listed one "
+                     "namespace at a time: choose a namespace to see them.")
     if wanted.namespace is not None and not wanted.live_only:
         if client.database_url is None:
             notes.append("Runs whose TaskRun was deleted are in the run history, in Postgres: "
@@ -349,12 +352,13 @@ async def list_queues(client: AsyncClient, namespace: str | None) -> QueuePage:
     defined = (await api.list_custom("TaskQueues", "taskqueues", namespace)).get("items", [])
     # The ledger is read for the namespaces the user may list TaskRuns in: the one asked
     # for, or those where runs or queues are (every namespace: a cluster-wide list).
-    if namespace is not None:
-        await api.list_taskruns(namespace, MAY_LIST_SELECTOR)
-        namespaces = [namespace]
-    else:
-        live = (await api.list_taskruns(None)).get("items", [])
-        namespaces = sorted({item["metadata"]["namespace"] for item in [*defined, *live]})
+    live = (await api.list_taskruns(namespace)).get("items", [])
+    namespaces = [namespace] if namespace is not None else sorted(
+        {item["metadata"]["namespace"] for item in [*defined, *live]})
+    # Suspended runs hold no slot and wait in no line: their keys come from the TaskRuns.
+    suspended = {str(item["metadata"]["uid"]): (item.get("spec") or {}).get("concurrencyKey") or ""
+                 for item in live
+                 if (item.get("status") or {}).get("phase") == resources.Phase.SUSPENDED}
     loads: dict[str, database.QueueLoad] = {}
     keys: dict[str, list[database.KeyLoad]] = {}
     if client.database_url is None:
@@ -363,14 +367,14 @@ async def list_queues(client: AsyncClient, namespace: str | None) -> QueuePage:
     elif namespaces:
         try:
             db = await client.session.database("the queue ledger")
-            found, key_loads = await asyncio.gather(database.load_queues(db, namespaces),
-                                                    database.load_key_loads(db, namespaces))
+            found, key_loads, queues_of = await asyncio.gather(
+                database.load_queues(db, namespaces), database.load_key_loads(db, namespaces),
+                database.load_run_queues(db, list(suspended)))
         except DATABASE_TROUBLE as error:
             notes.append(f"The queue ledger could not be read: {error}")
         else:
             loads = {load.queue: load for load in found}
-            for key_load in key_loads:
-                keys.setdefault(key_load.queue, []).append(key_load)
+            keys = _keys_with_suspended(key_loads, suspended, queues_of)
     rows: dict[str, QueueRow] = {}
     for item in defined:
         meta, spec, status = item["metadata"], item.get("spec") or {}, item.get("status") or {}
@@ -396,6 +400,25 @@ async def list_queues(client: AsyncClient, namespace: str | None) -> QueuePage:
             running=load.running, waiting=load.waiting, suspended=load.suspended,
             oldest_waiting_since=load.oldest_waiting_since, keys=keys.get(ledger_name, []))
     return QueuePage([rows[key] for key in sorted(rows)], notes)
+
+
+def _keys_with_suspended(key_loads: list[database.KeyLoad], suspended: dict[str, str],
+                         queues_of: dict[str, str]) -> dict[str, list[database.KeyLoad]]:
+    """The ledger's per-key loads, by queue, with the suspended runs of each key added."""
+    counted: dict[tuple[str, str], int] = {}
+    for run_id, key in suspended.items():
+        if run_id in queues_of:
+            counted[(queues_of[run_id], key)] = counted.get((queues_of[run_id], key), 0) + 1
+    merged = {(load.queue, load.key): load for load in key_loads}
+    for (queue, key), count in counted.items():
+        known = merged.get((queue, key))
+        merged[(queue, key)] = dataclasses.replace(known, suspended=count) if known else \
+            database.KeyLoad(queue=queue, key=key, running=0, waiting=0,
+                             oldest_waiting_since=None, suspended=count)
+    keys: dict[str, list[database.KeyLoad]] = {}
+    for queue, key in sorted(merged):
+        keys.setdefault(queue, []).append(merged[(queue, key)])
+    return keys
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import playwright.sync_api as playwright_api
 import pytest
 from helpers import InstalledOperator, wait_for
 
@@ -35,15 +36,13 @@ from devcluster import cluster as devcluster_cluster
 from devcluster import kubeconfigs, ports
 from durakube.client import Client, RunHandle
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
-
 pytestmark = [pytest.mark.e2e]
 
 CHROMIUM = "/usr/bin/chromium"
 # Flags for a closed network: no background connections, no updates, no sync.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+expect = playwright_api.expect
 DURAKUBE = str(Path(sys.executable).parent / "durakube")
 SCREENSHOTS = os.environ.get("DURAKUBE_DASHBOARD_SCREENSHOTS")
 # Long enough for a pod to start and the page's live refresh to show the change.
@@ -104,7 +103,8 @@ def bed(cluster: devcluster_cluster.Cluster, kube: kubernetes.client.ApiClient,
             "to-cancel": client.trigger("nap", {"seconds": 600}, concurrency_key="tenant-a"),
             "to-keep": client.trigger("nap", {"seconds": 600}, concurrency_key="tenant-b"),
             "queued": client.trigger("nap", {"seconds": 1}, queue="paused"),
-            "waiting": client.trigger("await-event", {"key": EVENT_KEY, "timeout": "1h"}),
+            "waiting": client.trigger("await-event", {"key": EVENT_KEY, "timeout": "1h"},
+                                      concurrency_key="tenant-c"),
             "canceled": client.trigger("nap", {"seconds": 600}),
             "approval": client.trigger("approve-invoice", {"invoice": "INV-7"}),
             "parent": client.trigger("fan-out", {"seconds": 0}),
@@ -327,8 +327,10 @@ def test_queues_and_tasks_pages_count_what_runs(bed: Bed, page: Any) -> None:
     default = page.locator("tr.queue[data-queue=default]")
     expect(default).to_have_attribute("data-running", "2")
     assert default.get_attribute("data-suspended") == "2"
-    keys = {row.get_attribute("data-key") for row in page.locator("tr.key[data-queue=default]").all()}
-    assert keys == {"tenant-a", "tenant-b"}
+    keys = {row.get_attribute("data-key"): (row.get_attribute("data-running"),
+                                             row.get_attribute("data-suspended"))
+            for row in page.locator("tr.key[data-queue=default]").all()}
+    assert keys == {"tenant-a": ("1", "0"), "tenant-b": ("1", "0"), "tenant-c": ("0", "1")}
 
     page.goto(f"{bed.admin_url}/tasks?namespace={bed.namespace}")
     rates = {row.get_attribute("data-task"): row.get_attribute("data-success")

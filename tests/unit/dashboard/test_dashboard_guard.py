@@ -101,3 +101,15 @@ def test_names_and_values_from_runs_are_escaped() -> None:
                             csrf="s", read_only=False, refresh_seconds=3, has_database=True)
     assert hostile not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+async def test_a_read_only_dashboard_acts_on_nothing() -> None:
+    fake = Refusing()
+    app = serving.build_app(fake, namespace="team-a", read_only=True)  # type: ignore[arg-type]
+    async with test_utils.TestClient(test_utils.TestServer(app, host="127.0.0.1")) as browser:
+        secret = app[serving.SETTINGS].csrf
+        answer = await browser.post("/runs/team-a/report-x/cancel",
+                                    headers={serving.CSRF_HEADER: secret, "HX-Request": "true"})
+        assert answer.status == 403
+        assert "read-only" in await answer.text()
+    assert fake.calls == []
