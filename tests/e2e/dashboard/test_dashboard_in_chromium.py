@@ -332,11 +332,14 @@ def test_queues_and_tasks_pages_count_what_runs(bed: Bed, page: Any) -> None:
             for row in page.locator("tr.key[data-queue=default]").all()}
     assert keys == {"tenant-a": ("1", "0"), "tenant-b": ("1", "0"), "tenant-c": ("0", "1")}
 
+    _screenshot(page, "dashboard-queues.png")
+
     page.goto(f"{bed.admin_url}/tasks?namespace={bed.namespace}")
     rates = {row.get_attribute("data-task"): row.get_attribute("data-success")
              for row in page.locator("table.tasks tbody tr[data-task]").all()}
     assert rates["monthly-report"] == "1.000"
     assert rates["broken"] == "0.000"
+    _screenshot(page, "dashboard-tasks.png")
 
 
 def test_cancel_from_the_run_page_ends_the_run(bed: Bed, page: Any,
