@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import durakube
 from durakube import cli
 
 
@@ -46,7 +47,9 @@ def test_dashboard_listens_on_this_machine_only_by_default() -> None:
 
 def test_dashboard_without_its_extra_says_how_to_install_it(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    # None in sys.modules makes `import` fail as a missing package would.
+    # None in sys.modules makes `import` fail as a missing package would (and the package
+    # must not hold the module as an attribute from an earlier import).
     monkeypatch.setitem(sys.modules, "durakube.dashboard", None)
+    monkeypatch.delattr(durakube, "dashboard", raising=False)
     assert cli.main(["dashboard"]) == 1
     assert "pip install 'durakube[dashboard]'" in capsys.readouterr().err
