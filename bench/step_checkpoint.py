@@ -17,18 +17,27 @@ the same process and on the same server, times each of:
 - ctx.step:           `await ctx.step(name, fn)` of a trivial function: the whole
                       path a task pays per step (encode, record, bookkeeping).
 
-The machine is shared and noisy, so the four interleave in small batches over
-many rounds and the median batch is reported. Target (DESIGN.md): record_step at
-most 1.5x bare.
+The machine is shared and noisy, so these interleave in small batches over many
+rounds and the median batch is reported. Then the peer, on a database of its own on
+the same server: DBOS Transact's durable step (`peers/dbos_steps.py`, a workflow of
+`n` steps returning the same value, async and plain functions), in a virtual
+environment of its own made once under $DURAKUBE_CACHE from
+`peers/dbos-requirements.txt`. Targets (DESIGN.md): record_step at most 1.5x bare,
+with or without a new state; ctx.step at least 10x faster than DBOS's step.
 
     .venv/bin/python bench/step_checkpoint.py [-n 200] [--rounds 30] [--no-statement-cache]
+                                              [--no-peer]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -37,11 +46,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from devcluster import postgres
+from devcluster import build, postgres
 from durakube import context, store
 from durakube.store import attempts, runs, steps, working
 
 TARGET_RATIO = 1.5
+PEER_TARGET = 10.0
+PEERS = Path(__file__).resolve().parent / "peers"
 WORKER_LOGIN = "durakube_bench_worker"
 STATE = {"cursor": 42, "seen": ["a", "b", "c"]}
 RESULT = {"doc": "page-1", "tokens": 512, "vector": [0.1, 0.2, 0.3, 0.4]}
@@ -68,7 +79,7 @@ async def time_ops(n: int, op: Callable[[int], Awaitable[Any]], start: int) -> f
     return (time.perf_counter() - began) / n
 
 
-async def run(n: int, rounds: int, statement_cache_size: int | None) -> None:
+async def run(n: int, rounds: int, statement_cache_size: int | None, peer: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="durakube-bench-") as tmp:
         server = postgres.start(Path(tmp) / "postgres")
         try:
@@ -89,9 +100,37 @@ async def run(n: int, rounds: int, statement_cache_size: int | None) -> None:
                 timings = await measure(pool, credentials, n, rounds)
             finally:
                 await pool.close()
+            peer_timings = (await asyncio.to_thread(measure_dbos, server.create_database("dbos"),
+                                                    n, max(3, rounds // 3))
+                            if peer else {})
         finally:
             server.stop()
-    report(timings, n, rounds, statement_cache_size)
+    report(timings, peer_timings, n, rounds, statement_cache_size)
+
+
+def dbos_python() -> Path:
+    """The Python of DBOS's virtual environment, made once per pinned version."""
+    requirements = PEERS / "dbos-requirements.txt"
+    key = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
+    venv = build.cache_root() / f"dbos-{key}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"installing DBOS Transact ({requirements.read_text().strip()}) into {venv}",
+              file=sys.stderr)
+        partial = venv.with_name(venv.name + ".partial")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(partial)], check=True)
+        subprocess.run([str(partial / "bin" / "pip"), "install", "--quiet", "-r",
+                        str(requirements)], check=True)
+        partial.rename(venv)
+    return python
+
+
+def measure_dbos(dsn: str, n: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per DBOS step, per workflow of n steps: {"async": [...], "sync": [...]}."""
+    done = subprocess.run([str(dbos_python()), str(PEERS / "dbos_steps.py"), dsn, "-n", str(n),
+                           "--rounds", str(rounds)], check=True, capture_output=True, text=True)
+    timings: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return timings
 
 
 async def start_runs(owner: Any) -> dict[str, working.Credential]:
@@ -159,8 +198,8 @@ async def measure(pool: Any, credentials: dict[str, working.Credential], n: int,
     return timings
 
 
-def report(timings: dict[str, list[float]], n: int, rounds: int,
-           statement_cache_size: int | None) -> None:
+def report(timings: dict[str, list[float]], peer_timings: dict[str, list[float]], n: int,
+           rounds: int, statement_cache_size: int | None) -> None:
     medians = {name: statistics.median(values) for name, values in timings.items()}
     base = medians["bare INSERT+COMMIT"]
     cache = "off (PgBouncer mode)" if statement_cache_size == 0 else "on"
@@ -169,10 +208,21 @@ def report(timings: dict[str, list[float]], n: int, rounds: int,
     for name, seconds in medians.items():
         print(f"  {name:<20} {seconds * 1e6:8.1f} us/op  {1 / seconds:8.0f} ops/s  "
               f"{seconds / base:5.2f}x bare")
+    for kind, values in peer_timings.items():
+        seconds = statistics.median(values)
+        print(f"  {'DBOS step (' + kind + ')':<20} {seconds * 1e6:8.1f} us/op  "
+              f"{1 / seconds:8.0f} ops/s  {seconds / base:5.2f}x bare  "
+              f"(median of {len(values)} workflows of {n} steps)")
     for name in ("record_step", "record_step +state"):
         ratio = medians[name] / base
         verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
         print(f"{name} / bare = {ratio:.2f} ({verdict} the {TARGET_RATIO}x target)")
+    if peer_timings:
+        # Against the peer's faster flavour.
+        fastest = min(statistics.median(values) for values in peer_timings.values())
+        speedup = fastest / medians["ctx.step"]
+        verdict = "meets" if speedup >= PEER_TARGET else "MISSES"
+        print(f"DBOS step / ctx.step = {speedup:.1f} ({verdict} the {PEER_TARGET:.0f}x target)")
 
 
 def main() -> None:
@@ -181,8 +231,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--no-statement-cache", action="store_true",
                         help="statement_cache_size=0, as behind PgBouncer in transaction mode")
+    parser.add_argument("--no-peer", action="store_true", help="skip DBOS Transact's step")
     args = parser.parse_args()
-    asyncio.run(run(args.n, args.rounds, 0 if args.no_statement_cache else None))
+    asyncio.run(run(args.n, args.rounds, 0 if args.no_statement_cache else None,
+                    not args.no_peer))
 
 
 if __name__ == "__main__":

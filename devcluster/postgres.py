@@ -81,6 +81,11 @@ class PostgresServer:
         self.psql(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
+    def restart(self) -> None:
+        """Stops the server and starts it again on the same data and port (for outage tests)."""
+        self.stop()
+        self.process = start(self.data_dir, self.port).process
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -101,7 +106,9 @@ def start(data_dir: Path, port: int | None = None) -> PostgresServer:
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(data_dir, entry.pw_uid, entry.pw_gid)
-        _open_path_to(data_dir)
+        # The folders above the data folder, not the data folder itself: Postgres starts
+        # only on a data folder that is its user's alone (0700 or 0750).
+        _open_path_to(data_dir.parent)
         _open_path_to(bin_dir)
     if not (data_dir / "PG_VERSION").exists():
         subprocess.run(

@@ -56,16 +56,16 @@ async def generate_report(report_id: str) -> dict[str, str]:
 
 
 @durakube.step
-async def send_for_approval(report: dict[str, str], token: str) -> str:
+async def send_for_approval(report: dict[str, str], token: str) -> None:
     base = os.environ.get("DURAKUBE_WEBHOOK_URL", "http://durakube-operator:8082")
     url = f"{base}/v1/tokens/{token}/complete"
     await _execute("""
         UPDATE examples.reports SET token = $2, approval_url = $3, state = 'awaiting-approval',
                                     updated_at = now() WHERE report_id = $1""",
         report["id"], token, url)
-    # The URL holds the token, which approves: it goes to the approver, never to the logs.
+    # The URL holds the token, which approves: it goes to the approver, never to the logs
+    # nor to the step's result (which `durakube steps` shows).
     print(f"approval requested for {report['title']}: its approval URL is in examples.reports")
-    return url
 
 
 @durakube.step

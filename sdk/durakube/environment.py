@@ -184,3 +184,5 @@ class WorkerSettings(Settings):
     retry_policy: str | None = None
     # How records are written: plain lines or JSON objects (`durakube.logs`).
     log_format: Literal["plain", "json"] = "plain"
+    # How long a checkpoint is tried again while Postgres is unreachable (seconds).
+    store_retry_seconds: float = pydantic.Field(default=60.0, ge=0)

@@ -106,18 +106,25 @@ async def wait_for_event(ctx: TaskContext, key: str, timeout: durations.Duration
 async def create_token(ctx: TaskContext, timeout: durations.Duration | None = None,
                        name: str = "create-token") -> str:
     """A new waitpoint token, for an approval link or a callback; a checkpoint itself,
-    so a replay returns the same token."""
+    so a replay returns the same token.
 
-    async def create() -> str:
+    The token completes the wait, so it is a secret: the step records the waitpoint's
+    seq, not the token (step results are what `durakube steps` and the dashboard
+    show), and the token is read back from the run's own waitpoint."""
+
+    async def create() -> int:
         seq = current.current_seq()
-        waitpoint = await ctx.store(working.create_waitpoint(
+        # Idempotent per seq: after a crash between this and the step's record, the
+        # next attempt gets the token created first.
+        await ctx.store(working.create_waitpoint(
             ctx.pool, ctx.credential, seq=seq, kind="token", wake_at=_deadline(timeout),
             token=waitpoints.new_token()))
-        assert waitpoint.token is not None
-        return waitpoint.token
+        return seq
 
-    token: str = await ctx.step(name, create)
-    return token
+    seq: int = await ctx.step(name, create)
+    waitpoint = await ctx.store(working.load_waitpoint(ctx.pool, ctx.credential, seq))
+    assert waitpoint is not None and waitpoint.token is not None
+    return waitpoint.token
 
 
 async def wait_for_token(ctx: TaskContext, token: str, name: str = "wait-for-token") -> Any:

@@ -19,6 +19,8 @@ The operator starts one pod per attempt with this environment:
     DURAKUBE_LOG_FORMAT             plain (default) or json (also `--log-format`): how the
                                     worker and the task logger write records (`logs`)
     DURAKUBE_LOG_LEVEL              the root logger's level (default INFO)
+    DURAKUBE_STORE_RETRY_SECONDS    how long a checkpoint is tried again while Postgres is
+                                    unreachable (default 60)
 
 (parsed by `durakube.environment.WorkerSettings`). The operator gives the DSN and the
 secret from the attempt's own Secret; Postgres accepts the secret only while this
@@ -89,6 +91,7 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
                       registry: tasks.Registry, *, secret: str, pod_name: str | None = None,
                       retry_policy: retry.Retry | None = None,
                       on_checkpoint: context.CheckpointHook | None = None,
+                      store_retry_seconds: float = context.STORE_RETRY_SECONDS,
                       output: capturing.Output | None = None) -> attempts.Outcome:
     """Runs one attempt of the run and records its outcome; returns the outcome.
 
@@ -113,6 +116,7 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
     try:
         return await _run_and_record(pool, run, credential, registry, pod_name=pod_name,
                                      retry_policy=retry_policy, on_checkpoint=on_checkpoint,
+                                     store_retry_seconds=store_retry_seconds,
                                      captured=output, shipper=shipper)
     finally:
         if shipper is not None:
@@ -141,6 +145,7 @@ async def _run_and_record(pool: pools.Database, run: runs.Run, credential: worki
                           registry: tasks.Registry, *, pod_name: str | None,
                           retry_policy: retry.Retry | None,
                           on_checkpoint: context.CheckpointHook | None,
+                          store_retry_seconds: float,
                           captured: capturing.Output | None,
                           shipper: capturing.Shipper | None) -> attempts.Outcome:
     run_id, attempt, secret = credential.args
@@ -158,6 +163,7 @@ async def _run_and_record(pool: pools.Database, run: runs.Run, credential: worki
                                   namespace=run.namespace, payload=payload,
                                   recorded=recorded, retry_policy=policy,
                                   on_checkpoint=on_checkpoint, registry=registry,
+                                  store_retry_seconds=store_retry_seconds,
                                   task_id=run.task_id)
         output = await _run_task(definition, ctx, payload)
         state = serializing.encode(ctx.state, "ctx.state at the end of the task")
@@ -347,6 +353,7 @@ async def _attempt(settings: Settings, output: capturing.Output | None) -> int:
                                         secret=settings.attempt_secret,
                                         pod_name=settings.pod_name,
                                         retry_policy=spec_retry_policy(settings),
+                                        store_retry_seconds=settings.store_retry_seconds,
                                         output=output)
     except Exception:
         log.exception("run %s attempt %d: no outcome recorded", settings.run_id,

@@ -2,7 +2,7 @@
 
 Data modules, each a table: `runs`, `steps`, `attempts`; `schema` holds the whole
 SQL schema and its migrations; `pools` opens connections. Call them as
-`store.steps.record_step(pool, step)`. Every public function takes a pool or a
+`store.steps.load_steps(pool, run_id)`. Every public function takes a pool or a
 connection (so callers compose several in one transaction) and delegates to a
 private `_..._txn(conn, ...)`. Imports nothing above the store.
 """

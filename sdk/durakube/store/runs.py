@@ -1,10 +1,11 @@
-"""Runs: one row per TaskRun, holding its payload, latest state, output and error.
+"""Runs: one row per TaskRun, holding its payload, state, output and error.
 
 The operator registers a run (`register_run`) before it starts the first pod and
-moves its `status` (`set_run_status`); the worker loads it (`load_run`), and its
-steps and outcomes update `state`, `output` and `error` (see `steps` and
-`attempts`). Functions take a pool or a connection; none commits on behalf of a
-caller's transaction.
+moves its `status` (`set_run_status`); the worker loads it (`load_run`), and the
+outcome of each attempt updates `state`, `output` and `error` (see `attempts`).
+While an attempt runs, the run's latest state is that of its latest step (`steps`).
+Functions take a pool or a connection; none commits on behalf of a caller's
+transaction.
 """
 
 from __future__ import annotations

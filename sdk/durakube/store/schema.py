@@ -680,7 +680,46 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER DEFAULT PRIVILEGES IN SCHEMA durakube
             GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO durakube_operator;
     """ + WORKER_FUNCTIONS_SQL),
-    # Version 10 belongs to a change of the checkpoint functions.
+    Migration(10, "a step checkpoint writes the step's row and nothing else", """
+        -- The run's state lives in its latest step's row (and in the run's row from the
+        -- attempt's end on): rewriting the run's row at every step doubled the write.
+        -- No foreign key from steps to runs either: its check locked the run's row at
+        -- every step. The only writers of steps, worker_record_step and
+        -- worker_record_outcome, first check the live attempt, whose row references
+        -- the run; runs are never deleted while they have steps.
+        ALTER TABLE durakube.steps DROP CONSTRAINT steps_run_id_fkey;
+
+        CREATE OR REPLACE FUNCTION durakube.worker_record_step(
+            p_run_id text, p_attempt integer, p_secret text, p_seq integer, p_name text,
+            p_status text, p_result jsonb, p_error jsonb, p_state jsonb,
+            p_started_at timestamptz, p_finished_at timestamptz, p_duration_ms double precision)
+        RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+        SET search_path = pg_catalog, pg_temp AS $fn$
+        BEGIN
+            -- check_attempt, inlined: a nested SECURITY DEFINER call costs a second
+            -- search_path switch on the path every step takes. The fence and the check
+            -- stay two statements: the check must see a revocation committed while this
+            -- call waited for the fence, and a statement sees what was committed when
+            -- it began.
+            PERFORM pg_advisory_xact_lock_shared(
+                hashtextextended('durakube-attempt:' || p_run_id, 0));
+            PERFORM 1 FROM durakube.attempts a
+            WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND a.outcome IS NULL
+              AND a.secret_hash = sha256(convert_to(p_secret, 'UTF8'));
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'attempt % of run % is not live, or its secret is wrong',
+                    p_attempt, p_run_id USING ERRCODE = 'insufficient_privilege';
+            END IF;
+            -- The first record of a seq stands: false for a second one.
+            INSERT INTO durakube.steps (run_id, seq, name, status, result, error, state,
+                                        attempt, started_at, finished_at, duration_ms)
+            VALUES (p_run_id, p_seq, p_name, p_status, p_result, p_error, p_state,
+                    p_attempt, p_started_at, p_finished_at, p_duration_ms)
+            ON CONFLICT (run_id, seq) DO NOTHING;
+            RETURN FOUND;
+        END
+        $fn$;
+    """),
     Migration(11, "attempt logs that outlive their pods", ATTEMPT_LOGS_SQL),
 )
 

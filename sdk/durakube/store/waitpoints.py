@@ -11,9 +11,12 @@ wait ends in one of three ways, each a single UPDATE that sets `completed_at`:
 
 The operator then resumes the run (`runs_to_resume` / `mark_resumed`). Events sent
 to a key nobody waits on are buffered for a retention period, and the next wait on
-that key takes the oldest one (`wait_for_event_txn`); a per-key advisory lock makes
-"check the buffer, else start waiting" and "deliver, else buffer" exclusive, so no
-event is lost between the two.
+that key takes the oldest one; a per-key advisory lock makes "check the buffer,
+else start waiting" and "deliver, else buffer" exclusive, so no event is lost
+between the two. Waits are recorded by the waiting worker, through its own
+functions (`working.wait_for_event`, `working.create_waitpoint`, which call the
+`worker_*` SQL functions of `schema`); what is here serves the operator and the
+client.
 
 Events are scoped to a namespace: an event sent in namespace A completes only the
 waits of A's runs and is buffered only for them. Keys under `durakube.io/` are
@@ -144,57 +147,9 @@ async def pending_waitpoint(db: pools.Database, run_id: str) -> Waitpoint | None
     return None if record is None else Waitpoint.from_record(record)
 
 
-async def create_waitpoint(db: pools.Database, *, run_id: str, seq: int, kind: Kind,
-                           wake_at: datetime | None, key: str | None = None,
-                           token: str | None = None) -> Waitpoint:
-    """Records a wait (idempotent per (run, seq): a replayed attempt gets the first one)."""
-    async with pools.transaction(db) as conn:
-        return await _create_waitpoint_txn(conn, run_id, seq, kind, wake_at, key, token)
-
-
-async def _create_waitpoint_txn(conn: Any, run_id: str, seq: int, kind: Kind,
-                                wake_at: datetime | None, key: str | None,
-                                token: str | None) -> Waitpoint:
-    await conn.execute("""
-        INSERT INTO durakube.waitpoints (run_id, seq, kind, key, token, wake_at)
-        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, seq) DO NOTHING""",
-        run_id, seq, kind, key, token, wake_at)
-    record = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM durakube.waitpoints WHERE run_id = $1 AND seq = $2", run_id, seq)
-    return Waitpoint.from_record(record)
-
-
 async def _lock_key_txn(conn: Any, key: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('durakube-event:' || $1, 0))", key)
 
-
-async def wait_for_event(db: pools.Database, *, run_id: str, seq: int, key: str,
-                         wake_at: datetime | None) -> Waitpoint:
-    """Starts waiting for an event on `key`, taking a buffered one if there is one
-    (then the returned waitpoint is already completed)."""
-    async with pools.transaction(db) as conn:
-        await _lock_key_txn(conn, key)
-        existing = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM durakube.waitpoints WHERE run_id = $1 AND seq = $2", run_id, seq)
-        if existing is not None:
-            return Waitpoint.from_record(existing)
-        buffered = await conn.fetchrow("""
-            UPDATE durakube.events SET consumed_by = $2, consumed_seq = $3, consumed_at = now()
-            WHERE event_id = (
-                SELECT event_id FROM durakube.events
-                WHERE key = $1 AND consumed_by IS NULL AND delivered_to = 0 AND expires_at > now()
-                  AND namespace = (SELECT namespace FROM durakube.runs WHERE run_id = $2)
-                ORDER BY created_at LIMIT 1 FOR UPDATE)
-            RETURNING data""", key, run_id, seq)
-        waitpoint = await _create_waitpoint_txn(conn, run_id, seq, "event", wake_at, key, None)
-        if buffered is None:
-            return waitpoint
-        await conn.execute("""
-            UPDATE durakube.waitpoints SET data = $3, completed_at = now()
-            WHERE run_id = $1 AND seq = $2""", run_id, seq, buffered["data"])
-        record = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM durakube.waitpoints WHERE run_id = $1 AND seq = $2", run_id, seq)
-        return Waitpoint.from_record(record)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ _RECORD_STEP = ("SELECT durakube.worker_record_step("
 
 
 async def record_step(db: pools.Database, credential: Credential, step: steps.Step) -> bool:
-    """Records a finished step of the attempt and the run's state with it, in one round
+    """Records a finished step of the attempt (with ctx.state as it finished) in one round
     trip; False if the seq was recorded before (the first record stands)."""
     # The hot path of every task: a plain branch rather than context-manager layers.
     try:

@@ -70,11 +70,16 @@ def approval_token(database_url: str) -> str:
 
 def assert_token_not_shown(cluster: devcluster_cluster.Cluster, namespace: str,
                            operator: InstalledOperator, token: str) -> None:
-    """Whoever may read the TaskRun, its Events or the operator's logs cannot approve."""
+    """Whoever may read the TaskRun, its Events, its steps or the operator's logs cannot
+    approve."""
+    with Client(kubeconfig=cluster.kubeconfig, namespace=namespace,
+                database_url=operator.database_url) as client:
+        recorded = [step.to_json() for step in client.steps("approve-q3-report")]
     shown = [kubectl(cluster, "get", "taskrun", "approve-q3-report", "-n", namespace,
                      "-o", "json").stdout,
              kubectl(cluster, "get", "events", "-n", namespace, "-o", "json").stdout,
-             operator.log_tail(lines=2000)]
+             operator.log_tail(lines=2000), json.dumps(recorded)]
+    assert "create-token" in [step["name"] for step in recorded]
     assert token.startswith("wpt_")
     for text in shown:
         assert token not in text

@@ -33,6 +33,16 @@ async def worker_dsn(pool: Any, login_dsn: Callable[[str, str], str], database_d
     return login_dsn(database_dsn, "durakube_worker")
 
 
+@pytest.fixture
+async def worker_pool(worker_dsn: str) -> AsyncIterator[Any]:
+    """A pool of the worker login: the worker functions and nothing else."""
+    pool = await store.connect(worker_dsn, max_size=2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
 NewRun = Callable[..., Awaitable[str]]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from durakube.store import attempts, pools, runs, steps
+from durakube.store import attempts, pools, runs, steps, working
 
 
 def make_step(run_id: str, seq: int, name: str, result: Any = None,
@@ -38,25 +38,40 @@ async def test_set_run_status_stamps_finished_at_only_when_terminal(pool: Any) -
     assert await runs.set_run_status(pool, "missing", "Failed") is None
 
 
-async def test_first_record_of_a_step_wins(pool: Any) -> None:
-    await runs.register_run(pool, run_id="r1", namespace="ns", name="job", task_id="t",
+async def started(pool: Any, run_id: str) -> working.Credential:
+    """The run registered and its first attempt started: the credential its pod would hold."""
+    await runs.register_run(pool, run_id=run_id, namespace="ns", name="job", task_id="t",
                             payload={})
-    assert await steps.record_step(pool, make_step("r1", 1, "fetch", {"n": 1}, {"k": "v"}))
-    assert not await steps.record_step(pool, make_step("r1", 1, "other", {"n": 2}, {"k": "w"}))
+    secret = attempts.new_secret()
+    await attempts.start_attempt(pool, run_id, 1, secret=secret)
+    return working.Credential(run_id, 1, secret)
+
+
+async def test_first_record_of_a_step_wins(pool: Any, worker_pool: Any) -> None:
+    credential = await started(pool, "r1")
+    first = make_step("r1", 1, "fetch", {"n": 1}, {"k": "v"})
+    assert await working.record_step(worker_pool, credential, first)
+    assert not await working.record_step(worker_pool, credential,
+                                         make_step("r1", 1, "other", {"n": 2}, {"k": "w"}))
     (step,) = await steps.load_steps(pool, "r1")
     assert (step.name, step.result, step.state) == ("fetch", {"n": 1}, {"k": "v"})
-    run = await runs.load_run(pool, "r1")
-    assert run is not None and run.state == {"k": "v"}
-    assert await steps.load_step(pool, "r1", 1) == step
-    assert await steps.load_step(pool, "r1", 2) is None
+    assert await working.load_step(worker_pool, credential, 1) == step
+    assert await working.load_step(worker_pool, credential, 2) is None
 
 
-async def test_json_values_of_every_shape_round_trip(pool: Any) -> None:
-    await runs.register_run(pool, run_id="r1", namespace="ns", name="job", task_id="t",
-                            payload={})
+async def test_a_step_writes_its_own_row_only(pool: Any, worker_pool: Any) -> None:
+    credential = await started(pool, "r1")
+    before = await runs.load_run(pool, "r1")
+    await working.record_step(worker_pool, credential, make_step("r1", 1, "fetch", 1, {"k": "v"}))
+    # The run's row is the attempt's end's business: a step does not rewrite it.
+    assert await runs.load_run(pool, "r1") == before
+
+
+async def test_json_values_of_every_shape_round_trip(pool: Any, worker_pool: Any) -> None:
+    credential = await started(pool, "r1")
     values = [None, 0, 1.5, "text", True, [1, "a", None], {"nested": {"list": [{}]}}, "ünï"]
     for seq, value in enumerate(values, start=1):
-        await steps.record_step(pool, make_step("r1", seq, f"s{seq}", value))
+        await working.record_step(worker_pool, credential, make_step("r1", seq, f"s{seq}", value))
     assert [step.result for step in await steps.load_steps(pool, "r1")] == values
 
 
@@ -66,12 +81,13 @@ async def test_store_calls_compose_in_one_transaction(pool: Any) -> None:
     try:
         async with pools.transaction(pool) as conn:
             await attempts.start_attempt(conn, "r1", 1, "job-1")
-            await steps.record_step(conn, make_step("r1", 1, "fetch"))
+            await runs.set_run_status(conn, "r1", "Running")
             raise RuntimeError("roll back")
     except RuntimeError:
         pass
-    assert await steps.load_steps(pool, "r1") == []
     assert await attempts.load_attempts(pool, "r1") == []
+    run = await runs.load_run(pool, "r1")
+    assert run is not None and run.status == "Pending"
 
 
 async def test_start_attempt_is_idempotent_and_moves_the_run_forward(pool: Any) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
+from started_runs import create_waitpoint, new_run, wait_for_event
 
-from durakube.store import children, pools, runs, schema, waitpoints
+from durakube.store import children, pools, schema, waitpoints
 
 
 @pytest.fixture
@@ -17,17 +16,10 @@ async def db(database_dsn: str) -> pools.Database:
     await pool.close()
 
 
-async def new_run(db: pools.Database, namespace: str) -> str:
-    run_id = str(uuid.uuid4())
-    await runs.register_run(db, run_id=run_id, namespace=namespace, name=run_id[:8], task_id="t",
-                            payload={})
-    return run_id
-
-
 async def test_an_event_never_reaches_a_wait_in_another_namespace(db: pools.Database) -> None:
     in_a, in_b = await new_run(db, "team-a"), await new_run(db, "team-b")
     for run_id in (in_a, in_b):
-        await waitpoints.wait_for_event(db, run_id=run_id, seq=1, key="order-1", wake_at=None)
+        await wait_for_event(db, run_id, seq=1, key="order-1", wake_at=None)
     delivery = await waitpoints.send_event(db, "order-1", {"paid": True}, namespace="team-a")
     assert delivery.run_ids == [in_a]
     assert (await waitpoints.load_waitpoint(db, in_b, 1)).completed_at is None
@@ -38,18 +30,18 @@ async def test_an_event_is_never_buffered_for_another_namespace(db: pools.Databa
     sent = await waitpoints.send_event(db, "order-2", {"paid": True}, namespace="team-a")
     assert sent.buffered
     in_b = await new_run(db, "team-b")
-    waiting = await waitpoints.wait_for_event(db, run_id=in_b, seq=1, key="order-2", wake_at=None)
+    waiting = await wait_for_event(db, in_b, seq=1, key="order-2", wake_at=None)
     assert waiting.completed_at is None
     # The event still waits for a run of its own namespace.
     in_a = await new_run(db, "team-a")
-    taken = await waitpoints.wait_for_event(db, run_id=in_a, seq=1, key="order-2", wake_at=None)
+    taken = await wait_for_event(db, in_a, seq=1, key="order-2", wake_at=None)
     assert taken.data == {"paid": True}
 
 
 async def test_an_event_id_is_scoped_to_its_namespace_and_key(db: pools.Database) -> None:
     in_a, in_b = await new_run(db, "team-a"), await new_run(db, "team-b")
-    await waitpoints.wait_for_event(db, run_id=in_a, seq=1, key="k", wake_at=None)
-    await waitpoints.wait_for_event(db, run_id=in_b, seq=1, key="k", wake_at=None)
+    await wait_for_event(db, in_a, seq=1, key="k", wake_at=None)
+    await wait_for_event(db, in_b, seq=1, key="k", wake_at=None)
     first = await waitpoints.send_event(db, "k", 1, namespace="team-a", event_id="1")
     second = await waitpoints.send_event(db, "k", 2, namespace="team-b", event_id="1")
     assert (first.run_ids, second.run_ids) == ([in_a], [in_b])
@@ -77,14 +69,14 @@ async def test_a_child_result_cannot_be_forged_or_pre_sent(db: pools.Database) -
     real = await waitpoints.send_event(db, key, {"phase": "Succeeded", "output": 42},
                                        event_id="run-ended:child-uid")
     assert real.buffered
-    waitpoint = await waitpoints.wait_for_event(db, run_id=parent, seq=1, key=key, wake_at=None)
+    waitpoint = await wait_for_event(db, parent, seq=1, key=key, wake_at=None)
     assert waitpoint.data == {"phase": "Succeeded", "output": 42}
 
 
 async def test_a_child_result_reaches_only_its_own_namespace(db: pools.Database) -> None:
     key = children.result_key("team-a", "parent-c1")
     other = await new_run(db, "team-b")
-    await waitpoints.wait_for_event(db, run_id=other, seq=1, key=key, wake_at=None)
+    await wait_for_event(db, other, seq=1, key=key, wake_at=None)
     delivery = await waitpoints.send_event(db, key, {"phase": "Succeeded"}, event_id="run-ended:x")
     assert delivery.run_ids == [] and delivery.buffered
 
@@ -98,7 +90,7 @@ async def test_an_event_without_a_namespace_is_refused(db: pools.Database, key: 
 async def test_status_never_shows_a_token(db: pools.Database) -> None:
     run_id = await new_run(db, "team-a")
     token = waitpoints.new_token()
-    waitpoint = await waitpoints.create_waitpoint(db, run_id=run_id, seq=1, kind="token",
+    waitpoint = await create_waitpoint(db, run_id, seq=1, kind="token",
                                                   wake_at=None, token=token)
     assert waitpoint.describe() == {"kind": "token", "step": 1}
     assert token not in repr(waitpoint.describe())

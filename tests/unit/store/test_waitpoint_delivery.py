@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from started_runs import create_waitpoint, new_run, wait_for_event
 
-from durakube.store import pools, runs, schema, waitpoints
+from durakube.store import pools, schema, waitpoints
 
 
 @pytest.fixture
@@ -19,21 +19,14 @@ async def db(database_dsn: str) -> pools.Database:
     await pool.close()
 
 
-async def new_run(db: pools.Database) -> str:
-    run_id = str(uuid.uuid4())
-    await runs.register_run(db, run_id=run_id, namespace="ns", name=run_id[:8], task_id="t",
-                            payload={})
-    return run_id
-
-
 async def test_event_without_a_waiter_is_buffered_for_the_next_wait(db: pools.Database) -> None:
     delivery = await waitpoints.send_event(db, "order-1", {"paid": True}, namespace="ns")
     assert delivery.buffered and delivery.run_ids == []
     run_id = await new_run(db)
-    waitpoint = await waitpoints.wait_for_event(db, run_id=run_id, seq=1, key="order-1", wake_at=None)
+    waitpoint = await wait_for_event(db, run_id, seq=1, key="order-1", wake_at=None)
     assert waitpoint.completed_at is not None and waitpoint.data == {"paid": True}
     # Taken once: the next waiter on the key waits.
-    other = await waitpoints.wait_for_event(db, run_id=await new_run(db), seq=1, key="order-1",
+    other = await wait_for_event(db, await new_run(db), seq=1, key="order-1",
                                             wake_at=None)
     assert other.completed_at is None
 
@@ -41,7 +34,7 @@ async def test_event_without_a_waiter_is_buffered_for_the_next_wait(db: pools.Da
 async def test_event_is_delivered_to_every_current_waiter(db: pools.Database) -> None:
     waiting = [await new_run(db) for _ in range(3)]
     for run_id in waiting:
-        await waitpoints.wait_for_event(db, run_id=run_id, seq=2, key="k", wake_at=None)
+        await wait_for_event(db, run_id, seq=2, key="k", wake_at=None)
     delivery = await waitpoints.send_event(db, "k", {"n": 1}, namespace="ns")
     assert sorted(delivery.run_ids) == sorted(waiting) and not delivery.buffered
     assert sorted(r for r, _, _ in await waitpoints.runs_to_resume(db)) == sorted(waiting)
@@ -49,9 +42,9 @@ async def test_event_is_delivered_to_every_current_waiter(db: pools.Database) ->
 
 async def test_sending_with_the_same_event_id_delivers_once(db: pools.Database) -> None:
     run_id = await new_run(db)
-    await waitpoints.wait_for_event(db, run_id=run_id, seq=1, key="k", wake_at=None)
+    await wait_for_event(db, run_id, seq=1, key="k", wake_at=None)
     first = await waitpoints.send_event(db, "k", 1, namespace="ns", event_id="uid-1")
-    await waitpoints.wait_for_event(db, run_id=await new_run(db), seq=1, key="k", wake_at=None)
+    await wait_for_event(db, await new_run(db), seq=1, key="k", wake_at=None)
     again = await waitpoints.send_event(db, "k", 1, namespace="ns", event_id="uid-1")
     assert again.run_ids == first.run_ids == [run_id]
 
@@ -60,7 +53,7 @@ async def test_no_event_is_lost_between_checking_the_buffer_and_waiting(db: pool
     # Waits and sends race on one key; every event ends up delivered or buffered, never dropped.
     waiters = [await new_run(db) for _ in range(20)]
     await asyncio.gather(
-        *[waitpoints.wait_for_event(db, run_id=r, seq=1, key="race", wake_at=None) for r in waiters],
+        *[wait_for_event(db, r, seq=1, key="race", wake_at=None) for r in waiters],
         *[waitpoints.send_event(db, "race", {"i": i}, namespace="ns") for i in range(20)])
     completed = [await waitpoints.load_waitpoint(db, r, 1) for r in waiters]
     done = sum(1 for w in completed if w is not None and w.completed_at is not None)
@@ -70,7 +63,7 @@ async def test_no_event_is_lost_between_checking_the_buffer_and_waiting(db: pool
 async def test_token_completes_once_with_clear_errors(db: pools.Database) -> None:
     run_id = await new_run(db)
     token = waitpoints.new_token()
-    await waitpoints.create_waitpoint(db, run_id=run_id, seq=3, kind="token", wake_at=None, token=token)
+    await create_waitpoint(db, run_id, seq=3, kind="token", wake_at=None, token=token)
     assert await waitpoints.complete_token(db, token, {"approved": True}) == run_id
     with pytest.raises(waitpoints.TokenAlreadyCompleted):
         await waitpoints.complete_token(db, token, {"approved": False})
@@ -83,9 +76,9 @@ async def test_due_timers_complete_sleeps_and_time_out_other_waits(db: pools.Dat
     past = datetime.now(UTC) - timedelta(seconds=1)
     future = datetime.now(UTC) + timedelta(hours=1)
     sleeper, waiter, later = await new_run(db), await new_run(db), await new_run(db)
-    await waitpoints.create_waitpoint(db, run_id=sleeper, seq=1, kind="sleep", wake_at=past)
-    await waitpoints.wait_for_event(db, run_id=waiter, seq=1, key="never", wake_at=past)
-    await waitpoints.create_waitpoint(db, run_id=later, seq=1, kind="sleep", wake_at=future)
+    await create_waitpoint(db, sleeper, seq=1, kind="sleep", wake_at=past)
+    await wait_for_event(db, waiter, seq=1, key="never", wake_at=past)
+    await create_waitpoint(db, later, seq=1, kind="sleep", wake_at=future)
     assert await waitpoints.fire_due_timers(db) == 2
     assert not (await waitpoints.load_waitpoint(db, sleeper, 1)).timed_out
     assert (await waitpoints.load_waitpoint(db, waiter, 1)).timed_out
