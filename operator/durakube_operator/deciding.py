@@ -244,9 +244,11 @@ class _Deciding:
                 status, task, reasons.POD_DELETED,
                 f"pod {status.pod_name} disappeared without an outcome"), tuple(todo), 0.0)
         # Ended without an outcome while its pod is still there: keep the end of the pod's
-        # log, which its worker may have had no time to store.
-        todo.append(actions.SaveLogTail(self.uid, status.attempt, self.namespace,
-                                        pod["metadata"]["name"]))
+        # log, which its worker may have had no time to store (not on a lost node: no
+        # kubelet there would answer).
+        if node_loss(pod) is None:
+            todo.append(actions.SaveLogTail(self.uid, status.attempt, self.namespace,
+                                            pod["metadata"]["name"]))
         reason, message = why_pod_ended(pod)
         if reason == reasons.DEADLINE_EXCEEDED:
             return Decision(self.timed_out(status, task, message), tuple(todo), 0.0)

@@ -378,11 +378,11 @@ CASES = [
          status=status(RUNNING), seen={"pod": disrupted(
              "EvictionByEvictionAPI", phase="Failed", containerStatuses=[
                  {"name": "task", "state": {"terminated": {"exitCode": 137, "reason": "Error"}}}])},
-         phase="BackingOff", reason="PodEvicted", actions=("ReleaseSlot", "MirrorPhase"),
+         phase="BackingOff", reason="PodEvicted", actions=("ReleaseSlot", "SaveLogTail", "MirrorPhase"),
          requeue=0.0),
     Case("preempted-pod-says-so",
          status=status(RUNNING), seen={"pod": disrupted("PreemptionByScheduler", phase="Failed")},
-         phase="BackingOff", reason="PodPreempted", actions=("ReleaseSlot", "MirrorPhase"),
+         phase="BackingOff", reason="PodPreempted", actions=("ReleaseSlot", "SaveLogTail", "MirrorPhase"),
          requeue=0.0),
     Case("pod-of-a-lost-node-back-reports-node-lost", status=status(RUNNING),
          seen={"pod": disrupted("DeletionByTaintManager", phase="Failed", containerStatuses=[
