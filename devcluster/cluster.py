@@ -157,19 +157,24 @@ class Cluster:
         fcntl.flock(lock, fcntl.LOCK_EX)
         folder = self.state_dir / "real-node"
         folder.mkdir(parents=True, exist_ok=True)
-        networking.write_cni_config(network, folder / "cni", folder / "ipam", SERVICE_CIDR)
-        config = runtime.write_config(folder, images.pause_name(), folder / "cni")
+        cgroup_root = "durakube-" + hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]
+        kubelet.make_cgroup_root(cgroup_root)
+        chains_before = kubelet.kubelet_chains()
+        # Undone last registered first: the containers, then their mounts, then the
+        # iptables chains, then the (by then empty) cgroups.
+        self.cleanups.append(lambda: kubelet.remove_cgroup_root(cgroup_root))
+        self.cleanups.append(lambda: kubelet.remove_chains(kubelet.kubelet_chains() - chains_before))
+        self.cleanups.append(lambda: subprocess.run(kubelet.proxy_cleanup_argv(binary), check=False,
+                                                    capture_output=True))
         self.cleanups.append(lambda: runtime.unmount_all(folder))
         self.cleanups.append(lambda: runtime.kill_containers(folder))
+
+        networking.write_cni_config(network, folder / "cni", folder / "ipam", SERVICE_CIDR)
+        config = runtime.write_config(folder, images.pause_name(), folder / "cni")
         containerd = self._add(_spawn("containerd", runtime.command(config), self.state_dir))
         _wait("containerd", containerd, lambda: runtime.ready(folder), 60)
         runtime.import_images(folder, archives)
 
-        cgroup_root = "durakube-" + hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]
-        kubelet.make_cgroup_root(cgroup_root)
-        self.cleanups.append(lambda: kubelet.remove_cgroup_root(cgroup_root))
-        chains_before = kubelet.kubelet_chains()
-        self.cleanups.append(lambda: kubelet.remove_chains(kubelet.kubelet_chains() - chains_before))
         client = self.ca.issue(f"node-{name}", f"system:node:{name}", organization="system:nodes")
         serving = self.ca.issue(f"node-{name}-serving", f"system:node:{name}",
                                 server_names=(network.gateway, name))
@@ -184,8 +189,6 @@ class Cluster:
 
         proxy_kubeconfig = kubeconfigs.write(folder / "kube-proxy.kubeconfig", self.server, self.ca.cert_path,
                                              self.ca.issue("kube-proxy", "system:kube-proxy"))
-        self.cleanups.append(lambda: subprocess.run(kubelet.proxy_cleanup_argv(binary), check=False,
-                                                    capture_output=True))
         self._add(_spawn("kube-proxy", kubelet.proxy_argv(binary, kubelet.write_proxy_config(
             folder, kubeconfig=proxy_kubeconfig, name=name, cluster_cidr=str(network.subnet),
             gateway=network.gateway)), self.state_dir))

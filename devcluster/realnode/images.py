@@ -197,6 +197,8 @@ def build_image(image: Image) -> Path:
         base = image.base
     else:
         base = build_base()
+    # Keyed by the files as the build reads them, not as they were before the base.
+    path = archive(image)
     started = time.monotonic()
     print(f"building {image.name} from {image.dockerfile}...", flush=True)
     arguments = {image.base_argument: base, **image.args}

@@ -14,10 +14,12 @@ starts nothing itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 from devcluster import ports
@@ -36,19 +38,21 @@ def make_cgroup_root(name: str) -> None:
         (controller / name).mkdir(exist_ok=True)
 
 
-def remove_cgroup_root(name: str) -> None:
-    """Removes the (by then empty) cgroups under the root, deepest first."""
-    for controller in cgroup_controllers():
-        top = controller / name
-        if not top.exists():
-            continue
-        folders = sorted((Path(root) for root, _, _ in os.walk(top)), key=lambda p: len(p.parts),
-                         reverse=True)
-        for folder in folders:
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+def remove_cgroup_root(name: str, patience: float = 10.0) -> None:
+    """Removes the cgroups under the root, deepest first, once their killed processes
+    are gone (a cgroup with a process in it cannot be removed)."""
+    deadline = time.monotonic() + patience
+    while True:
+        left = [controller / name for controller in cgroup_controllers() if (controller / name).exists()]
+        for top in left:
+            folders = sorted((Path(root) for root, _, _ in os.walk(top)), key=lambda p: len(p.parts),
+                             reverse=True)
+            for folder in folders:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
 
 
 def write_kubelet_config(folder: Path, *, address: str, ca: Path, cert: Path, key: Path,

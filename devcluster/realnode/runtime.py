@@ -97,9 +97,17 @@ def import_images(state_dir: Path, archives: list[Path]) -> None:
 
 
 def containers(state_dir: Path, pod_namespace: str | None = None) -> list[str]:
-    """The containers containerd holds (for one Kubernetes namespace, if given)."""
+    """The containers containerd holds, sandboxes included (for one Kubernetes
+    namespace, if given), whether they run or not."""
     filters = [f"labels.\"io.kubernetes.pod.namespace\"=={pod_namespace}"] if pod_namespace else []
     return ctr(state_dir, "containers", "list", "--quiet", *filters).split()
+
+
+def running_containers(state_dir: Path, pod_namespace: str | None = None) -> list[str]:
+    """The containers of `containers()` whose process runs."""
+    running = {line.split()[0] for line in ctr(state_dir, "tasks", "list").splitlines()[1:]
+               if line.split()[-1] == "RUNNING"}
+    return [container for container in containers(state_dir, pod_namespace) if container in running]
 
 
 def _shims(state_dir: Path) -> list[int]:
