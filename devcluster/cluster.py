@@ -152,6 +152,7 @@ class Cluster:
         assert self.pod_network is not None, "a real node needs the test bed started with real_node"
         network, binary = self.pod_network, str(build.binary())
         archives = images.archives()
+        REAL_NODE_LOCK.parent.mkdir(parents=True, exist_ok=True)
         lock = open(REAL_NODE_LOCK, "w")  # held until the cleanup closes it
         self.cleanups.append(lock.close)
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -1,5 +1,6 @@
-"""Fixtures of the real-node lane: one test bed per session whose only node is a real
-kubelet with containerd, and the operator installed on it from its real image.
+"""Fixtures of the real-node lane: one test bed per session (started on first use)
+whose only node is a real kubelet with containerd, and the operator installed on it
+from its real image.
 
 The test bed (devcluster.cluster with `real_node`) listens on the pod network's
 gateway address, and so does a Postgres server of its own, so that the operator's

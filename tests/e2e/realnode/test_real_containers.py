@@ -182,7 +182,7 @@ def test_suspended_run_holds_no_container_until_it_resumes(
         real_operator: InstalledOperator) -> None:
     create(real_custom, real_namespace,
            task_manifest("napper", "nap-and-resume", ["behaviours"]),
-           run_manifest("nap", "napper", {"seconds": 20}))
+           run_manifest("nap", "napper", {"seconds": 30}))
     wait_for_phase(real_custom, real_namespace, "nap", {"Suspended"}, timeout=180)
     # While the run waits, nothing of it runs in containerd, not even its pod's sandbox.
     wait_for(lambda: not runtime.running_containers(node_folder(real_cluster), real_namespace),
