@@ -78,7 +78,7 @@ EXAMPLES = Image(f"ghcr.io/durakube/examples:{VERSION}", "examples/Dockerfile", 
 # A user's task image as worker-image/README.md describes it: FROM the worker image,
 # a package from a requirements file, task modules copied to /app.
 TEST_TASKS = Image("durakube/realnode-tasks:test", "tests/e2e/realnode/image/Dockerfile",
-                   ("tests/e2e/realnode/image", "tests/e2e/tasks"),
+                   ("tests/e2e/realnode/image", "tests/e2e/tasks/*.py"),
                    base_argument="WORKER_IMAGE", base=WORKER.name)
 IMAGES = (WORKER, OPERATOR, EXAMPLES, TEST_TASKS)
 BY_NAME = {image.name: image for image in IMAGES}
@@ -88,9 +88,13 @@ def images_dir() -> Path:
     return build.cache_root() / "images"
 
 
-def _hash_paths(digest: hashlib._Hash, paths: list[Path]) -> None:
-    for root in paths:
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+def _hash_paths(digest: hashlib._Hash, paths: list[str]) -> None:
+    """Hashes the files a build copies: whole folders, single files or glob patterns
+    (relative to the repository), as the Dockerfile's COPY names them."""
+    for pattern in paths:
+        roots = sorted(REPO.glob(pattern)) if "*" in pattern else [REPO / pattern]
+        files = sorted(p for root in roots for p in (root.rglob("*") if root.is_dir() else [root])
+                       if p.is_file())
         for path in files:
             relative = path.relative_to(REPO)
             if IGNORED & set(relative.parts) or any(part.endswith(".egg-info") for part in relative.parts):
@@ -114,7 +118,7 @@ def image_key(image: Image) -> str:
     digest = hashlib.sha256(image.name.encode())
     digest.update(image_key(BY_NAME[image.base]).encode() if image.base else base_key().encode())
     digest.update(repr(sorted(image.args.items())).encode())
-    _hash_paths(digest, [REPO / image.dockerfile, *(REPO / path for path in image.inputs)])
+    _hash_paths(digest, [image.dockerfile, *image.inputs])
     return digest.hexdigest()[:12]
 
 
