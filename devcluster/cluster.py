@@ -161,8 +161,11 @@ class Cluster:
         cgroup_root = "durakube-" + hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]
         kubelet.make_cgroup_root(cgroup_root)
         chains_before = kubelet.kubelet_chains()
+        paths_before = runtime.machine_paths_present()
         # Undone last registered first: the containers, then their mounts, then the
-        # iptables chains, then the (by then empty) cgroups.
+        # iptables chains, then the (by then empty) cgroups and the files elsewhere.
+        self.cleanups.append(lambda: runtime.clean_machine_paths(paths_before, folder,
+                                                                 networking.NETWORK_NAME))
         self.cleanups.append(lambda: kubelet.remove_cgroup_root(cgroup_root))
         self.cleanups.append(lambda: kubelet.remove_chains(kubelet.kubelet_chains() - chains_before))
         self.cleanups.append(lambda: subprocess.run(kubelet.proxy_cleanup_argv(binary), check=False,

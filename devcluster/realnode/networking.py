@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-CNI_BIN_DIR = "/usr/lib/cni"
+NETWORK_NAME = "durakube"
 SUBNETS = ipaddress.IPv4Network("10.244.0.0/16")
 
 
@@ -85,7 +85,7 @@ def write_cni_config(network: PodNetwork, conf_dir: Path, ipam_dir: Path, servic
     conf_dir.mkdir(parents=True, exist_ok=True)
     (conf_dir / "10-durakube.conflist").write_text(json.dumps({
         "cniVersion": "1.0.0",
-        "name": "durakube",
+        "name": NETWORK_NAME,
         "plugins": [{
             "type": "bridge",
             "bridge": network.bridge,

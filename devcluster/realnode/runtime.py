@@ -7,14 +7,16 @@ image, attaches them to the bridge CNI (`networking`), keeps its network namespa
 under the state folder, and never asks for a negative oom_score_adj, which this
 kind of machine refuses (`restrict_oom_score_adj`).
 
-`stop()` ends what containerd leaves behind when it exits: the shims and the
-containers under them, the mounts under the state folder.
+`kill_containers`, `unmount_all` and `clean_machine_paths` end what containerd and
+the kubelet leave behind when they exit: the shims and the containers under them,
+the mounts under the state folder, their few files elsewhere on the machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -163,3 +165,30 @@ def unmount_all(state_dir: Path) -> None:
             return
         for mount in ours:
             subprocess.run(["umount", "--lazy", mount], capture_output=True, check=False)
+
+
+# Folders outside the state folder that the kubelet and the CNI plugins write to
+# whatever they are told: the kubelet's device-plugin folder and its links to
+# container logs, libcni's cache of each sandbox's network.
+MACHINE_PATHS = (Path("/var/lib/kubelet"), Path("/var/log/containers"), Path("/var/lib/cni"))
+
+
+def machine_paths_present() -> set[Path]:
+    return {path for path in MACHINE_PATHS if path.exists()}
+
+
+def clean_machine_paths(present_before: set[Path], state_dir: Path, network_name: str) -> None:
+    """Removes those folders when the real node made them, else only its own entries:
+    the log links into `state_dir` and the CNI results of network `network_name`."""
+    for path in MACHINE_PATHS:
+        if path not in present_before:
+            shutil.rmtree(path, ignore_errors=True)
+    logs = Path("/var/log/containers")
+    for link in logs.glob("*.log") if logs.exists() else []:
+        if link.is_symlink() and os.readlink(link).startswith(str(state_dir) + "/"):
+            link.unlink(missing_ok=True)
+    results = Path("/var/lib/cni/results")
+    for result in results.glob(f"{network_name}-*") if results.exists() else []:
+        sandbox = result.name[len(network_name) + 1:].rsplit("-", 1)[0]
+        for entry in results.glob(f"*-{sandbox}-*"):
+            entry.unlink(missing_ok=True)
