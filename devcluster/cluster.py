@@ -272,10 +272,14 @@ def start(state_dir: Path, *, nodes: tuple[str, ...] = ("node-1",), real_node: s
           controller_manager_args: tuple[str, ...] = ()) -> Cluster:
     """Starts a whole test bed in `state_dir`; on failure nothing is left running.
 
-    `nodes` are process nodes; `real_node` names a real node to start beside them (or
-    alone, with `nodes=()`), labelled `durakube.io/node-kind=real`.
+    `nodes` are process nodes; `real_node` names a real node, labelled
+    `durakube.io/node-kind=real`, which runs alone (`nodes=()`): the control plane
+    then listens on the pod network's gateway, where a process node's pods, given
+    loopback for the apiserver, would not find it.
     `controller_manager_args` go last on the controller-manager's command line, so they
     override the test bed's own (a bench sets `--kube-api-qps` and `--kube-api-burst`)."""
+    if real_node and nodes:
+        raise ValueError("a real node runs alone: start it with nodes=()")
     binary = str(build.binary())
     let_pods_run_the_project()
     state_dir.mkdir(parents=True, exist_ok=True)
