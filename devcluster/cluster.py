@@ -105,6 +105,8 @@ class Cluster:
     pod_network: networking.PodNetwork | None = None
     # Undone after the components stop, last first (mounts, cgroups, the bridge).
     cleanups: list[Callable[[], object]] = field(default_factory=list)
+    # Seconds each step of the real node's start took, for the tests' summary line.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def server(self) -> str:
@@ -175,9 +177,11 @@ class Cluster:
 
         networking.write_cni_config(network, folder / "cni", folder / "ipam", SERVICE_CIDR)
         config = runtime.write_config(folder, images.pause_name(), folder / "cni")
+        began = time.monotonic()
         containerd = self._add(_spawn("containerd", runtime.command(config), self.state_dir))
         _wait("containerd", containerd, lambda: runtime.ready(folder), 60)
         runtime.import_images(folder, archives)
+        self.timings["containerd with the images imported"] = time.monotonic() - began
 
         client = self.ca.issue(f"node-{name}", f"system:node:{name}", organization="system:nodes")
         serving = self.ca.issue(f"node-{name}-serving", f"system:node:{name}",
@@ -189,7 +193,9 @@ class Cluster:
         node = self._add(_spawn("kubelet", kubelet.kubelet_argv(
             binary, folder, kubelet_config, kubeconfig, name, network.gateway, {REAL_NODE_LABEL: "real"}),
             self.state_dir))
+        began = time.monotonic()
         _wait(f"node {name}", node, lambda: _node_ready(self, name), 120)
+        self.timings["kubelet Ready"] = time.monotonic() - began
 
         proxy_kubeconfig = kubeconfigs.write(folder / "kube-proxy.kubeconfig", self.server, self.ca.cert_path,
                                              self.ca.issue("kube-proxy", "system:kube-proxy"))

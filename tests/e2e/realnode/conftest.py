@@ -42,6 +42,7 @@ def real_cluster(session_dir: Path) -> Iterator[devcluster_cluster.Cluster]:
     began = time.monotonic()
     bed = devcluster_cluster.start(session_dir / "real-cluster", nodes=(), real_node=REAL_NODE)
     TIMINGS["control plane and real node"] = time.monotonic() - began
+    TIMINGS.update(bed.timings)
     try:
         yield bed
     finally:

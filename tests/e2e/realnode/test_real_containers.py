@@ -218,7 +218,7 @@ with urllib.request.urlopen(request, timeout=20) as response:
     real_core.create_namespaced_pod(real_namespace, {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sender"},
         "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "send", "image": images.WORKER.name, "command": ["python", "-c", sender],
+            "name": "send", "image": TASKS_IMAGE, "command": ["python", "-c", sender],
             "env": [{"name": "URL", "value": url},
                     {"name": "TOKEN", "valueFrom": {"secretKeyRef": {
                         "name": "webhook-token", "key": "secret"}}}]}]}})
