@@ -82,11 +82,23 @@ class DeletePod:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long a finished run's TaskRun and history are kept (None: for ever)."""
+
+    namespace: str
+    name: str
+    ttl_seconds: int | None
+    history_seconds: float | None
+
+
+@dataclass(frozen=True)
 class MirrorPhase:
-    """Mirrors the phase in Postgres: history outlives the TaskRun; queues count by it."""
+    """Mirrors the phase in Postgres: history outlives the TaskRun; queues count by it. A
+    final phase carries its `retention`, recorded with it (the first record stands)."""
 
     run_id: str
     phase: str
+    retention: Retention | None = None
 
 
 @dataclass(frozen=True)

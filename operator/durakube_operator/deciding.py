@@ -26,7 +26,7 @@ import pydantic
 
 from durakube import durations, errors, resources, retry
 from durakube.store import attempts, queues
-from durakube_operator import actions, conditions, observing, pods, reasons
+from durakube_operator import actions, conditions, observing, pods, reasons, retaining
 from durakube_operator import settings as settings_module
 
 Phase = resources.Phase
@@ -62,7 +62,7 @@ def decide(seen: observing.Observation, now: datetime, settings: settings_module
     except _InvalidPolicy as error:
         decision = Decision(conditions.transition(before, Phase.FAILED, reasons.INVALID, str(error),
                                                   seen.run.metadata.generation, now))
-    return _with_consequences(seen, before, decision)
+    return _with_consequences(seen, before, decision, settings)
 
 
 def after_joining(seen: observing.Observation, decision: Decision, place: queues.Place,
@@ -96,7 +96,7 @@ def pod_refused(seen: observing.Observation, decided: resources.TaskRunStatus, m
     deciding = _Deciding(seen, now, settings, None)
     failed = deciding.transition(decided, Phase.FAILED, reasons.POD_REFUSED, message[:1024])
     failed = failed.model_copy(update={"pod_name": None})
-    return _with_consequences(seen, seen.run.status, Decision(failed))
+    return _with_consequences(seen, seen.run.status, Decision(failed), settings)
 
 
 def effective_policy(run: resources.TaskRun, task: resources.Task,
@@ -369,9 +369,10 @@ def preview(output: Any) -> dict[str, Any] | None:
 
 
 def _with_consequences(seen: observing.Observation, before: resources.TaskRunStatus,
-                       decision: Decision) -> Decision:
-    """Adds what every change of phase implies: the Postgres mirror, the slot given back
-    when the run no longer runs, and a child's result for its parent."""
+                       decision: Decision, settings: settings_module.Settings) -> Decision:
+    """Adds what every change of phase implies: the Postgres mirror (with the run's
+    retention when it finished), the slot given back when the run no longer runs, and a
+    child's result for its parent."""
     after = decision.status
     if after.phase == before.phase or after.run_id is None or after.phase is None:
         return decision
@@ -379,11 +380,23 @@ def _with_consequences(seen: observing.Observation, before: resources.TaskRunSta
     if after.phase in resources.FINAL_PHASES or after.phase == Phase.BACKING_OFF:
         if not any(isinstance(action, actions.ReleaseSlot) for action in todo):
             todo.append(actions.ReleaseSlot(after.run_id, seen.queue))
-    if after.phase != Phase.PENDING:  # registration wrote Pending
+    if after.phase in resources.FINAL_PHASES:
+        todo.append(actions.MirrorPhase(after.run_id, str(after.phase),
+                                        retention_of(seen, settings)))
+    elif after.phase != Phase.PENDING:  # registration wrote Pending
         todo.append(actions.MirrorPhase(after.run_id, str(after.phase)))
     if after.phase in resources.FINAL_PHASES and seen.is_child:
         todo.append(actions.ReportChildEnd(seen.body, after))
     return Decision(after, tuple(todo), decision.requeue_after)
+
+
+def retention_of(seen: observing.Observation, settings: settings_module.Settings) -> actions.Retention:
+    """How long the finished run's TaskRun and history are kept (see `retaining`)."""
+    assert seen.run is not None
+    meta = seen.run.metadata
+    return actions.Retention(namespace=meta.namespace or "", name=meta.name,
+                             ttl_seconds=retaining.ttl_after_finished(seen.run, seen.task, settings),
+                             history_seconds=retaining.history_retention(seen.task, settings))
 
 
 def _queued(status: resources.TaskRunStatus, queue: str, place: tuple[int, int],
