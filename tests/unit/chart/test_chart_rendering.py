@@ -115,7 +115,22 @@ def test_operator_environment_with_default_values() -> None:
         "DURAKUBE_WORKERS": "8",
         "DURAKUBE_API_QPS": "50",
         "DURAKUBE_RESYNC_SECONDS": "30",
+        "DURAKUBE_TTL_SECONDS_AFTER_FINISHED": "604800",
+        "DURAKUBE_HISTORY_RETENTION": "30d",
     }
+
+
+@pytest.mark.parametrize(("sets", "ttl", "history"), [
+    ({"operator.ttlSecondsAfterFinished": "2592000", "operator.historyRetention": "90d"},
+     "2592000", "90d"),
+    ({"operator.ttlSecondsAfterFinished": "0"}, "0", "30d"),
+    ({"operator.ttlSecondsAfterFinished": "never", "operator.historyRetention": "never"},
+     "never", "never"),
+], ids=["large-ttl-stays-an-integer", "zero", "never"])
+def test_retention_values_reach_the_operator(sets: dict[str, str], ttl: str, history: str) -> None:
+    env = environment(render("default-values.yaml", sets=sets))
+    assert (env["DURAKUBE_TTL_SECONDS_AFTER_FINISHED"], env["DURAKUBE_HISTORY_RETENTION"]) == \
+        (ttl, history)
 
 
 def test_operator_environment_follows_the_values() -> None:
