@@ -88,6 +88,11 @@ class Actor:
                         ttl_seconds=kept.ttl_seconds, history_seconds=kept.history_seconds)
                     if kept.ttl_seconds is not None:
                         self.finished_with_ttl(kept.ttl_seconds)
+            case actions.RecordRetention(retention=kept):
+                await retention.record_finish(
+                    self.db, run_id=action.run_id, namespace=kept.namespace, name=kept.name,
+                    ttl_seconds=kept.ttl_seconds, history_seconds=kept.history_seconds,
+                    finished_at=action.finished_at)
             case actions.ReportChildEnd():
                 if await children.report_child_end(self.db, action.body, action.status):
                     self.wake_waiting_runs()

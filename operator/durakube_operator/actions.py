@@ -102,6 +102,16 @@ class MirrorPhase:
 
 
 @dataclass(frozen=True)
+class RecordRetention:
+    """Records the retention of a run that finished before the operator recorded any (an
+    install from before retention existed); a run's first record stands."""
+
+    run_id: str
+    retention: Retention
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
 class ReportChildEnd:
     """Sends a finished child run's result to the parent waiting on it."""
 
@@ -110,4 +120,4 @@ class ReportChildEnd:
 
 
 Action = (RegisterRun | Warn | Enqueue | ReleaseSlot | StartAttempt | DeletePod | MirrorPhase
-          | ReportChildEnd)
+          | RecordRetention | ReportChildEnd)

@@ -56,7 +56,12 @@ def decide(seen: observing.Observation, now: datetime, settings: settings_module
                                               seen.invalid or "invalid TaskRun", generation, now))
     before = seen.run.status
     if before.phase in resources.FINAL_PHASES:
-        return Decision(before)
+        # Its retention was recorded when it finished, unless an operator from before
+        # retention finished it: recorded now (the first record stands).
+        if before.run_id is None:
+            return Decision(before)
+        return Decision(before, (actions.RecordRetention(before.run_id, retention_of(seen, settings),
+                                                         before.completion_time),))
     try:
         decision = _Deciding(seen, now, settings, rng).decide()
     except _InvalidPolicy as error:

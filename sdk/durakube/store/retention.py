@@ -43,18 +43,22 @@ def _seconds(value: float | None) -> timedelta | None:
 
 
 async def record_finish(db: pools.Database, *, run_id: str, namespace: str, name: str,
-                        ttl_seconds: float | None, history_seconds: float | None) -> None:
-    """Records that the run finished now (the first record stands: a repeat changes
-    nothing), with its TaskRun's TTL and its history's retention (None: kept)."""
+                        ttl_seconds: float | None, history_seconds: float | None,
+                        finished_at: datetime | None = None) -> None:
+    """Records that the run finished at `finished_at` (default: now), with its TaskRun's
+    TTL and its history's retention (None: kept). The first record stands: a repeat
+    changes nothing."""
     async with pools.connection(db) as conn:
         await conn.execute("""
+            WITH finish AS (SELECT coalesce($6::timestamptz, now()) AS at)
             INSERT INTO durakube.run_retention
                 (run_id, namespace, name, finished_at, taskrun_expires_at, history_expires_at)
-            VALUES ($1, $2, $3, now(), now() + $4::interval,
-                    CASE WHEN $5::interval IS NOT NULL
-                         THEN greatest(now() + $5::interval, now() + $4::interval) END)
+            SELECT $1, $2, $3, at, at + $4::interval,
+                   CASE WHEN $5::interval IS NOT NULL
+                        THEN greatest(at + $5::interval, at + $4::interval) END
+            FROM finish
             ON CONFLICT (run_id) DO NOTHING""",
-            run_id, namespace, name, _seconds(ttl_seconds), _seconds(history_seconds))
+            run_id, namespace, name, _seconds(ttl_seconds), _seconds(history_seconds), finished_at)
 
 
 async def mark_taskruns_gone(db: pools.Database, gone: list[DueTaskRun],

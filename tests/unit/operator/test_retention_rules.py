@@ -148,3 +148,14 @@ def test_a_run_that_goes_on_records_no_retention() -> None:
     assert decision.status.phase == resources.Phase.BACKING_OFF
     mirror = next(a for a in decision.actions if isinstance(a, actions.MirrorPhase))
     assert mirror.retention is None
+
+
+def test_a_run_finished_before_retention_existed_gets_it_from_its_completion_time() -> None:
+    finished = {**RUNNING, "phase": "Succeeded", "completionTime": "2026-02-01T08:00:00Z"}
+    seen = observed("", "ttlSecondsAfterFinished: 60", attempts.Outcome("succeeded"), finished)
+    decision = deciding.decide(seen, NOW, configured())
+    assert seen.run is not None and decision.status == seen.run.status
+    assert decision.actions == (actions.RecordRetention(
+        "uid-1", actions.Retention(namespace="team", name="report", ttl_seconds=60,
+                                   history_seconds=30 * 86400.0),
+        datetime(2026, 2, 1, 8, 0, tzinfo=UTC)),)

@@ -207,3 +207,15 @@ async def test_the_scans_of_the_loop_use_their_indexes(owner: Any) -> None:
             ORDER BY history_expires_at LIMIT 100""")
     assert "run_retention_taskrun_due_idx" in due
     assert "run_retention_history_due_idx" in history
+
+
+async def test_a_finish_recorded_late_counts_from_when_the_run_finished(owner: Any, db: Any) -> None:
+    long_ago = await run_with_rows(owner)
+    await retention.record_finish(db, run_id=long_ago, namespace="team", name="old", ttl_seconds=3600,
+                                  history_seconds=DAY,
+                                  finished_at=datetime.now(UTC) - timedelta(hours=2))
+    recent = await run_with_rows(owner)
+    await retention.record_finish(db, run_id=recent, namespace="team", name="new", ttl_seconds=3600,
+                                  history_seconds=DAY,
+                                  finished_at=datetime.now(UTC) - timedelta(minutes=2))
+    assert [due.run_id for due in await retention.taskruns_due(db, limit=10)] == [long_ago]
