@@ -108,6 +108,9 @@ def test_expired_taskruns_are_deleted_and_their_history_is_still_shown(
     shown = json.loads(durakube("get", "expiring", "-o", "json"))
     assert (shown["phase"], shown["runId"], shown["source"]) == ("Succeeded", expiring, "history")
     assert shown["output"] == {"word": "expiring"}
+    # Waiting for a run whose TaskRun is gone finds it finished in its history.
+    assert json.loads(durakube("wait", "expiring", "--timeout", "30", "-o", "json")) == \
+        {"word": "expiring"}
     steps = durakube("steps", "expiring").splitlines()
     assert steps[1].split()[:3] == ["1", "measure", "succeeded"]
     listed = {run["name"]: run for run in json.loads(durakube("list", "-o", "json"))}
