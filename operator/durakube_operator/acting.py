@@ -85,9 +85,12 @@ class Actor:
                 if kept is not None:
                     await retention.record_finish(
                         self.db, run_id=action.run_id, namespace=kept.namespace, name=kept.name,
-                        ttl_seconds=kept.ttl_seconds, history_seconds=kept.history_seconds)
-                    if kept.ttl_seconds is not None:
-                        self.finished_with_ttl(kept.ttl_seconds)
+                        ttl_seconds=kept.ttl_seconds, history_seconds=kept.history_seconds,
+                        pod_name=kept.pod_name, pod_seconds=kept.pod_seconds)
+                    soonest = min((seconds for seconds in (kept.ttl_seconds, kept.pod_seconds)
+                                   if seconds is not None), default=None)
+                    if soonest is not None:
+                        self.finished_with_ttl(soonest)
             case actions.RecordRetention(retention=kept):
                 await retention.record_finish(
                     self.db, run_id=action.run_id, namespace=kept.namespace, name=kept.name,

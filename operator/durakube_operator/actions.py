@@ -89,6 +89,9 @@ class Retention:
     name: str
     ttl_seconds: int | None
     history_seconds: float | None
+    # The last attempt's pod, and how long it is kept (None: until the TaskRun goes).
+    pod_name: str | None = None
+    pod_seconds: int | None = None
 
 
 @dataclass(frozen=True)

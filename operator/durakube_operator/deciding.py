@@ -382,6 +382,11 @@ def _with_consequences(seen: observing.Observation, before: resources.TaskRunSta
     if after.phase == before.phase or after.run_id is None or after.phase is None:
         return decision
     todo = list(decision.actions)
+    if after.phase == Phase.BACKING_OFF and before.pod_name and \
+            retaining.finished_pod_seconds(settings) is not None and \
+            not any(isinstance(action, actions.DeletePod) for action in todo):
+        # The attempt's outcome is read and another attempt follows: its pod goes now.
+        todo.append(actions.DeletePod(seen.body["metadata"]["namespace"], before.pod_name))
     if after.phase in resources.FINAL_PHASES or after.phase == Phase.BACKING_OFF:
         if not any(isinstance(action, actions.ReleaseSlot) for action in todo):
             todo.append(actions.ReleaseSlot(after.run_id, seen.queue))
@@ -399,9 +404,12 @@ def retention_of(seen: observing.Observation, settings: settings_module.Settings
     """How long the finished run's TaskRun and history are kept (see `retaining`)."""
     assert seen.run is not None
     meta = seen.run.metadata
+    pod_seconds = retaining.finished_pod_seconds(settings)
+    pod_name = seen.run.status.pod_name if pod_seconds is not None else None
     return actions.Retention(namespace=meta.namespace or "", name=meta.name,
                              ttl_seconds=retaining.ttl_after_finished(seen.run, seen.task, settings),
-                             history_seconds=retaining.history_retention(seen.task, settings))
+                             history_seconds=retaining.history_retention(seen.task, settings),
+                             pod_name=pod_name, pod_seconds=pod_seconds if pod_name else None)
 
 
 def _queued(status: resources.TaskRunStatus, queue: str, place: tuple[int, int],

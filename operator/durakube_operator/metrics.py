@@ -62,6 +62,10 @@ TASKRUNS_DELETED = Counter(
     "durakube_taskruns_deleted_total",
     "Finished TaskRuns the operator deleted when their ttlSecondsAfterFinished ran out.",
     ["namespace"])
+FINISHED_PODS_DELETED = Counter(
+    "durakube_finished_pods_deleted_total",
+    "Pods of finished runs' last attempts deleted after DURAKUBE_FINISHED_POD_SECONDS.",
+    ["namespace"])
 HISTORY_RUNS_DELETED = Counter(
     "durakube_history_runs_deleted_total",
     "Runs whose history (every row of the run in Postgres) was removed after its retention.")

@@ -11,6 +11,9 @@ its TaskRun and its history expire (`store.retention.record_finish`, with what
   fine) and only once its final status is published; their attempt pods and
   Secrets go with them by garbage collection. Each is marked gone, so it is never
   tried again; a TaskRun deleted by anyone else is marked gone by the watch;
+- deletes the pod of a finished run's last attempt once `DURAKUBE_FINISHED_POD_SECONDS`
+  have passed (when set; earlier attempts' pods are deleted by the reconciler as soon
+  as their outcome is read), only if the run still owns it;
 - at most every `history_interval` seconds, removes the history of runs whose
   retention ran out and whose TaskRun is gone (every row of the run, in every table),
   and events, payloads and queue keys older than the operator's history retention,
@@ -61,6 +64,12 @@ def history_retention(task: resources.Task | None,
     return settings.history_retention
 
 
+def finished_pod_seconds(settings: settings_module.Settings) -> int | None:
+    """Seconds the pod of a finished run's last attempt is kept after the run finished
+    (None: until the TaskRun goes); earlier attempts' pods go when their outcome is read."""
+    return settings.finished_pod_seconds
+
+
 def cutoff(now: datetime, retention_seconds: float | None) -> datetime | None:
     """What was created (or expired) before this is past the retention (None: nothing)."""
     return None if retention_seconds is None else now - timedelta(seconds=retention_seconds)
@@ -78,7 +87,9 @@ class RetentionLoop(looping.PokedLoop):
         self._history_due = 0.0
 
     async def run_pass(self) -> float | None:
+        more_pods = await self.delete_finished_pods()
         more, waiting = await self.delete_expired_taskruns()
+        more = more or more_pods
         if time.monotonic() >= self._history_due:
             await self.purge_history()
             self._history_due = time.monotonic() + self.history_interval
@@ -86,7 +97,7 @@ class RetentionLoop(looping.PokedLoop):
             return 0.0
         if waiting:
             return _PUBLISH_WAIT
-        due = await retention.next_taskrun_expiry(self.db)
+        due = await retention.next_expiry(self.db)
         if due is None:
             return self.interval
         return max(0.0, min(self.interval, (due - datetime.now(UTC)).total_seconds()))
@@ -111,6 +122,20 @@ class RetentionLoop(looping.PokedLoop):
         if gone:
             logger.info("deleted %d TaskRuns past their ttlSecondsAfterFinished", len(gone))
         return len(gone) == _DELETES_PER_PASS, waiting
+
+    async def delete_finished_pods(self) -> bool:
+        """One bounded batch of last attempts' pods whose time is up (their run's own pods
+        only); True when more may be due now."""
+        due = await retention.pods_due(self.db, _DELETES_PER_PASS)
+        for pod in due:
+            body = await self.reads.get_pod(pod.namespace, pod.pod_name)
+            owners = {owner.get("uid") for owner in (body or {}).get("metadata", {}).get(
+                "ownerReferences") or []}
+            if body is not None and pod.run_id in owners:
+                await self.api.delete_pod(pod.namespace, pod.pod_name)
+                metrics.FINISHED_PODS_DELETED.labels(namespace=pod.namespace).inc()
+        await retention.mark_pods_gone(self.db, [pod.run_id for pod in due])
+        return len(due) == _DELETES_PER_PASS
 
     async def purge_history(self) -> int:
         """Removes expired history in batches until none is left; returns the runs removed."""

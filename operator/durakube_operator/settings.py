@@ -108,6 +108,11 @@ class Settings(environment.Settings):
     # How long a finished run's history (its rows in Postgres) is kept, when its Task sets
     # no spec.historyRetention; never removed while its TaskRun exists. At least the TTL.
     history_retention: RetentionSeconds = 30 * 86400.0
+    # Seconds the pod of a finished run's last attempt is kept (for `kubectl logs`) before
+    # it is deleted, when set; earlier attempts' pods are then deleted as soon as their
+    # outcome is read. "never" (the default) keeps every attempt's pod until its TaskRun
+    # goes: `durakube logs` reads attempts' logs from their pods.
+    finished_pod_seconds: TtlSeconds = None
 
     @property
     def migrating_database_url(self) -> str:

@@ -44,21 +44,51 @@ def _seconds(value: float | None) -> timedelta | None:
 
 async def record_finish(db: pools.Database, *, run_id: str, namespace: str, name: str,
                         ttl_seconds: float | None, history_seconds: float | None,
-                        finished_at: datetime | None = None) -> None:
+                        finished_at: datetime | None = None, pod_name: str | None = None,
+                        pod_seconds: float | None = None) -> None:
     """Records that the run finished at `finished_at` (default: now), with its TaskRun's
-    TTL and its history's retention (None: kept). The first record stands: a repeat
-    changes nothing."""
+    TTL and its history's retention (None: kept), and when its last attempt's pod
+    `pod_name` goes (`pod_seconds` after; None: with the TaskRun). The first record
+    stands: a repeat changes nothing."""
     async with pools.connection(db) as conn:
         await conn.execute("""
             WITH finish AS (SELECT coalesce($6::timestamptz, now()) AS at)
             INSERT INTO durakube.run_retention
-                (run_id, namespace, name, finished_at, taskrun_expires_at, history_expires_at)
+                (run_id, namespace, name, finished_at, taskrun_expires_at, history_expires_at,
+                 pod_name, pod_expires_at)
             SELECT $1, $2, $3, at, at + $4::interval,
                    CASE WHEN $5::interval IS NOT NULL
-                        THEN greatest(at + $5::interval, at + $4::interval) END
+                        THEN greatest(at + $5::interval, at + $4::interval) END,
+                   $7::text, CASE WHEN $7::text IS NOT NULL THEN at + $8::interval END
             FROM finish
             ON CONFLICT (run_id) DO NOTHING""",
-            run_id, namespace, name, _seconds(ttl_seconds), _seconds(history_seconds), finished_at)
+            run_id, namespace, name, _seconds(ttl_seconds), _seconds(history_seconds), finished_at,
+            pod_name, _seconds(pod_seconds))
+
+
+@dataclass(frozen=True)
+class DuePod:
+    """The last attempt's pod of a finished run, due for deletion if `run_id` owns it."""
+
+    run_id: str
+    namespace: str
+    pod_name: str
+
+
+async def pods_due(db: pools.Database, limit: int) -> list[DuePod]:
+    """Pods of finished runs' last attempts whose time is up, soonest first."""
+    async with pools.connection(db) as conn:
+        records = await conn.fetch("""
+            SELECT run_id, namespace, pod_name FROM durakube.run_retention
+            WHERE pod_expires_at <= now() ORDER BY pod_expires_at LIMIT $1""", limit)
+    return [DuePod(**dict(record)) for record in records]
+
+
+async def mark_pods_gone(db: pools.Database, run_ids: list[str]) -> None:
+    async with pools.connection(db) as conn:
+        await conn.execute("""
+            UPDATE durakube.run_retention SET pod_expires_at = NULL
+            WHERE run_id = ANY($1::text[])""", run_ids)
 
 
 async def mark_taskruns_gone(db: pools.Database, gone: list[DueTaskRun],
@@ -92,12 +122,15 @@ async def taskruns_due(db: pools.Database, limit: int) -> list[DueTaskRun]:
     return [DueTaskRun(**dict(record)) for record in records]
 
 
-async def next_taskrun_expiry(db: pools.Database) -> datetime | None:
-    """When the next TaskRun expires (None: none will)."""
+async def next_expiry(db: pools.Database) -> datetime | None:
+    """When the next TaskRun or last attempt's pod expires (None: none will)."""
     async with pools.connection(db) as conn:
         value: datetime | None = await conn.fetchval("""
-            SELECT min(taskrun_expires_at) FROM durakube.run_retention
-            WHERE taskrun_expires_at IS NOT NULL AND taskrun_gone_at IS NULL""")
+            SELECT least(
+                (SELECT min(taskrun_expires_at) FROM durakube.run_retention
+                 WHERE taskrun_expires_at IS NOT NULL AND taskrun_gone_at IS NULL),
+                (SELECT min(pod_expires_at) FROM durakube.run_retention
+                 WHERE pod_expires_at IS NOT NULL))""")
         return value
 
 

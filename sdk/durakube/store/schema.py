@@ -587,6 +587,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         -- runs: worker_start_attempt returns a runs row, and workers of images built
         -- before a new column would refuse a row they do not know. No foreign key: a
         -- run that never ran (refused before registration) has a TaskRun to expire too.
+        -- The pod of the run's last attempt may go sooner than the TaskRun (pod_expires_at,
+        -- cleared once deleted).
         CREATE TABLE durakube.run_retention (
             run_id              text PRIMARY KEY,
             namespace           text NOT NULL,
@@ -594,12 +596,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             finished_at         timestamptz,
             taskrun_expires_at  timestamptz,
             taskrun_gone_at     timestamptz,
-            history_expires_at  timestamptz
+            history_expires_at  timestamptz,
+            pod_name            text,
+            pod_expires_at      timestamptz
         );
-        -- The two bounded scans of the operator's retention loop.
+        -- The bounded scans of the operator's retention loop.
         CREATE INDEX run_retention_taskrun_due_idx
             ON durakube.run_retention (taskrun_expires_at)
             WHERE taskrun_expires_at IS NOT NULL AND taskrun_gone_at IS NULL;
+        CREATE INDEX run_retention_pod_due_idx ON durakube.run_retention (pod_expires_at)
+            WHERE pod_expires_at IS NOT NULL;
         CREATE INDEX run_retention_history_due_idx
             ON durakube.run_retention (history_expires_at)
             WHERE history_expires_at IS NOT NULL AND taskrun_gone_at IS NOT NULL;

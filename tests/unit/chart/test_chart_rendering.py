@@ -117,6 +117,7 @@ def test_operator_environment_with_default_values() -> None:
         "DURAKUBE_RESYNC_SECONDS": "30",
         "DURAKUBE_TTL_SECONDS_AFTER_FINISHED": "604800",
         "DURAKUBE_HISTORY_RETENTION": "30d",
+        "DURAKUBE_FINISHED_POD_SECONDS": "never",
     }
 
 
@@ -131,6 +132,11 @@ def test_retention_values_reach_the_operator(sets: dict[str, str], ttl: str, his
     env = environment(render("default-values.yaml", sets=sets))
     assert (env["DURAKUBE_TTL_SECONDS_AFTER_FINISHED"], env["DURAKUBE_HISTORY_RETENTION"]) == \
         (ttl, history)
+
+
+def test_finished_pod_seconds_reach_the_operator() -> None:
+    env = environment(render("default-values.yaml", sets={"operator.finishedPodSeconds": "1200000"}))
+    assert env["DURAKUBE_FINISHED_POD_SECONDS"] == "1200000"
 
 
 def test_operator_environment_follows_the_values() -> None:

@@ -159,3 +159,25 @@ def test_a_run_finished_before_retention_existed_gets_it_from_its_completion_tim
         "uid-1", actions.Retention(namespace="team", name="report", ttl_seconds=60,
                                    history_seconds=30 * 86400.0),
         datetime(2026, 2, 1, 8, 0, tzinfo=UTC)),)
+
+
+def test_with_finished_pod_seconds_a_retried_attempts_pod_goes_when_its_outcome_is_read() -> None:
+    retried = attempts.Outcome("retry", error={"type": "Flaky", "message": "again"})
+    kept = deciding.decide(observed("", "", retried, RUNNING), NOW, configured())
+    assert not any(isinstance(a, actions.DeletePod) for a in kept.actions)
+    decision = deciding.decide(observed("", "", retried, RUNNING), NOW,
+                               configured(DURAKUBE_FINISHED_POD_SECONDS="30"))
+    assert decision.status.phase == resources.Phase.BACKING_OFF
+    assert actions.DeletePod("team", "report-1") in decision.actions
+
+
+def test_with_finished_pod_seconds_the_last_pod_is_recorded_to_go_after_them() -> None:
+    seen = observed("", "", attempts.Outcome("succeeded", output={}), RUNNING)
+    mirror = next(a for a in deciding.decide(seen, NOW, configured(
+        DURAKUBE_FINISHED_POD_SECONDS="30")).actions if isinstance(a, actions.MirrorPhase))
+    assert mirror.retention is not None
+    assert (mirror.retention.pod_name, mirror.retention.pod_seconds) == ("report-1", 30)
+    # By default every attempt's pod stays until the TaskRun goes (logs are read from pods).
+    default = next(a for a in deciding.decide(seen, NOW, configured()).actions
+                   if isinstance(a, actions.MirrorPhase))
+    assert default.retention is not None and default.retention.pod_name is None

@@ -109,7 +109,7 @@ async def test_only_expired_taskruns_are_due_soonest_first_in_bounded_batches(
     await retention.mark_taskruns_gone(db, rest, history_seconds=DAY)
     assert await retention.taskruns_due(db, limit=3) == []
     # The next one due is the run whose TTL is a day.
-    soonest = await retention.next_taskrun_expiry(db)
+    soonest = await retention.next_expiry(db)
     assert soonest is not None and soonest > datetime.now(UTC) + timedelta(hours=23)
 
 
@@ -219,3 +219,17 @@ async def test_a_finish_recorded_late_counts_from_when_the_run_finished(owner: A
                                   history_seconds=DAY,
                                   finished_at=datetime.now(UTC) - timedelta(minutes=2))
     assert [due.run_id for due in await retention.taskruns_due(db, limit=10)] == [long_ago]
+
+
+async def test_last_attempts_pods_are_due_after_their_time_once(owner: Any, db: Any) -> None:
+    due_now, later, kept = [await run_with_rows(owner) for _ in range(3)]
+    for run_id, seconds in ((due_now, 0), (later, 3600), (kept, None)):
+        await retention.record_finish(db, run_id=run_id, namespace="team", name=run_id[:8],
+                                      ttl_seconds=None, history_seconds=None,
+                                      pod_name=f"{run_id[:8]}-1", pod_seconds=seconds)
+    assert await retention.pods_due(db, limit=10) == [
+        retention.DuePod(due_now, "team", f"{due_now[:8]}-1")]
+    await retention.mark_pods_gone(db, [due_now])
+    assert await retention.pods_due(db, limit=10) == []
+    soonest = await retention.next_expiry(db)
+    assert soonest is not None and soonest > datetime.now(UTC) + timedelta(minutes=59)
