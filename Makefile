@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # Control-plane and helm builds are cached outside the tree, once per machine.
 export DURAKUBE_CACHE ?= $(HOME)/.cache/durakube
 
-.PHONY: setup lock controlplane helm prometheus crds dashboards test test-unit test-e2e lint demo cluster-up cluster-down bench bench-suspended bench-pods bench-retention clean
+.PHONY: setup lock controlplane helm prometheus chromium crds dashboards test test-unit test-e2e lint demo cluster-up cluster-down bench bench-suspended bench-pods bench-retention clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml sdk/pyproject.toml operator/pyproject.toml
 	@# Reinstalled whole: a console script that moved between the projects must not be
 	@# removed by the uninstall of its previous owner.
 	$(BIN)/pip uninstall --quiet --yes durakube durakube-operator durakube-devcluster 2>/dev/null || true
-	$(BIN)/pip install --quiet -e ./sdk -e ./operator -e '.[dev]'
+	$(BIN)/pip install --quiet -e './sdk[dashboard]' -e ./operator -e '.[dev]'
 	touch $@
 
 # The images' pinned and hashed dependencies (Python 3.11, linux x86_64), resolved
@@ -52,6 +52,13 @@ prometheus:
 		apt-get install -y --no-install-recommends prometheus || \
 		(apt-get update && apt-get install -y --no-install-recommends prometheus)
 
+# Debian's Chromium, for the dashboard's browser tests (tests/e2e/dashboard/), which
+# drive /usr/bin/chromium with Playwright; Playwright's own browser download is never used.
+chromium:
+	@command -v chromium >/dev/null || \
+		apt-get install -y --no-install-recommends chromium || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium)
+
 # Regenerates crds/ and the chart's CRD templates from sdk/durakube/resources.py.
 crds: setup
 	$(BIN)/python -m durakube.crds crds --chart charts/durakube
@@ -60,13 +67,13 @@ crds: setup
 dashboards: setup
 	$(BIN)/python -m devcluster.dashboards charts/durakube/dashboards/durakube.json
 
-test: setup controlplane helm prometheus
+test: setup controlplane helm prometheus chromium
 	$(BIN)/pytest -q
 
 test-unit: setup prometheus
 	$(BIN)/pytest -q tests/unit
 
-test-e2e: setup controlplane helm prometheus
+test-e2e: setup controlplane helm prometheus chromium
 	$(BIN)/pytest -q tests/e2e
 
 lint: setup

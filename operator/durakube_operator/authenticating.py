@@ -15,7 +15,10 @@ caller lacking the permission, 503 when the API server could not be asked, else
 allowed. Reviews are cached briefly (`ttl`, bounded in size, keyed by a hash of the
 token, never the token) and concurrent requests with the same question share one
 review, so a burst of events costs the API server one call per caller and
-namespace. A failed review is not cached.
+namespace. A failed review is not cached. The reviews not answered from the cache
+draw on a budget (`RateLimit`, 20 a second with bursts of 40 by default): a flood
+of made-up tokens, each a new question, gets 429 with a Retry-After instead of
+becoming a flood of calls to the API server.
 
 Called by `webhooks`; asks the API server through `kubeapi` only, knows nothing of
 events or Postgres, and never logs a token.
@@ -44,7 +47,11 @@ REVIEW_CACHE_SIZE = 1024
 # What sending an event into a namespace takes: the right to create a TaskEvent there.
 SEND_EVENT_ATTRIBUTES = {"verb": "create", "group": resources.GROUP, "resource": "taskevents"}
 
-UNAUTHORIZED, FORBIDDEN, UNAVAILABLE = 401, 403, 503
+# The budget of reviews the cache did not answer: per second, and at most at once.
+REVIEWS_PER_SECOND = 20.0
+REVIEW_BURST = 40
+
+UNAUTHORIZED, FORBIDDEN, TOO_MANY_REQUESTS, UNAVAILABLE = 401, 403, 429, 503
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,8 @@ class Verdict:
     status: int | None
     message: str = ""
     caller: str = ""
+    # Seconds to wait before asking again (a Retry-After), when throttled.
+    retry_after: float | None = None
 
     @property
     def allowed(self) -> bool:
@@ -132,14 +141,42 @@ class ExpiringCache:
                 del self._entries[key]
 
 
+class Throttled(Exception):
+    """The review budget is spent: ask again in `retry_after` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"no review budget left for {retry_after:.2f}s")
+        self.retry_after = retry_after
+
+
+class RateLimit:
+    """A token bucket: `rate` a second on average, up to `burst` at once."""
+
+    def __init__(self, rate: float = REVIEWS_PER_SECOND, burst: int = REVIEW_BURST,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    def take(self) -> None:
+        """Takes one token; raises `Throttled` with the wait for the next when none is left."""
+        now = self.clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens < 1.0:
+            raise Throttled((1.0 - self._tokens) / self.rate)
+        self._tokens -= 1.0
+
+
 class Authenticator:
     """Decides whether a request may send events into a namespace."""
 
     def __init__(self, reviews: Reviews, secret: str | None = None,
-                 cache: ExpiringCache | None = None) -> None:
+                 cache: ExpiringCache | None = None, budget: RateLimit | None = None) -> None:
         self.reviews = reviews
         self.secret = secret or None
         self.cache = cache if cache is not None else ExpiringCache()
+        self.budget = budget if budget is not None else RateLimit()
 
     async def may_send_events(self, authorization: str | None, namespace: str) -> Verdict:
         token = bearer_token(authorization)
@@ -159,6 +196,9 @@ class Authenticator:
                                            lambda: self._review_access(identity, namespace))
         except asyncio.CancelledError:
             raise
+        except Throttled as throttled:
+            return Verdict(TOO_MANY_REQUESTS, "too many credentials to check at once; try again "
+                           "shortly", retry_after=throttled.retry_after)
         except Exception as error:
             logger.warning("could not review a webhook caller with the Kubernetes API: %s",
                            getattr(error, "reason", None) or type(error).__name__)
@@ -171,12 +211,14 @@ class Authenticator:
         return Verdict(None, caller=identity.username)
 
     async def _review_token(self, token: str) -> Identity | None:
+        self.budget.take()
         status = (await self.reviews.create_token_review(token)).get("status") or {}
         if not status.get("authenticated"):
             return None
         return Identity.from_review(status.get("user") or {})
 
     async def _review_access(self, identity: Identity, namespace: str) -> bool:
+        self.budget.take()
         review = await self.reviews.create_subject_access_review(identity.review_spec(namespace))
         return bool((review.get("status") or {}).get("allowed"))
 

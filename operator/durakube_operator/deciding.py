@@ -233,8 +233,11 @@ class _Deciding:
         seen = self.seen
         pod = seen.pod
         status = _with_progress(status, seen)
-        if pod is not None and not observing.pod_finished(pod):
+        if pod is not None and not observing.pod_finished(pod) and node_loss(pod) is None:
             return Decision(status, tuple(todo), self.settings.resync_seconds)
+        # A pod on a lost node never finishes on its own (no kubelet confirms its deletion):
+        # it counts as ended. Kubernetes removes it when the node returns or goes; a worker
+        # still running there is fenced when the next attempt starts.
         # The pod has ended or gone: its slot goes back to the queue before anything else.
         todo.append(actions.ReleaseSlot(self.uid, seen.queue))
         if seen.outcome is not None:
@@ -345,10 +348,51 @@ def user_attempts(status: resources.TaskRunStatus) -> int:
     return int(status.attempt - status.infrastructure_failures - status.resumes)
 
 
+# Why Kubernetes deleted a pod (the reason of its DisruptionTarget condition), as ours.
+_DISRUPTIONS = {
+    "DeletionByTaintManager": reasons.NODE_LOST,  # NoExecute: not ready or unreachable
+    "DeletionByPodGC": reasons.NODE_LOST,  # its node object is gone
+    "EvictionByEvictionAPI": reasons.POD_EVICTED,  # a drain, or a disruption budget's eviction
+    "TerminationByKubelet": reasons.POD_EVICTED,  # node pressure, or graceful node shutdown
+    "PreemptionByScheduler": reasons.POD_PREEMPTED,
+}
+
+
+def disruption(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """Our reason and Kubernetes' message when Kubernetes took the pod away (its
+    DisruptionTarget condition), else None."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+            reason = _DISRUPTIONS.get(str(condition.get("reason")), reasons.POD_EVICTED)
+            return reason, str(condition.get("message") or condition.get("reason") or "")
+    return None
+
+
+def node_loss(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(NodeLost, message) for a pod being deleted because its node is lost, while its
+    node no longer reports it ready; None otherwise. Such a pod stays Terminating until
+    the node comes back. A pod evicted from a live node (a drain, a NoExecute taint an
+    administrator added) is still ready: its worker gets its grace period to finish."""
+    if not pod["metadata"].get("deletionTimestamp"):
+        return None
+    found = disruption(pod)
+    if found is None or found[0] != reasons.NODE_LOST:
+        return None
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+        return None
+    node = (pod.get("spec") or {}).get("nodeName") or "its node"
+    return reasons.NODE_LOST, (f"node {node} of pod {pod['metadata']['name']} is lost "
+                               f"({found[1] or 'not ready'})")
+
+
 def why_pod_ended(pod: dict[str, Any]) -> tuple[str, str]:
     """The infrastructure reason a pod ended without its worker recording an outcome."""
     status = pod.get("status") or {}
     name = pod["metadata"]["name"]
+    lost = node_loss(pod)
+    if lost is not None:
+        return lost
     if status.get("reason") == "DeadlineExceeded":
         return reasons.DEADLINE_EXCEEDED, f"attempt pod {name} ran past its timeout"
     if status.get("reason") == "Evicted":
@@ -357,6 +401,12 @@ def why_pod_ended(pod: dict[str, Any]) -> tuple[str, str]:
         terminated = (container.get("state") or {}).get("terminated") or {}
         if terminated.get("reason") == "OOMKilled":
             return reasons.OOM_KILLED, f"pod {name} exceeded its memory limit"
+    # Killed because Kubernetes took the pod away, not because the worker crashed.
+    disrupted = disruption(pod)
+    if disrupted is not None:
+        return disrupted[0], f"pod {name} was taken away: {disrupted[1]}"
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated") or {}
         if terminated:
             detail = (terminated.get("message") or "").strip()[-500:]
             return reasons.WORKER_CRASHED, (

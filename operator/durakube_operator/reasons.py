@@ -35,6 +35,8 @@ POD_REFUSED: Final = "PodRefused"  # the namespace's Pod Security level or an ad
 # Why an attempt ended without the worker recording an outcome (infrastructure).
 POD_DELETED: Final = "PodDeleted"
 POD_EVICTED: Final = "PodEvicted"
+NODE_LOST: Final = "NodeLost"  # its node stopped reporting (not ready, unreachable or gone)
+POD_PREEMPTED: Final = "PodPreempted"  # the scheduler made room for a pod of higher priority
 OOM_KILLED: Final = "OOMKilled"
 DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
 WORKER_CRASHED: Final = "WorkerCrashed"

@@ -12,7 +12,8 @@ that says which (showing only the token's first characters).
 
 An event is sent within one namespace, and only by a caller `authenticating` lets
 in: no credentials or invalid ones are 401, a caller not allowed to create
-TaskEvents in that namespace 403. A key under `durakube.io/` (children's results,
+TaskEvents in that namespace 403, and 429 (with Retry-After) while more new
+credentials arrive than the review budget allows. A key under `durakube.io/` (children's results,
 which only the operator sends) is 403 too. There is no unauthenticated way to
 send an event. Served with aiohttp (kopf's own HTTP library) by every replica
 (`serving`).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
@@ -35,8 +37,9 @@ logger = logging.getLogger(__name__)
 _MAX_BODY = 1024 * 1024
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, retry_after: float | None = None) -> web.Response:
+    headers = {} if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 async def _read_data(request: web.Request) -> tuple[Any, web.Response | None]:
@@ -75,7 +78,7 @@ def build_app(deliverer: delivering.Deliverer,
                                                       namespace)
         if not verdict.allowed:
             assert verdict.status is not None
-            return _error(verdict.status, verdict.message)
+            return _error(verdict.status, verdict.message, verdict.retry_after)
         if waitpoints.is_reserved_key(key):
             return _error(403, str(waitpoints.ReservedEventKey(key)))
         data, problem = await _read_data(request)

@@ -4,6 +4,7 @@
     durakube list --phase Failed
     durakube steps process-document-x1y2z3
     durakube manifests my_tasks.billing --image ghcr.io/acme/tasks:1.4 | kubectl apply -f -
+    durakube dashboard --port 8600        # needs `pip install 'durakube[dashboard]'`
 
 `manifests` names each Task's module as it was imported here, from the working
 directory: run it from the folder that the task image copies to /app, its import
@@ -18,6 +19,7 @@ Exit codes: 0 done, 1 an error or a run that did not succeed, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -129,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("token")
     token.add_argument("--data", help="the data handed to the waiting run, as JSON")
 
+    dashboard = command("dashboard", run_dashboard,
+                        "serve the run dashboard (web pages of runs, queues and tasks)")
+    dashboard.add_argument("--address", default="127.0.0.1",
+                           help="address to listen on (default: 127.0.0.1, this machine only)")
+    dashboard.add_argument("--port", type=int, default=8600, help="port (default: 8600)")
+    dashboard.add_argument("-A", "--all-namespaces", action="store_true",
+                           help="list the runs of every namespace you may list")
+    dashboard.add_argument("--read-only", action="store_true", help="offer no actions")
+
     manifest = command("manifests", run_manifests,
                        "print Task manifests for the @task functions of a module")
     manifest.add_argument("module", help="the module to import, e.g. my_tasks.billing, named as "
@@ -233,6 +244,22 @@ def run_complete_token(args: argparse.Namespace) -> int:
     with _client(args) as client:
         run_id = client.complete_token(args.token, data)
     _emit(args, {"runId": run_id}, lambda: f"token completed; run {run_id} resumes")
+    return 0
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    try:
+        from durakube import dashboard
+    except ImportError as missing:
+        raise ImportError(f"the dashboard needs the `dashboard` extra ({missing.name} is missing): "
+                          "pip install 'durakube[dashboard]'") from None
+    try:
+        asyncio.run(dashboard.serve(
+            address=args.address, port=args.port, kubeconfig=args.kubeconfig,
+            context=args.context, namespace=args.namespace, all_namespaces=args.all_namespaces,
+            database_url=args.database_url, read_only=args.read_only))
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

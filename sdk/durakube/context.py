@@ -18,10 +18,11 @@ replay raises). Its record is held back until the task goes on (the next step
 records it first) or ends (the worker records it in the outcome's transaction);
 a retryable error is never recorded, so the next attempt runs the step again.
 `NonDeterministicReplay` and `NonSerializableState` are fatal: kept in `fatal`,
-they fail the run even if the task code catches them. A lost connection to
-Postgres is retried once on a fresh connection; if that fails too, the error is
-kept in `store_lost` and the worker records nothing: the platform failed, not the
-task, and the run resumes from its last checkpoint. So is a refused credential
+they fail the run even if the task code catches them. A checkpoint that loses its
+connection to Postgres is tried again on a fresh one, with back-off, for up to
+`store_retry_seconds` (a restart or a failover is a pause); past that, the error
+is kept in `store_lost` and the worker records nothing: the platform failed, not
+the task, and the run resumes from its last checkpoint. So is a refused credential
 (`AttemptRevoked`: the attempt is no longer live). Store calls of waits and child
 runs go through `ctx.store(...)` for the same reason. Every call presents the
 attempt's credential (`store.working`).
@@ -35,6 +36,7 @@ import asyncio
 import contextlib
 import copy
 import inspect
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
@@ -44,6 +46,13 @@ from durakube import current, durations, errors, retry, serializing, tasks, trig
 from durakube.store import pools, steps, working
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# How long a checkpoint is tried again while Postgres is unreachable, and the pauses.
+STORE_RETRY_SECONDS = 60.0
+STORE_RETRY_FIRST_DELAY = 0.2
+STORE_RETRY_MAX_DELAY = 5.0
 
 CheckpointHook = Callable[[steps.Step], None]
 
@@ -55,8 +64,10 @@ class TaskContext:
                  namespace: str, payload: Any, recorded: Iterable[steps.Step] = (),
                  retry_policy: retry.Retry | None = None,
                  on_checkpoint: CheckpointHook | None = None,
-                 registry: tasks.Registry | None = None) -> None:
+                 registry: tasks.Registry | None = None,
+                 store_retry_seconds: float = STORE_RETRY_SECONDS) -> None:
         self.pool = pool
+        self.store_retry_seconds = store_retry_seconds
         self.run_id = run_id
         self.attempt = attempt
         # What every store call presents; Postgres accepts it while this attempt is live.
@@ -232,19 +243,32 @@ class TaskContext:
             self._count_checkpoint(pending)
 
     async def _write(self, step: steps.Step) -> bool:
-        try:
-            return await self._write_once(step)
-        except errors.AttemptRevoked as revoked:
-            # Fenced off: a newer attempt runs, or the run ended. Nothing more is written.
-            self.store_lost = revoked
-            raise
-        except pools.CONNECTION_LOST_ERRORS:
-            # The held connection may be the one lost (Postgres restarted, the session was
-            # ended): once more on a fresh one. The write is idempotent.
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                await pools.discard(self.pool, connection)
-            return await self.store(self._write_once(step))
+        """Records the step. A lost connection (Postgres restarting or failing over, the
+        session ended) is replaced and the write tried again, at once and then with
+        back-off, for up to `store_retry_seconds`: the write is idempotent per run and
+        seq, so an outage costs the task a pause, not its attempt. Past that, the store
+        is lost (`StoreUnavailable`): the attempt ends without an outcome and the
+        operator resumes the run from its checkpoints."""
+        delay, deadline = 0.0, time.monotonic() + self.store_retry_seconds
+        while True:
+            try:
+                return await self._write_once(step)
+            except errors.AttemptRevoked as revoked:
+                # Fenced off: a newer attempt runs, or the run ended. Nothing more is written.
+                self.store_lost = revoked
+                raise
+            except pools.CONNECTION_LOST_ERRORS as error:
+                connection, self._connection = self._connection, None
+                if connection is not None:
+                    await pools.discard(self.pool, connection)
+                if time.monotonic() + delay > deadline:
+                    self.store_lost = errors.StoreUnavailable(f"{type(error).__name__}: {error}")
+                    raise self.store_lost from error
+                if delay:
+                    log.warning("step %d %r: Postgres unreachable (%s: %s); trying again in "
+                                "%.1fs", step.seq, step.name, type(error).__name__, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(max(delay * 2, STORE_RETRY_FIRST_DELAY), STORE_RETRY_MAX_DELAY)
 
     async def _write_once(self, step: steps.Step) -> bool:
         if pools.is_pool(self.pool) and self._connection_lock.locked():

@@ -182,3 +182,5 @@ class WorkerSettings(Settings):
     # The TaskRun's or the Task's spec.retry as JSON of `durakube.retry.Retry`, which the
     # worker validates (this module imports no other); unset when neither spec has one.
     retry_policy: str | None = None
+    # How long a checkpoint is tried again while Postgres is unreachable (seconds).
+    store_retry_seconds: float = pydantic.Field(default=60.0, ge=0)

@@ -16,6 +16,8 @@ The operator starts one pod per attempt with this environment:
     DURAKUBE_STATEMENT_CACHE_SIZE   asyncpg's statement cache; 0 behind PgBouncer
     DURAKUBE_RETRY_POLICY           the retry policy of the TaskRun's or the Task's spec,
                                     as JSON of `retry.Retry` (absent when neither sets one)
+    DURAKUBE_STORE_RETRY_SECONDS    how long a checkpoint is tried again while Postgres is
+                                    unreachable (default 60)
 
 (parsed by `durakube.environment.WorkerSettings`). The operator gives the DSN and the
 secret from the attempt's own Secret; Postgres accepts the secret only while this
@@ -69,7 +71,9 @@ Settings = environment.WorkerSettings
 async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
                       registry: tasks.Registry, *, secret: str, pod_name: str | None = None,
                       retry_policy: retry.Retry | None = None,
-                      on_checkpoint: context.CheckpointHook | None = None) -> attempts.Outcome:
+                      on_checkpoint: context.CheckpointHook | None = None,
+                      store_retry_seconds: float = context.STORE_RETRY_SECONDS
+                      ) -> attempts.Outcome:
     """Runs one attempt of the run and records its outcome; returns the outcome.
 
     `retry_policy` is the spec's policy (DURAKUBE_RETRY_POLICY); without it, the task
@@ -97,7 +101,8 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
         ctx = context.TaskContext(pool=pool, run_id=run_id, attempt=attempt, secret=secret,
                                   namespace=run.namespace, payload=payload,
                                   recorded=recorded, retry_policy=policy,
-                                  on_checkpoint=on_checkpoint, registry=registry)
+                                  on_checkpoint=on_checkpoint, registry=registry,
+                                  store_retry_seconds=store_retry_seconds)
         output = await _run_task(definition, ctx, payload)
         state = serializing.encode(ctx.state, "ctx.state at the end of the task")
         outcome = attempts.Outcome("succeeded", output=output)
@@ -269,7 +274,8 @@ async def _main(settings: Settings) -> int:
             outcome = await run_attempt(pool, settings.run_id, settings.attempt, tasks.registry,
                                         secret=settings.attempt_secret,
                                         pod_name=settings.pod_name,
-                                        retry_policy=spec_retry_policy(settings))
+                                        retry_policy=spec_retry_policy(settings),
+                                        store_retry_seconds=settings.store_retry_seconds)
     except Exception:
         log.exception("run %s attempt %d: no outcome recorded", settings.run_id,
                       settings.attempt)

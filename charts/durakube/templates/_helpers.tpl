@@ -161,3 +161,33 @@ each rule, and the chart's tests keep the two in step.
   resources: ["secrets"]
   verbs: ["create"]
 {{- end }}
+
+{{/*
+Labels that select the run dashboard's pods (runDashboard): a name of their own, so
+that the operator's selectors (its Service, PodDisruptionBudget, NetworkPolicy)
+never take them in.
+*/}}
+{{- define "durakube.runDashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-run-dashboard" (include "durakube.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of the run dashboard's objects. */}}
+{{- define "durakube.runDashboardLabels" -}}
+helm.sh/chart: {{ include "durakube.chart" . }}
+{{ include "durakube.runDashboardSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: durakube
+app.kubernetes.io/component: run-dashboard
+{{- end }}
+
+{{/* The run dashboard's read-only permissions, in a ClusterRole or a Role per namespace. */}}
+{{- define "durakube.runDashboardRules" -}}
+- apiGroups: ["durakube.io"]
+  resources: ["taskruns", "tasks", "taskqueues"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["pods", "pods/log", "events"]
+  verbs: ["get", "list"]
+{{- end }}

@@ -54,6 +54,12 @@ class AsyncClient:
         self.database_url = self._session.database_url
         self.registry = self._session.registry
 
+    @property
+    def session(self) -> sessions.Session:
+        """What every call of this client shares (API, namespace, database): for tools
+        built on the client, such as `durakube dashboard`, that read more than it offers."""
+        return self._session
+
     async def __aenter__(self) -> AsyncClient:
         return self
 

@@ -160,11 +160,25 @@ class KubeApi:
     async def get_taskrun(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_custom("TaskRun", "taskruns", namespace, name)
 
-    async def list_taskruns(self, namespace: str, label_selector: str | None = None) -> dict[str, Any]:
+    async def list_taskruns(self, namespace: str | None,
+                            label_selector: str | None = None) -> dict[str, Any]:
+        """The TaskRuns of `namespace`, or of every namespace when it is None."""
+        return await self.list_custom("TaskRuns", "taskruns", namespace, label_selector)
+
+    async def list_custom(self, kinds: str, plural: str, namespace: str | None,
+                          label_selector: str | None = None) -> dict[str, Any]:
+        """A list of one of our custom resources (`kinds` names them in errors), in
+        `namespace` or, when it is None, in every namespace."""
         custom = await self._custom()
-        found = await _call(f"list TaskRuns in {namespace}", custom.list_namespaced_custom_object(
-            resources.GROUP, resources.VERSION, namespace, "taskruns",
-            label_selector=label_selector or None))
+        if namespace is None:
+            request = custom.list_cluster_custom_object(
+                resources.GROUP, resources.VERSION, plural, label_selector=label_selector or None)
+        else:
+            request = custom.list_namespaced_custom_object(
+                resources.GROUP, resources.VERSION, namespace, plural,
+                label_selector=label_selector or None)
+        where = f"in {namespace}" if namespace is not None else "in all namespaces"
+        found = await _call(f"list {kinds} {where}", request)
         return found or {"items": [], "metadata": {}}
 
     async def patch_taskrun(self, namespace: str, name: str,
@@ -216,6 +230,35 @@ class KubeApi:
         finally:
             await watch.close()  # type: ignore[no-untyped-call]
 
+    # TaskEvents: events for waiting runs, and token completions.
+
+    async def create_taskevent(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Creates the TaskEvent (the operator delivers it); `PermissionDenied` on a 403."""
+        custom = await self._custom()
+        try:
+            created = await custom.create_namespaced_custom_object(
+                resources.GROUP, resources.VERSION, namespace, "taskevents", body)
+        except ApiException as error:
+            raise _mapped(f"create TaskEvent in {namespace}", error) from None
+        return typing.cast(dict[str, Any], created)
+
+    async def get_taskevent(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_custom("TaskEvent", "taskevents", namespace, name)
+
+    # Kubernetes Events of an object.
+
+    async def list_object_events(self, namespace: str, kind: str, name: str,
+                                 uid: str | None = None) -> list[Any]:
+        """The core Events recorded on one object, oldest first."""
+        core = await self._core()
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        if uid:
+            selector += f",involvedObject.uid={uid}"
+        found = await _call(f"list events in {namespace}", core.list_namespaced_event(
+            namespace, field_selector=selector))
+        events = list(found.items) if found is not None else []
+        return sorted(events, key=_event_time)
+
     # Pods and logs.
 
     async def list_attempt_pods(self, namespace: str, run_uid: str) -> list[Any]:
@@ -243,6 +286,11 @@ async def _call(action: str, request: Awaitable[T]) -> Any:
         if error.status == 409:
             raise
         raise _mapped(action, error) from None
+
+
+def _event_time(event: Any) -> str:
+    stamp = event.last_timestamp or event.event_time or event.first_timestamp
+    return stamp.isoformat() if stamp is not None else ""
 
 
 def _mapped(action: str, error: ApiException) -> Exception:

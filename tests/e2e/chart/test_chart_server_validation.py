@@ -24,6 +24,8 @@ MONITORING_CRDS = HERE / "monitoring-crds.yaml"
 SCENARIOS = {
     "default": ["--values", str(CHART / "ci" / "default-values.yaml")],
     "all-on": ["--values", str(CHART / "ci" / "all-on-values.yaml")],
+    "run-dashboard": ["--values", str(CHART / "ci" / "default-values.yaml"),
+                      "--set", "runDashboard.enabled=true"],
 }
 
 

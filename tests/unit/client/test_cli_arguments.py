@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
+import durakube
 from durakube import cli
 
 
@@ -32,3 +35,21 @@ def test_manifests_needs_an_image(monkeypatch: pytest.MonkeyPatch,
 
 def test_no_command_prints_help() -> None:
     assert cli.main([]) == 2
+
+
+def test_dashboard_listens_on_this_machine_only_by_default() -> None:
+    args = cli.build_parser().parse_args(["dashboard"])
+    assert (args.address, args.port, args.all_namespaces, args.read_only) == (
+        "127.0.0.1", 8600, False, False)
+    args = cli.build_parser().parse_args(["dashboard", "-A", "--port", "9000", "--read-only"])
+    assert (args.port, args.all_namespaces, args.read_only) == (9000, True, True)
+
+
+def test_dashboard_without_its_extra_says_how_to_install_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # None in sys.modules makes `import` fail as a missing package would (and the package
+    # must not hold the module as an attribute from an earlier import).
+    monkeypatch.setitem(sys.modules, "durakube.dashboard", None)
+    monkeypatch.delattr(durakube, "dashboard", raising=False)
+    assert cli.main(["dashboard"]) == 1
+    assert "pip install 'durakube[dashboard]'" in capsys.readouterr().err

@@ -52,6 +52,18 @@ def ended(name: str = "report-1", exit_code: int = 137, reason: str = "Error",
     return pod("Failed", name, containerStatuses=[{"name": "task", "state": {"terminated": terminated}}])
 
 
+def disrupted(reason: str, ready: str = "False", phase: str = "Running",
+              **fields: Any) -> dict[str, Any]:
+    """An attempt pod Kubernetes is taking away: DisruptionTarget, deletionTimestamp."""
+    taken = pod(phase, conditions=[
+        {"type": "Ready", "status": ready},
+        {"type": "DisruptionTarget", "status": "True", "reason": reason,
+         "message": "Taint manager: deleting due to NoExecute taint"}], **fields)
+    taken["metadata"]["deletionTimestamp"] = "2026-03-01T11:59:50Z"
+    taken["spec"] = {"nodeName": "node-b"}
+    return taken
+
+
 def outcome(kind: attempts.OutcomeKind, **fields: Any) -> attempts.Outcome:
     return attempts.Outcome(kind, **fields)
 
@@ -350,6 +362,33 @@ CASES = [
          seen={"pod": ended(exit_code=137, message="Killed")}, phase="BackingOff",
          reason="WorkerCrashed", actions=("ReleaseSlot", "MirrorPhase"), requeue=0.0,
          check=message_has("exited with code 137 without recording an outcome: Killed")),
+    Case("pod-on-a-lost-node-resumes-without-waiting-for-it",
+         status=status(RUNNING), seen={"pod": disrupted("DeletionByTaintManager")},
+         phase="BackingOff", reason="NodeLost", actions=("ReleaseSlot", "MirrorPhase"),
+         requeue=0.0, check=lambda after, _: (
+             fields(infrastructure_failures=1)(after, _),
+             message_has("node node-b of pod report-1 is lost (Taint manager")(after, _))),
+    Case("pod-tainted-off-a-live-node-gets-its-grace-period",
+         status=status(RUNNING), seen={"pod": disrupted("DeletionByTaintManager", ready="True")},
+         phase="Running", requeue=30.0),
+    Case("pod-being-drained-gets-its-grace-period",
+         status=status(RUNNING), seen={"pod": disrupted("EvictionByEvictionAPI")},
+         phase="Running", requeue=30.0),
+    Case("drained-pod-killed-is-evicted-not-crashed",
+         status=status(RUNNING), seen={"pod": disrupted(
+             "EvictionByEvictionAPI", phase="Failed", containerStatuses=[
+                 {"name": "task", "state": {"terminated": {"exitCode": 137, "reason": "Error"}}}])},
+         phase="BackingOff", reason="PodEvicted", actions=("ReleaseSlot", "MirrorPhase"),
+         requeue=0.0),
+    Case("preempted-pod-says-so",
+         status=status(RUNNING), seen={"pod": disrupted("PreemptionByScheduler", phase="Failed")},
+         phase="BackingOff", reason="PodPreempted", actions=("ReleaseSlot", "MirrorPhase"),
+         requeue=0.0),
+    Case("pod-of-a-lost-node-back-reports-node-lost", status=status(RUNNING),
+         seen={"pod": disrupted("DeletionByTaintManager", phase="Failed", containerStatuses=[
+             {"name": "task", "state": {"terminated": {"exitCode": 137, "reason": "Error"}}}])},
+         phase="BackingOff", reason="NodeLost", actions=("ReleaseSlot", "MirrorPhase"),
+         requeue=0.0),
     Case("infrastructure-budget-exhausted-fails",
          status=status(RUNNING, infrastructureFailures=2), task_spec="infrastructureRetries: 2",
          seen={"pod": ended()}, phase="Failed", reason="InfrastructureFailed",

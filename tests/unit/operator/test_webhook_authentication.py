@@ -51,9 +51,12 @@ class Clock:
 
 
 def authenticator(reviews: FakeReviews, clock: Clock | None = None,
-                  secret: str | None = SECRET, size: int = 100) -> authenticating.Authenticator:
-    cache = authenticating.ExpiringCache(ttl=10, size=size, clock=clock or Clock())
-    return authenticating.Authenticator(reviews, secret, cache)
+                  secret: str | None = SECRET, size: int = 100,
+                  budget: authenticating.RateLimit | None = None) -> authenticating.Authenticator:
+    clock = clock or Clock()
+    cache = authenticating.ExpiringCache(ttl=10, size=size, clock=clock)
+    return authenticating.Authenticator(
+        reviews, secret, cache, budget or authenticating.RateLimit(rate=20, burst=40, clock=clock))
 
 
 REVIEWS = {"sa-token": "system:serviceaccount:team-a:sender",
@@ -202,3 +205,34 @@ async def test_a_caller_hanging_up_cancels_no_other_callers_review() -> None:
     first.cancel()
     assert (await second).allowed
     assert first.cancelled()
+
+
+async def test_a_flood_of_made_up_tokens_is_throttled_not_sent_for_review() -> None:
+    reviews, clock = FakeReviews(REVIEWS, ALLOWED), Clock()
+    auth = authenticator(reviews, clock, budget=authenticating.RateLimit(rate=2, burst=4,
+                                                                          clock=clock))
+    # A known caller, reviewed once: its cached answers need no budget.
+    assert (await auth.may_send_events("Bearer sa-token", "team-a")).allowed
+    verdicts = [await auth.may_send_events(f"Bearer made-up-{i}", "team-a") for i in range(10)]
+    assert [verdict.status for verdict in verdicts] == [401, 401] + [429] * 8
+    assert len(reviews.calls) == 4  # the budget's burst: 2 for the caller, 2 made-up tokens
+    assert verdicts[-1].retry_after == pytest.approx(0.5)
+    assert (await auth.may_send_events("Bearer sa-token", "team-a")).allowed
+    # A throttled answer is not remembered, and the budget refills with time.
+    clock.now = 1.0
+    assert (await auth.may_send_events("Bearer made-up-9", "team-a")).status == 401
+
+
+async def test_a_throttled_request_is_429_with_retry_after() -> None:
+    clock = Clock()
+    auth = authenticator(FakeReviews(REVIEWS, ALLOWED), clock,
+                         budget=authenticating.RateLimit(rate=0.25, burst=1, clock=clock))
+    app = webhooks.build_app(RecordingDeliverer(), auth)
+    async with test_utils.TestClient(test_utils.TestServer(app)) as client:
+        first = await client.post("/v1/namespaces/team-a/events/k", headers={
+            "Authorization": "Bearer made-up-1"})
+        second = await client.post("/v1/namespaces/team-a/events/k", headers={
+            "Authorization": "Bearer made-up-2"})
+        assert (first.status, second.status) == (401, 429)
+        assert second.headers["Retry-After"] == "4"
+        assert "try again" in (await second.json())["error"]

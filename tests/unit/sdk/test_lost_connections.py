@@ -7,14 +7,19 @@ fail, which no real server can be made to do on cue.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from attempting import run_attempt
 
-from durakube import context, errors, tasks
-from durakube.store import attempts, steps, working
+from devcluster import postgres
+from durakube import context, errors, store, tasks
+from durakube.store import attempts, runs, steps, working
 
 EFFECTS: list[str] = []
 
@@ -68,14 +73,55 @@ async def test_postgres_gone_ends_the_attempt_without_an_outcome(
 
     run_id = await new_run("stubborn")
 
+    tries: list[float] = []
+
     async def refuse(*_: Any, **__: Any) -> bool:
+        tries.append(time.monotonic())
         raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
 
     monkeypatch.setattr(working, "record_step", refuse)
     with pytest.raises(errors.StoreUnavailable, match="ConnectionDoesNotExistError"):
-        await run_attempt(pool, run_id, 1, registry)
+        await run_attempt(pool, run_id, 1, registry, store_retry_seconds=1.0)
+    # Tried again on a fresh connection, then with back-off while the budget lasted.
+    assert len(tries) >= 2
     # No outcome: the operator sees an attempt that ended without one and resumes the run.
     assert await attempts.read_outcome(pool, run_id, 1) is None
+
+
+async def test_a_checkpoint_waits_out_a_postgres_restart(tmp_path: Path) -> None:
+    server = postgres.start(tmp_path / "postgres")
+    try:
+        dsn = server.create_database("restarting")
+        owner = await store.connect(dsn, max_size=2)
+        await store.migrate(owner)
+        await runs.register_run(owner, run_id="r1", namespace="ns", name="r1",
+                                task_id="restarted", payload={})
+        registry = tasks.Registry()
+        effects: list[str] = []
+
+        async def record(name: str) -> str:
+            effects.append(name)
+            return name
+
+        async def outage() -> str:
+            # Postgres goes down under the step and is back some seconds later, while the
+            # step's checkpoint is being tried.
+            server.stop()
+            asyncio.get_running_loop().call_later(1.5, threading.Thread(
+                target=server.restart).start)
+            return await record("second")
+
+        @tasks.task(id="restarted", registry=registry)
+        async def restarted(ctx: context.TaskContext, payload: dict[str, Any]) -> list[str]:
+            return [await ctx.step("first", record, "first"), await ctx.step("second", outage)]
+
+        outcome = await run_attempt(owner, "r1", 1, registry, store_retry_seconds=60)
+        assert outcome.kind == "succeeded" and outcome.output == ["first", "second"], outcome.error
+        assert effects == ["first", "second"]
+        assert [step.name for step in await steps.load_steps(owner, "r1")] == ["first", "second"]
+        await owner.close()
+    finally:
+        server.stop()
 
 
 async def test_a_task_error_that_looks_like_a_lost_connection_is_still_the_tasks(

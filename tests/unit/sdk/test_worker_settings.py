@@ -20,7 +20,7 @@ def test_defaults() -> None:
         "run_id": "run-1", "attempt": 2, "database_url": "pg://db", "attempt_secret": "s3cret",
         "task_modules": (),
         "termination_message_path": "/dev/termination-log", "pod_name": None,
-        "statement_cache_size": None, "retry_policy": None,
+        "statement_cache_size": None, "retry_policy": None, "store_retry_seconds": 60.0,
     }
 
 
@@ -32,12 +32,13 @@ VARIABLES = [
     ({"DURAKUBE_STATEMENT_CACHE_SIZE": "0"}, "statement_cache_size", 0),
     ({"DURAKUBE_STATEMENT_CACHE_SIZE": ""}, "statement_cache_size", None),
     ({"DURAKUBE_RETRY_POLICY": '{"max_attempts": 2}'}, "retry_policy", '{"max_attempts": 2}'),
+    ({"DURAKUBE_STORE_RETRY_SECONDS": "5.5"}, "store_retry_seconds", 5.5),
 ]
 
 
 @pytest.mark.parametrize(("environ", "field", "expected"), VARIABLES,
                          ids=["modules", "termination-path", "pod-name", "pod-name-from-hostname",
-                              "cache-size", "empty-cache-size", "retry-policy"])
+                              "cache-size", "empty-cache-size", "retry-policy", "store-retry"])
 def test_each_variable_is_read(environ: dict[str, str], field: str, expected: Any) -> None:
     settings = environment.WorkerSettings.from_environ({**REQUIRED, **environ})
     assert getattr(settings, field) == expected

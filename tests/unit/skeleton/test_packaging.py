@@ -70,6 +70,16 @@ def declared_names(project: Project) -> set[str]:
     return {canonicalize_name(requirement.name) for requirement in requirements(project)}
 
 
+def extra_names(project: Project, extra: str) -> set[str]:
+    texts = project.pyproject["project"].get("optional-dependencies", {}).get(extra, [])
+    return {canonicalize_name(Requirement(text).name) for text in texts}
+
+
+# The SDK's optional `durakube dashboard` (durakube/dashboard/), and what only it may import.
+DASHBOARD_EXTRA = "dashboard"
+DASHBOARD_PACKAGE = Path("durakube") / "dashboard"
+
+
 @dataclass(frozen=True)
 class Wheel:
     names: list[str]
@@ -144,11 +154,26 @@ def test_the_sdk_wheel_is_typed(wheels: dict[str, Wheel]) -> None:
     assert "durakube/py.typed" in wheels["durakube"].names
 
 
+def test_the_sdk_wheel_carries_the_dashboards_pages(wheels: dict[str, Wheel]) -> None:
+    # Served from the package itself: nothing is fetched from the network at run time.
+    names = set(wheels["durakube"].names)
+    for name in ("templates/run.html", "templates/runs.html", "static/htmx.min.js",
+                 "static/htmx.LICENSE", "static/dashboard.css"):
+        assert f"durakube/dashboard/{name}" in names, name
+
+
 def test_the_sdk_wheel_does_not_require_the_operators_dependencies(wheels: dict[str, Wheel]) -> None:
-    required = {canonicalize_name(requirement.name) for requirement in wheels["durakube"].requires()}
+    requires = wheels["durakube"].requires()
+    required = {canonicalize_name(requirement.name) for requirement in requires
+                if requirement.marker is None}
     assert required == declared_names(SDK)
     assert not required & OPERATOR_ONLY
     assert "durakube-operator" not in required
+    # The dashboard's server is an extra: a task image never installs it.
+    extra = {canonicalize_name(requirement.name) for requirement in requires
+             if requirement.marker is not None
+             and requirement.marker.evaluate({"extra": DASHBOARD_EXTRA})}
+    assert extra == extra_names(SDK, DASHBOARD_EXTRA)
 
 
 def test_the_operator_wheel_pins_the_sdk_of_its_own_version(wheels: dict[str, Wheel]) -> None:
@@ -178,11 +203,13 @@ def test_the_dev_environment_has_every_command() -> None:
 # The imports.
 
 
-def third_party_imports(package: Path) -> dict[str, str]:
+def third_party_imports(package: Path, *, leaving_out: Path | None = None) -> dict[str, str]:
     """Top-level module -> a file importing it, for every absolute import of `package`
-    (in functions too) that is not of the standard library."""
+    (in functions too) that is not of the standard library; `leaving_out` a subfolder."""
     found: dict[str, str] = {}
     for path in sorted(package.rglob("*.py")):
+        if leaving_out is not None and path.is_relative_to(leaving_out):
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]
@@ -199,10 +226,21 @@ def third_party_imports(package: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("project", PUBLISHED, ids=IDS)
 def test_every_import_is_a_declared_dependency(project: Project) -> None:
+    dashboard = SDK.folder / DASHBOARD_PACKAGE
+    scans = [(third_party_imports(project.folder / project.package, leaving_out=dashboard),
+              declared_names(project))]
+    if project is SDK:
+        # The dashboard may import its extra's packages too.
+        scans.append((third_party_imports(dashboard),
+                      declared_names(SDK) | extra_names(SDK, DASHBOARD_EXTRA)))
+    assert scans[0][0], "the scan found no import at all"
+    undeclared = [problem for imports, declared in scans
+                  for problem in _undeclared(project, imports, declared)]
+    assert not undeclared, f"{project.distribution} does not declare: {', '.join(undeclared)}"
+
+
+def _undeclared(project: Project, imports: dict[str, str], declared: set[str]) -> list[str]:
     providers = importlib.metadata.packages_distributions()
-    declared = declared_names(project)
-    imports = third_party_imports(project.folder / project.package)
-    assert imports, "the scan found no import at all"
     undeclared = []
     for module, where in sorted(imports.items()):
         if module == project.package:
@@ -210,12 +248,15 @@ def test_every_import_is_a_declared_dependency(project: Project) -> None:
         assert module in providers, f"{where} imports {module}, which no installed distribution provides"
         if not {canonicalize_name(name) for name in providers[module]} & declared:
             undeclared.append(f"{module} (imported by {where}, from {sorted(providers[module])})")
-    assert not undeclared, f"{project.distribution} does not declare: {', '.join(undeclared)}"
+    return undeclared
 
 
 def test_the_sdk_never_imports_the_operators_packages() -> None:
-    assert not set(third_party_imports(SDK.folder / SDK.package)) & {
-        "kopf", "prometheus_client", "aiohttp", "durakube_operator", "devcluster"}
+    operators = {"kopf", "prometheus_client", "durakube_operator", "devcluster"}
+    assert not set(third_party_imports(SDK.folder / SDK.package)) & operators
+    # aiohttp serves the dashboard, an extra; the rest of the SDK does without it.
+    assert "aiohttp" not in third_party_imports(SDK.folder / SDK.package,
+                                                leaving_out=SDK.folder / DASHBOARD_PACKAGE)
 
 
 # The lock files.
