@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # Control-plane and helm builds are cached outside the tree, once per machine.
 export DURAKUBE_CACHE ?= $(HOME)/.cache/durakube
 
-.PHONY: setup lock controlplane helm prometheus chromium crds dashboards test test-unit test-e2e lint demo cluster-up cluster-down bench bench-suspended bench-pods bench-retention clean
+.PHONY: setup lock controlplane helm prometheus chromium realnode-packages images crds dashboards test test-unit test-e2e test-realnode lint demo cluster-up cluster-down bench bench-suspended bench-pods bench-retention clean
 
 setup: $(STAMP)
 
@@ -35,8 +35,9 @@ lock: setup
 	$(UV_COMPILE) operator/pyproject.toml --no-emit-package durakube -o requirements/operator.lock
 	$(UV_COMPILE) requirements/build.in -o requirements/build.lock
 
-# Compiles etcd, kube-apiserver, kube-controller-manager and kube-scheduler into one
-# binary from the Go module proxy (devcluster/controlplane/go.mod pins the versions).
+# Compiles etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the kubelet and
+# kube-proxy into one binary from the Go module proxy (devcluster/controlplane/go.mod
+# pins the versions).
 controlplane: $(STAMP)
 	$(BIN)/python -m devcluster.build controlplane
 
@@ -59,6 +60,21 @@ chromium:
 		apt-get install -y --no-install-recommends chromium || \
 		(apt-get update && apt-get install -y --no-install-recommends chromium)
 
+# The real node's runtime from Debian: containerd, runc and the CNI plugins, and the
+# image builders buildah and debootstrap (devcluster/realnode/).
+REALNODE_PACKAGES := containerd runc containernetworking-plugins iptables buildah debootstrap
+realnode-packages:
+	@command -v containerd >/dev/null && command -v runc >/dev/null && command -v buildah >/dev/null \
+		&& command -v debootstrap >/dev/null && test -x /usr/lib/cni/bridge || \
+		apt-get install -y --no-install-recommends $(REALNODE_PACKAGES) || \
+		(apt-get update && apt-get install -y --no-install-recommends $(REALNODE_PACKAGES))
+
+# The real node's images from the project's Dockerfiles, on a Debian base made with
+# debootstrap, cached by content in $(DURAKUBE_CACHE)/images (the first build takes
+# minutes; a warm run builds nothing).
+images: setup realnode-packages
+	$(BIN)/python -m devcluster.realnode.images
+
 # Regenerates crds/ and the chart's CRD templates from sdk/durakube/resources.py.
 crds: setup
 	$(BIN)/python -m durakube.crds crds --chart charts/durakube
@@ -67,14 +83,18 @@ crds: setup
 dashboards: setup
 	$(BIN)/python -m devcluster.dashboards charts/durakube/dashboards/durakube.json
 
-test: setup controlplane helm prometheus chromium
+test: setup controlplane helm prometheus chromium images
 	$(BIN)/pytest -q
 
 test-unit: setup prometheus
 	$(BIN)/pytest -q tests/unit
 
-test-e2e: setup controlplane helm prometheus chromium
+test-e2e: setup controlplane helm prometheus chromium images
 	$(BIN)/pytest -q tests/e2e
+
+# Only the tests that run on the real node (kubelet, containerd, the project's images).
+test-realnode: setup controlplane helm images
+	$(BIN)/pytest -q -m realnode tests/e2e/realnode
 
 lint: setup
 	$(BIN)/ruff check sdk operator devcluster tests bench examples

@@ -1,10 +1,12 @@
-"""Builds the control-plane binary and the helm binary once per machine.
+"""Builds the control-plane binary, the helm binary and the pause program once per
+machine.
 
-Both come from the Go module proxy: `devcluster/controlplane/` is a small Go
+They come from the Go module proxy: `devcluster/controlplane/` is a small Go
 module that requires k8s.io/kubernetes (and etcd's server) at pinned versions;
 `devcluster/helm/` holds no code of its own: its go.mod declares helm's command
 (`helm.sh/helm/v3/cmd/helm`) as a `tool`, which pins helm and all its
-dependencies in go.mod and go.sum, and the build compiles that package. Outputs
+dependencies in go.mod and go.sum, and the build compiles that package;
+`devcluster/pause/` is the real node's sandbox program, with no dependency. Outputs
 land in a cache folder outside the work tree (`$DURAKUBE_CACHE`, by default
 `~/.cache/durakube`), under a key derived from the module files, so a fresh clone
 on the same machine reuses them and a version bump rebuilds. Go's own build cache
@@ -79,9 +81,13 @@ def _module_key(module: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def module_key(module_name: str) -> str:
+    """The cache key of a module of devcluster/: changes with its files and flags."""
+    return _module_key(HERE / module_name)
+
+
 def _output(module_name: str, program: str) -> Path:
-    module = HERE / module_name
-    return cache_root() / f"{module_name}-{_module_key(module)}" / program
+    return cache_root() / f"{module_name}-{module_key(module_name)}" / program
 
 
 def binary(module_name: str = "controlplane", program: str = "controlplane") -> Path:

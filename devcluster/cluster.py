@@ -1,10 +1,16 @@
 """Starts and stops one local test bed: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and the process node, in that order, as envtest does it.
+kube-scheduler and its nodes, in that order, as envtest does it.
 
 Every component is a real program (the first four from the control-plane binary
-built by `devcluster.build`, the node from `devcluster.node`); ports are chosen
-free at start, so two test beds can run side by side. All state (certificates,
-kubeconfigs, etcd data, logs) lives in one folder given by the caller.
+built by `devcluster.build`); ports are chosen free at start, so two test beds can
+run side by side. All state (certificates, kubeconfigs, etcd data, logs) lives in
+one folder given by the caller.
+
+A node is a process node (`devcluster.node`, every container a local process) or
+the real node (`devcluster.realnode`: the kubelet and kube-proxy from the same
+binary, containerd, runc and the bridge CNI, images built from the project's
+Dockerfiles). With a real node, the control plane listens on the pod network's
+gateway address instead of loopback, so that pods reach it.
 
 Called by the test fixtures and by `durakube-devcluster`; it knows nothing of
 Durakube itself.
@@ -13,6 +19,8 @@ Durakube itself.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -21,10 +29,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from devcluster import build, kubeconfigs, pki, ports
+from devcluster.realnode import images, kubelet, networking, runtime
 
 REPO = Path(__file__).resolve().parent.parent
 # Images built from this repository (examples/Dockerfile and the tests' task image)
@@ -42,6 +52,11 @@ SERVICE_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Short here so that node-loss tests finish in reasonable time; the path is the real one.
 NODE_TOLERATION_SECONDS = 20
 NODE_MONITOR_GRACE_PERIOD = "16s"
+# The label of the real node, for nodeSelectors of pods that must run there.
+REAL_NODE_LABEL = "durakube.io/node-kind"
+# kube-proxy's iptables chains are the machine's, not a test bed's: one real node at
+# a time per machine, the others wait for this lock.
+REAL_NODE_LOCK = Path("/run/lock/durakube-real-node.lock")
 
 
 class StartError(RuntimeError):
@@ -85,10 +100,17 @@ class Cluster:
     kubeconfig: Path
     ca: pki.Authority
     components: dict[str, Component] = field(default_factory=dict)
+    # Where the control plane listens: loopback, or the real node's pod gateway.
+    address: str = "127.0.0.1"
+    pod_network: networking.PodNetwork | None = None
+    # Undone after the components stop, last first (mounts, cgroups, the bridge).
+    cleanups: list[Callable[[], object]] = field(default_factory=list)
+    # Seconds each step of the real node's start took, for the tests' summary line.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
 
     def env(self) -> dict[str, str]:
         """Environment for a program that talks to this cluster as admin."""
@@ -126,11 +148,74 @@ class Cluster:
         self.components[component.name] = component
         return component
 
+    def start_real_node(self, name: str) -> None:
+        """Starts containerd, the kubelet and kube-proxy as node `name`, with the
+        project's images imported; returns once the node is Ready."""
+        assert self.pod_network is not None, "a real node needs the test bed started with real_node"
+        network, binary = self.pod_network, str(build.binary())
+        archives = images.archives()
+        REAL_NODE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(REAL_NODE_LOCK, "w")  # held until the cleanup closes it
+        self.cleanups.append(lock.close)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        folder = self.state_dir / "real-node"
+        folder.mkdir(parents=True, exist_ok=True)
+        cgroup_root = "durakube-" + hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]
+        kubelet.make_cgroup_root(cgroup_root)
+        chains_before = kubelet.kubelet_chains()
+        paths_before = runtime.machine_paths_present()
+        # Undone last registered first: the containers, then their mounts, then the
+        # iptables chains, then the (by then empty) cgroups and the files elsewhere.
+        self.cleanups.append(lambda: runtime.clean_machine_paths(paths_before, folder,
+                                                                 networking.NETWORK_NAME))
+        self.cleanups.append(lambda: kubelet.remove_cgroup_root(cgroup_root))
+        self.cleanups.append(lambda: kubelet.remove_chains(kubelet.kubelet_chains() - chains_before))
+        self.cleanups.append(lambda: subprocess.run(kubelet.proxy_cleanup_argv(binary), check=False,
+                                                    capture_output=True))
+        self.cleanups.append(lambda: runtime.unmount_all(folder))
+        self.cleanups.append(lambda: runtime.kill_containers(folder))
+
+        networking.write_cni_config(network, folder / "cni", folder / "ipam", SERVICE_CIDR)
+        config = runtime.write_config(folder, images.pause_name(), folder / "cni")
+        began = time.monotonic()
+        containerd = self._add(_spawn("containerd", runtime.command(config), self.state_dir))
+        _wait("containerd", containerd, lambda: runtime.ready(folder), 60)
+        runtime.import_images(folder, archives)
+        self.timings["containerd with the images imported"] = time.monotonic() - began
+
+        client = self.ca.issue(f"node-{name}", f"system:node:{name}", organization="system:nodes")
+        serving = self.ca.issue(f"node-{name}-serving", f"system:node:{name}",
+                                server_names=(network.gateway, name))
+        kubeconfig = kubeconfigs.write(folder / "kubelet.kubeconfig", self.server, self.ca.cert_path, client)
+        kubelet_config, _ = kubelet.write_kubelet_config(
+            folder, address=network.gateway, ca=self.ca.cert_path, cert=serving.cert, key=serving.key,
+            runtime_socket=runtime.socket(folder), cgroup_root=cgroup_root)
+        node = self._add(_spawn("kubelet", kubelet.kubelet_argv(
+            binary, folder, kubelet_config, kubeconfig, name, network.gateway, {REAL_NODE_LABEL: "real"}),
+            self.state_dir))
+        began = time.monotonic()
+        _wait(f"node {name}", node, lambda: _node_ready(self, name), 120)
+        self.timings["kubelet Ready"] = time.monotonic() - began
+
+        proxy_kubeconfig = kubeconfigs.write(folder / "kube-proxy.kubeconfig", self.server, self.ca.cert_path,
+                                             self.ca.issue("kube-proxy", "system:kube-proxy"))
+        self._add(_spawn("kube-proxy", kubelet.proxy_argv(binary, kubelet.write_proxy_config(
+            folder, kubeconfig=proxy_kubeconfig, name=name, cluster_cidr=str(network.subnet),
+            gateway=network.gateway)), self.state_dir))
+
+    def _add(self, component: Component) -> Component:
+        self.components[component.name] = component
+        return component
+
     def stop(self) -> None:
-        # Nodes first (they stop their pods), then the control plane in reverse order.
+        # Nodes first (they stop their pods), then the control plane in reverse order;
+        # then what the real node leaves behind on the machine.
         for name in reversed(list(self.components)):
             self.components[name].stop()
         self.components.clear()
+        while self.cleanups:
+            with contextlib.suppress(Exception):
+                self.cleanups.pop()()
 
     def api_get(self, path: str) -> object:
         """GET on the apiserver as admin; for readiness checks and tests."""
@@ -189,28 +274,40 @@ def let_pods_run_the_project() -> None:
                 folder.chmod(mode | 0o001)
 
 
-def start(state_dir: Path, *, nodes: tuple[str, ...] = ("node-1",),
+def start(state_dir: Path, *, nodes: tuple[str, ...] = ("node-1",), real_node: str | None = None,
           controller_manager_args: tuple[str, ...] = ()) -> Cluster:
     """Starts a whole test bed in `state_dir`; on failure nothing is left running.
 
+    `nodes` are process nodes; `real_node` names a real node, labelled
+    `durakube.io/node-kind=real`, which runs alone (`nodes=()`): the control plane
+    then listens on the pod network's gateway, where a process node's pods, given
+    loopback for the apiserver, would not find it.
     `controller_manager_args` go last on the controller-manager's command line, so they
     override the test bed's own (a bench sets `--kube-api-qps` and `--kube-api-burst`)."""
+    if real_node and nodes:
+        raise ValueError("a real node runs alone: start it with nodes=()")
     binary = str(build.binary())
     let_pods_run_the_project()
     state_dir.mkdir(parents=True, exist_ok=True)
     ca = pki.Authority(state_dir / "pki")
     api_port = ports.free_port()
+    network = networking.create(SERVICE_CIDR) if real_node else None
+    address = network.gateway if network else "127.0.0.1"
     admin = ca.issue("admin", "durakube-admin", organization="system:masters")
     cluster = Cluster(state_dir, api_port,
                       kubeconfigs.write(state_dir / "admin.kubeconfig",
-                                        f"https://127.0.0.1:{api_port}", ca.cert_path, admin),
-                      ca)
+                                        f"https://{address}:{api_port}", ca.cert_path, admin),
+                      ca, address=address, pod_network=network)
+    if network:
+        cluster.cleanups.append(lambda: networking.delete(network))
     try:
         _start_etcd_and_apiserver(cluster, binary)
         _start_controllers(cluster, binary, controller_manager_args)
         for name in nodes:
             node = cluster.start_node(name)
             _wait(f"node {name}", node, lambda n=name: _node_ready(cluster, n), 60)
+        if real_node:
+            cluster.start_real_node(real_node)
     except BaseException:
         cluster.stop()
         raise
@@ -237,16 +334,16 @@ def _start_etcd_and_apiserver(cluster: Cluster, binary: str) -> None:
     _wait("etcd", etcd, lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"), 30)
 
     serving = ca.issue("apiserver", "kube-apiserver", server_names=(
-        "127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default",
-        "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"))
+        *dict.fromkeys(("127.0.0.1", cluster.address)), "localhost", "10.0.0.1", "kubernetes",
+        "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"))
     kubelet_client = ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
                               organization="system:masters")
     sa_key = str(pki.service_account_key(state_dir / "pki"))
     apiserver = _spawn("kube-apiserver", [
         binary, "kube-apiserver",
         "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
-        "--bind-address", "127.0.0.1",
-        "--advertise-address", "127.0.0.1",
+        "--bind-address", cluster.address,
+        "--advertise-address", cluster.address,
         "--secure-port", str(cluster.api_port),
         "--cert-dir", str(state_dir / "pki"),
         "--tls-cert-file", str(serving.cert),
@@ -264,7 +361,9 @@ def _start_etcd_and_apiserver(cluster: Cluster, binary: str) -> None:
         "--kubelet-preferred-address-types", "InternalIP",
         "--default-not-ready-toleration-seconds", str(NODE_TOLERATION_SECONDS),
         "--default-unreachable-toleration-seconds", str(NODE_TOLERATION_SECONDS),
-        "--endpoint-reconciler-type", "none",
+        # Pods of a real node reach the apiserver through the `kubernetes` Service, whose
+        # endpoint the apiserver keeps; the process node's pods use loopback.
+        "--endpoint-reconciler-type", "lease" if cluster.pod_network else "none",
         "--v", "1",
     ], state_dir)
     cluster.components["kube-apiserver"] = apiserver

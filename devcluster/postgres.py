@@ -50,15 +50,12 @@ def _run_as() -> str | None:
 
 @dataclass
 class PostgresServer:
-    """One running Postgres server on 127.0.0.1; `stop()` ends it."""
+    """One running Postgres server on 127.0.0.1 (or `host`); `stop()` ends it."""
 
     data_dir: Path
     port: int
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
+    host: str = "127.0.0.1"
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
@@ -84,7 +81,7 @@ class PostgresServer:
     def restart(self) -> None:
         """Stops the server and starts it again on the same data and port (for outage tests)."""
         self.stop()
-        self.process = start(self.data_dir, self.port).process
+        self.process = start(self.data_dir, self.port, host=self.host).process
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -98,8 +95,12 @@ class PostgresServer:
             self.process.wait()
 
 
-def start(data_dir: Path, port: int | None = None) -> PostgresServer:
-    """Initialises `data_dir` (when empty) and starts a server; waits until it accepts SQL."""
+def start(data_dir: Path, port: int | None = None, *, host: str = "127.0.0.1",
+          trusted_network: str | None = None) -> PostgresServer:
+    """Initialises `data_dir` (when empty) and starts a server; waits until it accepts SQL.
+
+    The server listens on loopback and on `host`; the real node's pods, on
+    `trusted_network`, connect to `host` without a password as loopback clients do."""
     user = _run_as()
     data_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = _bin_dir()
@@ -116,17 +117,20 @@ def start(data_dir: Path, port: int | None = None) -> PostgresServer:
              "--auth=trust", "--encoding=UTF8", "--no-sync"],
             check=True, capture_output=True, user=user,
         )
+        if trusted_network:
+            with open(data_dir / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {trusted_network} trust\n")
     port = port or ports.free_port()
     log = open(data_dir.parent / f"{data_dir.name}.log", "ab")  # owned by the server's lifetime
     process = subprocess.Popen(
         [str(bin_dir / "postgres"), "-D", str(data_dir), "-p", str(port),
-         "-h", "127.0.0.1", "-k", str(data_dir),
+         "-h", ",".join(dict.fromkeys(("127.0.0.1", host))), "-k", str(data_dir),
          # A test bed, not production: durability traded for speed where it is safe.
          "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
          "-c", "max_connections=500"],
         stdout=log, stderr=subprocess.STDOUT, user=user, start_new_session=True,
     )
-    server = PostgresServer(data_dir=data_dir, port=port, process=process)
+    server = PostgresServer(data_dir=data_dir, port=port, process=process, host=host)
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:

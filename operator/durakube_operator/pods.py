@@ -6,8 +6,11 @@ by its TaskRun (garbage-collected with it), runs the worker image's entrypoint w
 the run id and attempt in its env, reads the workers' Postgres DSN and the
 attempt's secret from the attempt's own Secret (`build_attempt_secret`: same name
 as the pod, owned by the TaskRun; never from the custom resource), and gets a
-restrictive security context. When the TaskRun or
-the Task sets a retry policy, the worker gets it too, to classify errors under it.
+restrictive security context: non-root, a read-only root filesystem, no
+capabilities. Tasks still get two writable folders, emptyDirs at /tmp and at their
+home (`HOME`), because libraries write there (caches, temporary files). When the
+TaskRun or the Task sets a retry policy, the worker gets it too, to classify errors
+under it.
 
 Pure functions: building a manifest does no I/O.
 """
@@ -33,6 +36,9 @@ TERMINATION_LOG = "/dev/termination-log"
 # The keys of an attempt's Secret.
 SECRET_DATABASE_URL = "database-url"
 SECRET_ATTEMPT_SECRET = "attempt-secret"
+# The writable folders of an attempt pod (emptyDirs): mount path -> volume name.
+HOME = "/home/durakube"
+SCRATCH_VOLUMES = {"/tmp": "durakube-tmp", HOME: "durakube-home"}
 
 _NAME_LIMIT = 63
 
@@ -93,6 +99,7 @@ def build_attempt_pod(
             "name": attempt_pod_name(meta.name, attempt), "key": SECRET_ATTEMPT_SECRET}}},
         {"name": "DURAKUBE_TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
         {"name": "DURAKUBE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "HOME", "value": HOME},
     ]
     if task.spec.modules:
         env.append({"name": "DURAKUBE_TASK_MODULES", "value": ",".join(task.spec.modules)})
@@ -115,8 +122,12 @@ def build_attempt_pod(
             **(template.security_context or {}),
         },
     }
-    if template.volume_mounts:
-        container["volumeMounts"] = template.volume_mounts
+    # The task's own mounts win where they take the same path as a scratch folder.
+    taken = {mount.get("mountPath") for mount in template.volume_mounts or []}
+    scratch = {path: name for path, name in SCRATCH_VOLUMES.items() if path not in taken}
+    container["volumeMounts"] = [
+        *({"name": name, "mountPath": path} for path, name in scratch.items()),
+        *(template.volume_mounts or [])]
     if template.env_from:
         container["envFrom"] = template.env_from
     if template.resources:
@@ -134,8 +145,8 @@ def build_attempt_pod(
         },
         "containers": [container],
     }
-    if template.volumes:
-        spec["volumes"] = template.volumes
+    spec["volumes"] = [*({"name": name, "emptyDir": {}} for name in scratch.values()),
+                       *(template.volumes or [])]
     timeout = duration_seconds(run.spec.timeout or task.spec.timeout)
     if timeout is not None:
         spec["activeDeadlineSeconds"] = timeout

@@ -103,8 +103,31 @@ def test_a_task_may_loosen_the_security_context_and_add_volumes() -> None:
         "capabilities": {"drop": ["ALL"]}, "privileged": True}
     assert spec["securityContext"]["fsGroup"] == 2000
     assert spec["securityContext"]["runAsNonRoot"] is True
-    assert spec["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
-    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+    assert spec["volumes"][-1] == {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}
+    assert container["volumeMounts"][-1] == {"name": "data", "mountPath": "/data"}
+
+
+def test_tmp_and_home_are_writable_scratch_folders_under_a_read_only_root() -> None:
+    pod = pods.build_attempt_pod(make_run(), TASK, 1, SETTINGS)
+    spec, container = pod["spec"], pod["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes[mounts["/tmp"]]["emptyDir"] == {}
+    home = next(e["value"] for e in container["env"] if e["name"] == "HOME")
+    assert volumes[mounts[home]]["emptyDir"] == {}
+    assert mounts["/tmp"] != mounts[home]
+
+
+def test_a_task_mount_at_tmp_replaces_the_scratch_folder() -> None:
+    task = TASK.model_copy(deep=True)
+    task.spec.pod_template = resources.PodTemplate.model_validate({
+        "volumes": [{"name": "fast", "emptyDir": {"medium": "Memory"}}],
+        "volumeMounts": [{"name": "fast", "mountPath": "/tmp"}]})
+    pod = pods.build_attempt_pod(make_run(), task, 1, SETTINGS)
+    mounts = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert mounts == [{"name": "fast", "mountPath": "/tmp"}]
+    assert {"name": "fast", "emptyDir": {"medium": "Memory"}} in pod["spec"]["volumes"]
 
 
 @pytest.mark.parametrize(("run_timeout", "deadline"), [(None, 600), ("90s", 90), ("1h", 3600)],

@@ -1,0 +1,3 @@
+module durakube.io/devcluster/pause
+
+go 1.26.0
