@@ -3,8 +3,9 @@
 The third of the reconciler's four stages (observe -> decide -> act -> publish).
 Performs `deciding`'s actions in order, before the status is published: the status
 patch is the commit point, so every action here is idempotent and a pass cut short
-by a crash is finished by the next one. Decides nothing; it tells the admission
-and waking loops when a slot was freed, a line joined or a parent's wait ended.
+by a crash is finished by the next one. Decides nothing; it tells the admission,
+waking and retention loops when a slot was freed, a line joined, a parent's wait
+ended or a run finished.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from durakube.store import attempts, logs, pools, queues, runs, schema
+from durakube.store import attempts, logs, pools, queues, retention, runs, schema
 from durakube_operator import actions, caching, children, kubeapi, metrics, pods
 from durakube_operator import settings as settings_module
 
@@ -45,6 +46,8 @@ class Actor:
     admit_now: Callable[[str, str], Awaitable[bool]]
     # Asks the waking loop to resume runs whose wait just ended.
     wake_waiting_runs: Callable[[], None]
+    # Tells the retention loop a run finished whose TaskRun expires in this many seconds.
+    finished_with_ttl: Callable[[float], None] = lambda seconds: None
 
     async def perform(self, todo: tuple[actions.Action, ...]) -> queues.Place | None:
         """Performs `todo` in order; returns the run's place once it joined a line (a slot
@@ -80,8 +83,22 @@ class Actor:
                 await self._start_attempt(action)
             case actions.DeletePod():
                 await self.api.delete_pod(action.namespace, action.name)
-            case actions.MirrorPhase():
+            case actions.MirrorPhase(retention=kept):
                 await runs.set_run_status(self.db, action.run_id, action.phase)
+                if kept is not None:
+                    await retention.record_finish(
+                        self.db, run_id=action.run_id, namespace=kept.namespace, name=kept.name,
+                        ttl_seconds=kept.ttl_seconds, history_seconds=kept.history_seconds,
+                        pod_name=kept.pod_name, pod_seconds=kept.pod_seconds)
+                    soonest = min((seconds for seconds in (kept.ttl_seconds, kept.pod_seconds)
+                                   if seconds is not None), default=None)
+                    if soonest is not None:
+                        self.finished_with_ttl(soonest)
+            case actions.RecordRetention(retention=kept):
+                await retention.record_finish(
+                    self.db, run_id=action.run_id, namespace=kept.namespace, name=kept.name,
+                    ttl_seconds=kept.ttl_seconds, history_seconds=kept.history_seconds,
+                    finished_at=action.finished_at)
             case actions.SaveLogTail():
                 await self._save_log_tail(action)
             case actions.ReportChildEnd():

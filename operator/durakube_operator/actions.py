@@ -94,11 +94,36 @@ class SaveLogTail:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long a finished run's TaskRun and history are kept (None: for ever)."""
+
+    namespace: str
+    name: str
+    ttl_seconds: int | None
+    history_seconds: float | None
+    # The last attempt's pod, and how long it is kept (None: until the TaskRun goes).
+    pod_name: str | None = None
+    pod_seconds: int | None = None
+
+
+@dataclass(frozen=True)
 class MirrorPhase:
-    """Mirrors the phase in Postgres: history outlives the TaskRun; queues count by it."""
+    """Mirrors the phase in Postgres: history outlives the TaskRun; queues count by it. A
+    final phase carries its `retention`, recorded with it (the first record stands)."""
 
     run_id: str
     phase: str
+    retention: Retention | None = None
+
+
+@dataclass(frozen=True)
+class RecordRetention:
+    """Records the retention of a run that finished before the operator recorded any (an
+    install from before retention existed); a run's first record stands."""
+
+    run_id: str
+    retention: Retention
+    finished_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -110,4 +135,4 @@ class ReportChildEnd:
 
 
 Action = (RegisterRun | Warn | Enqueue | ReleaseSlot | StartAttempt | DeletePod | MirrorPhase
-          | ReportChildEnd | SaveLogTail)
+          | RecordRetention | ReportChildEnd | SaveLogTail)

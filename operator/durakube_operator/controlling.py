@@ -15,7 +15,7 @@ import contextlib
 import logging
 
 from durakube import errors, resources
-from durakube.store import pools, queues
+from durakube.store import pools, queues, retention
 from durakube_operator import (
     acting,
     admitting,
@@ -26,6 +26,7 @@ from durakube_operator import (
     kubeapi,
     metrics,
     reconciling,
+    retaining,
     waking,
     workqueue,
 )
@@ -50,9 +51,11 @@ class Controller:
         self.deliverer = delivering.Deliverer(db, self.waking.poke)
         self.submitting = children.SubmittingLoop(db, api)
         self.reads = caching.CachedReads(api, settings.resync_seconds)
+        self.retention = retaining.RetentionLoop(db, api, self.reads, settings)
         actor = acting.Actor(api=api, reads=self.reads, db=db, settings=settings, clock=conditions.now,
                              poke_admission=self.admission.poke, admit_now=self.admission.admit_now,
-                             wake_waiting_runs=self.waking.poke)
+                             wake_waiting_runs=self.waking.poke,
+                             finished_with_ttl=self.retention.run_finished)
         self.reconciler = reconciling.Reconciler(api=api, reads=self.reads, db=db, settings=settings,
                                                  actor=actor)
         self._tasks: list[asyncio.Task[None]] = []
@@ -65,10 +68,13 @@ class Controller:
         self.queue.add((body["metadata"]["namespace"], body["metadata"]["name"]))
 
     async def taskrun_deleted(self, namespace: str, name: str, run_id: str) -> None:
-        """Its pods go with it (owner references); its slot and place in line go now."""
+        """Its pods go with it (owner references); its slot and place in line go now, and
+        its history's retention counts from now if it had not finished."""
         self.reads.taskruns.forget(namespace, name)
         if await queues.release(self.db, run_id):
             self.admission.poke()
+        await retention.mark_taskruns_gone(self.db, [retention.DueTaskRun(run_id, namespace, name)],
+                                           self.settings.history_retention)
 
     def task_changed(self, body: caching.Body, deleted: bool) -> None:
         meta = body["metadata"]
@@ -161,6 +167,7 @@ class Controller:
         controller._tasks.append(asyncio.create_task(controller._publish_queue_counts()))
         controller._tasks.append(asyncio.create_task(controller.waking.run()))
         controller._tasks.append(asyncio.create_task(controller.submitting.run()))
+        controller._tasks.append(asyncio.create_task(controller.retention.run()))
         for index in range(settings.workers):
             controller._tasks.append(asyncio.create_task(controller._work(), name=f"worker-{index}"))
         return controller

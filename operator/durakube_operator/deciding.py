@@ -26,7 +26,7 @@ import pydantic
 
 from durakube import durations, errors, resources, retry
 from durakube.store import attempts, queues
-from durakube_operator import actions, conditions, observing, pods, reasons
+from durakube_operator import actions, conditions, observing, pods, reasons, retaining
 from durakube_operator import settings as settings_module
 
 Phase = resources.Phase
@@ -56,13 +56,18 @@ def decide(seen: observing.Observation, now: datetime, settings: settings_module
                                               seen.invalid or "invalid TaskRun", generation, now))
     before = seen.run.status
     if before.phase in resources.FINAL_PHASES:
-        return Decision(before)
+        # Its retention was recorded when it finished, unless an operator from before
+        # retention finished it: recorded now (the first record stands).
+        if before.run_id is None:
+            return Decision(before)
+        return Decision(before, (actions.RecordRetention(before.run_id, retention_of(seen, settings),
+                                                         before.completion_time),))
     try:
         decision = _Deciding(seen, now, settings, rng).decide()
     except _InvalidPolicy as error:
         decision = Decision(conditions.transition(before, Phase.FAILED, reasons.INVALID, str(error),
                                                   seen.run.metadata.generation, now))
-    return _with_consequences(seen, before, decision)
+    return _with_consequences(seen, before, decision, settings)
 
 
 def after_joining(seen: observing.Observation, decision: Decision, place: queues.Place,
@@ -96,7 +101,7 @@ def pod_refused(seen: observing.Observation, decided: resources.TaskRunStatus, m
     deciding = _Deciding(seen, now, settings, None)
     failed = deciding.transition(decided, Phase.FAILED, reasons.POD_REFUSED, message[:1024])
     failed = failed.model_copy(update={"pod_name": None})
-    return _with_consequences(seen, seen.run.status, Decision(failed))
+    return _with_consequences(seen, seen.run.status, Decision(failed), settings)
 
 
 def effective_policy(run: resources.TaskRun, task: resources.Task,
@@ -425,21 +430,42 @@ def preview(output: Any) -> dict[str, Any] | None:
 
 
 def _with_consequences(seen: observing.Observation, before: resources.TaskRunStatus,
-                       decision: Decision) -> Decision:
-    """Adds what every change of phase implies: the Postgres mirror, the slot given back
-    when the run no longer runs, and a child's result for its parent."""
+                       decision: Decision, settings: settings_module.Settings) -> Decision:
+    """Adds what every change of phase implies: the Postgres mirror (with the run's
+    retention when it finished), the slot given back when the run no longer runs, and a
+    child's result for its parent."""
     after = decision.status
     if after.phase == before.phase or after.run_id is None or after.phase is None:
         return decision
     todo = list(decision.actions)
+    if after.phase == Phase.BACKING_OFF and before.pod_name and \
+            retaining.finished_pod_seconds(settings) is not None and \
+            not any(isinstance(action, actions.DeletePod) for action in todo):
+        # The attempt's outcome is read and another attempt follows: its pod goes now.
+        todo.append(actions.DeletePod(seen.body["metadata"]["namespace"], before.pod_name))
     if after.phase in resources.FINAL_PHASES or after.phase == Phase.BACKING_OFF:
         if not any(isinstance(action, actions.ReleaseSlot) for action in todo):
             todo.append(actions.ReleaseSlot(after.run_id, seen.queue))
-    if after.phase != Phase.PENDING:  # registration wrote Pending
+    if after.phase in resources.FINAL_PHASES:
+        todo.append(actions.MirrorPhase(after.run_id, str(after.phase),
+                                        retention_of(seen, settings)))
+    elif after.phase != Phase.PENDING:  # registration wrote Pending
         todo.append(actions.MirrorPhase(after.run_id, str(after.phase)))
     if after.phase in resources.FINAL_PHASES and seen.is_child:
         todo.append(actions.ReportChildEnd(seen.body, after))
     return Decision(after, tuple(todo), decision.requeue_after)
+
+
+def retention_of(seen: observing.Observation, settings: settings_module.Settings) -> actions.Retention:
+    """How long the finished run's TaskRun and history are kept (see `retaining`)."""
+    assert seen.run is not None
+    meta = seen.run.metadata
+    pod_seconds = retaining.finished_pod_seconds(settings)
+    pod_name = seen.run.status.pod_name if pod_seconds is not None else None
+    return actions.Retention(namespace=meta.namespace or "", name=meta.name,
+                             ttl_seconds=retaining.ttl_after_finished(seen.run, seen.task, settings),
+                             history_seconds=retaining.history_retention(seen.task, settings),
+                             pod_name=pod_name, pod_seconds=pod_seconds if pod_name else None)
 
 
 def _queued(status: resources.TaskRunStatus, queue: str, place: tuple[int, int],

@@ -265,6 +265,20 @@ class KubeApi:
             if error.status != NotFound:
                 raise
 
+    async def delete_taskrun(self, namespace: str, name: str, uid: str) -> bool:
+        """Deletes the TaskRun `namespace/name` if its uid is still `uid`; its pods and
+        Secrets go with it (garbage collection of what it owns). False when it is gone
+        already, or the name now belongs to another TaskRun (the precondition failed)."""
+        options = {"apiVersion": "v1", "kind": "DeleteOptions",
+                   "preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        try:
+            await self._request("DELETE", _custom(namespace, "taskruns", name), options)
+        except ApiException as error:
+            if error.status in (NotFound, Conflict):
+                return False
+            raise
+        return True
+
     async def create_secret(self, namespace: str, secret: dict[str, Any]) -> bool:
         """Creates a Secret; False when one of that name exists already.
 

@@ -7,10 +7,11 @@ and reason, never a run or pod name. Run and queue series carry `namespace` and
 
 Updated where things happen: the reconciler (transitions, attempts and their
 steps, read from Postgres when an attempt ends, since worker pods are too short-lived
-to be scraped), the admission loop (queue gauges), the work queue, the Kubernetes
-client (`kubeapi`), every Postgres statement of the operator's pool (`observe_query`),
-the webhook server and the periodic Postgres ping (`serving`). Reading them never
-touches Postgres. This module imports nothing of the operator's.
+to be scraped), the admission loop (queue gauges), the retention loop (deletions),
+the work queue, the Kubernetes client (`kubeapi`), every Postgres statement of the
+operator's pool (`observe_query`), the webhook server and the periodic Postgres ping
+(`serving`). Reading them never touches Postgres. This module imports nothing of the
+operator's.
 """
 
 from __future__ import annotations
@@ -55,6 +56,23 @@ STEP_DURATION = Histogram(
     "durakube_step_duration_seconds",
     "How long each step recorded by an attempt ran, observed when the attempt ends.", _RUN,
     buckets=(0.001, 0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600))
+
+# Retention, from the retention loop.
+TASKRUNS_DELETED = Counter(
+    "durakube_taskruns_deleted_total",
+    "Finished TaskRuns the operator deleted when their ttlSecondsAfterFinished ran out.",
+    ["namespace"])
+FINISHED_PODS_DELETED = Counter(
+    "durakube_finished_pods_deleted_total",
+    "Pods of finished runs' last attempts deleted after DURAKUBE_FINISHED_POD_SECONDS.",
+    ["namespace"])
+HISTORY_RUNS_DELETED = Counter(
+    "durakube_history_runs_deleted_total",
+    "Runs whose history (every row of the run in Postgres) was removed after its retention.")
+HISTORY_ROWS_DELETED = Counter(
+    "durakube_history_rows_deleted_total",
+    "Rows removed from Postgres by age that belong to no run, by table (events, payloads, "
+    "queue_keys).", ["table"])
 
 # Queues, from the admission loop.
 QUEUE_WAIT = Histogram("durakube_queue_wait_seconds", "From entering a queue's line to getting a slot.",

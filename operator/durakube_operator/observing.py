@@ -84,7 +84,9 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
     # The queue until the Task is known: the run's own, else the default.
     unresolved = f"{namespace}/{run.spec.queue or default_queue}"
     if status.phase in resources.FINAL_PHASES:
-        return Observation(body=body, run=run, queue=unresolved)
+        # Its Task only for the retention it may set (see `retaining`).
+        return Observation(body=body, run=run, queue=unresolved,
+                           task=_parsed_task(await api.get_task(namespace, run.spec.task_ref.name)))
 
     task_body = await api.get_task(namespace, run.spec.task_ref.name)
     if task_body is None:
@@ -138,6 +140,15 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
 # Phases in which a run has no attempt under way and may start the next one.
 WAITING_PHASES = frozenset({resources.Phase.BACKING_OFF, resources.Phase.QUEUED,
                             resources.Phase.SUSPENDED})
+
+
+def _parsed_task(body: dict[str, Any] | None) -> resources.Task | None:
+    if body is None:
+        return None
+    try:
+        return resources.Task.model_validate(body)
+    except pydantic.ValidationError:
+        return None
 
 
 def pod_finished(pod: dict[str, Any]) -> bool:

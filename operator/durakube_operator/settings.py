@@ -23,15 +23,36 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
-from durakube import environment
+from durakube import durations, environment
 
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 SettingsError = environment.SettingsError
+
+# What a retention setting says to keep for ever.
+NEVER = "never"
+
+
+def _never_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and value.strip().lower() == NEVER else value
+
+
+def _duration_seconds(value: Any) -> Any:
+    """"30d", "12h", "3600" as seconds; "never" as None."""
+    value = _never_is_none(value)
+    return durations.parse_duration(value) if isinstance(value, str) else value
+
+
+# Whole seconds, or "never".
+TtlSeconds = Annotated[Annotated[int, pydantic.Field(ge=0)] | None,
+                       pydantic.BeforeValidator(_never_is_none)]
+# A duration ("30d", "12h", or seconds), or "never".
+RetentionSeconds = Annotated[Annotated[float, pydantic.Field(ge=0)] | None,
+                             pydantic.BeforeValidator(_duration_seconds)]
 
 
 class Settings(environment.Settings):
@@ -83,6 +104,18 @@ class Settings(environment.Settings):
     # How records are written (`durakube.logs`): plain lines or one JSON object per line
     # (also `durakube-operator --log-format`). Attempt pods get it as their default.
     log_format: Literal["plain", "json"] = "plain"
+    # Retention (README, "Retention"). Seconds after a run finishes before its TaskRun is
+    # deleted, when neither the run nor its Task sets spec.ttlSecondsAfterFinished; its
+    # history stays in Postgres. "never" keeps finished TaskRuns.
+    ttl_seconds_after_finished: TtlSeconds = 7 * 86400
+    # How long a finished run's history (its rows in Postgres) is kept, when its Task sets
+    # no spec.historyRetention; never removed while its TaskRun exists. At least the TTL.
+    history_retention: RetentionSeconds = 30 * 86400.0
+    # Seconds the pod of a finished run's last attempt is kept (for `kubectl logs`) before
+    # it is deleted, when set; earlier attempts' pods are then deleted as soon as their
+    # outcome is read. "never" (the default) keeps every attempt's pod until its TaskRun
+    # goes (attempts' logs are stored in Postgres either way).
+    finished_pod_seconds: TtlSeconds = None
 
     @property
     def migrating_database_url(self) -> str:
@@ -112,4 +145,16 @@ def from_environment() -> Settings:
             "DURAKUBE_LEASE_DURATION_SECONDS must hold, so a leader stops before a standby may "
             f"take over; got {settings.retry_period_seconds}, {settings.renew_deadline_seconds}, "
             f"{settings.lease_duration_seconds}")
+    check_retention(settings)
     return settings
+
+
+def check_retention(settings: Settings) -> None:
+    """Refuses a history kept for less time than the finished TaskRuns it describes."""
+    ttl, history = settings.ttl_seconds_after_finished, settings.history_retention
+    if ttl is not None and history is not None and history < ttl:
+        raise SettingsError(
+            f"DURAKUBE_HISTORY_RETENTION ({durations.format_duration(history) or '0s'}) must be "
+            f"at least DURAKUBE_TTL_SECONDS_AFTER_FINISHED ({ttl} s, "
+            f"{durations.format_duration(ttl) or '0s'}): a run's history in Postgres must "
+            "outlive its TaskRun; raise the retention, lower the TTL, or set either to \"never\"")

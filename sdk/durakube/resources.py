@@ -100,6 +100,14 @@ class TaskSpec(Resource):
     input_schema: Annotated[FreeObject | None, Field(
         description="JSON schema of the payload, checked by the operator before any pod runs.")] = None
     pod_template: PodTemplate | None = None
+    ttl_seconds_after_finished: Annotated[int | None, Field(ge=0, description=(
+        "Seconds after a run of this task finishes before its TaskRun is deleted (its history "
+        "stays in Postgres); a run's own value wins, and without either the operator's "
+        "default applies."))] = None
+    history_retention: Annotated[Duration | None, Field(description=(
+        "How long the history of a finished run of this task (its run, steps, attempts and "
+        "waits in Postgres) is kept, never less than its TaskRun; overrides the operator's "
+        "default."))] = None
 
 
 class TaskRef(Resource):
@@ -109,7 +117,7 @@ class TaskRef(Resource):
 # Every field of a TaskRun's spec but `cancel` is fixed at creation: what ran is what was
 # asked for, and a replay never meets different inputs. (Tekton's TaskRun does the same.)
 _FIXED_SPEC_FIELDS = ("taskRef", "payload", "payloadRef", "queue", "concurrencyKey", "priority",
-                      "delay", "ttl", "retry", "timeout")
+                      "delay", "ttl", "retry", "timeout", "ttlSecondsAfterFinished")
 
 
 def _fixed(field: str) -> str:
@@ -141,6 +149,9 @@ class TaskRunSpec(Resource):
     retry: RetrySpec | None = None
     timeout: Annotated[Duration | None, Field(description="Overrides the task's attempt timeout.")] = None
     cancel: Annotated[bool, Field(description="Set to true to cancel the run.")] = False
+    ttl_seconds_after_finished: Annotated[int | None, Field(ge=0, description=(
+        "Seconds after the run finishes before its TaskRun is deleted (its history stays in "
+        "Postgres); overrides the Task's and the operator's default."))] = None
 
 
 class Phase(StrEnum):

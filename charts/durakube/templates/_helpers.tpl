@@ -144,7 +144,7 @@ each rule, and the chart's tests keep the two in step.
 {{- define "durakube.namespacedRules" -}}
 - apiGroups: ["durakube.io"]
   resources: ["taskruns"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: ["durakube.io"]
   resources: ["tasks", "taskqueues", "taskevents"]
   verbs: ["get", "list", "watch"]

@@ -6,7 +6,10 @@ resourceVersion, renewed every `kubeapi.WATCH_CHUNK_SECONDS` from the last versi
 seen; a 410 (version too old) reads again. No polling and no threads: the watch is
 an asyncio stream, and the caller's timeout cancels it (`asyncio.timeout`).
 
-Reads the API only; never changes a run.
+A run whose TaskRun is gone (deleted after its `ttlSecondsAfterFinished`) has
+finished: its history in Postgres answers, when the client has a database.
+
+Reads only; never changes a run.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from durakube import resources
-from durakube.client import failures, handles, kubeapi, sessions
+from durakube.client import failures, handles, history, kubeapi, sessions
 
 ProgressCallback = Callable[[handles.RunSummary], None]
 
@@ -38,7 +41,24 @@ async def wait(session: sessions.Session, run: sessions.RunRef, *, timeout: floa
         if not scope.expired():
             raise  # a timeout of the connection, not the caller's
         raise failures.RunWaitTimedOut(name, timeout or 0.0, progress.phase) from None
+    except failures.TaskRunNotFound:
+        finished = await _finished_in_history(session, namespace, name)
+        if finished is None:
+            raise
+        return finished
     return handles.summarize_taskrun(body)
+
+
+async def _finished_in_history(session: sessions.Session, namespace: str,
+                               name: str) -> handles.RunSummary | None:
+    """The run as its history has it, when it finished there (its TaskRun deleted since)."""
+    if session.database_url is None:
+        return None
+    record = await history.find_run(await session.database("run history"), namespace, name)
+    if record is None:
+        return None
+    summary = handles.summarize_history(record)
+    return summary if summary.phase in resources.FINAL_PHASES else None
 
 
 async def _watch_until_final(session: sessions.Session, namespace: str, name: str,

@@ -7,8 +7,8 @@ connection (so callers compose several in one transaction) and delegates to a
 private `_..._txn(conn, ...)`. Imports nothing above the store.
 """
 
-from durakube.store import attempts, pools, runs, schema, steps
+from durakube.store import attempts, pools, retention, runs, schema, steps
 from durakube.store.pools import connect
 from durakube.store.schema import migrate
 
-__all__ = ["attempts", "connect", "migrate", "pools", "runs", "schema", "steps"]
+__all__ = ["attempts", "connect", "migrate", "pools", "retention", "runs", "schema", "steps"]

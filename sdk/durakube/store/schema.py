@@ -721,6 +721,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         $fn$;
     """),
     Migration(11, "attempt logs that outlive their pods", ATTEMPT_LOGS_SQL),
+    Migration(12, "retention: when finished TaskRuns and their history expire", """
+        -- One row per finished run (or per run whose TaskRun was deleted): when its
+        -- TaskRun expires (NULL: kept), when the operator saw it gone, and when the
+        -- run's history may be removed (NULL: kept). A table of its own, not columns of
+        -- runs: worker_start_attempt returns a runs row, and workers of images built
+        -- before a new column would refuse a row they do not know. No foreign key: a
+        -- run that never ran (refused before registration) has a TaskRun to expire too.
+        -- The pod of the run's last attempt may go sooner than the TaskRun (pod_expires_at,
+        -- cleared once deleted).
+        CREATE TABLE durakube.run_retention (
+            run_id              text PRIMARY KEY,
+            namespace           text NOT NULL,
+            name                text NOT NULL,
+            finished_at         timestamptz,
+            taskrun_expires_at  timestamptz,
+            taskrun_gone_at     timestamptz,
+            history_expires_at  timestamptz,
+            pod_name            text,
+            pod_expires_at      timestamptz
+        );
+        -- The bounded scans of the operator's retention loop.
+        CREATE INDEX run_retention_taskrun_due_idx
+            ON durakube.run_retention (taskrun_expires_at)
+            WHERE taskrun_expires_at IS NOT NULL AND taskrun_gone_at IS NULL;
+        CREATE INDEX run_retention_pod_due_idx ON durakube.run_retention (pod_expires_at)
+            WHERE pod_expires_at IS NOT NULL;
+        CREATE INDEX run_retention_history_due_idx
+            ON durakube.run_retention (history_expires_at)
+            WHERE history_expires_at IS NOT NULL AND taskrun_gone_at IS NOT NULL;
+        -- History that belongs to no run, removed by age.
+        CREATE INDEX events_expires_at_idx ON durakube.events (expires_at);
+        CREATE INDEX payloads_created_at_idx ON durakube.payloads (created_at);
+        CREATE INDEX queue_keys_last_admitted_at_idx ON durakube.queue_keys (last_admitted_at);
+    """),
 )
 
 

@@ -116,7 +116,28 @@ def test_operator_environment_with_default_values() -> None:
         "DURAKUBE_API_QPS": "50",
         "DURAKUBE_RESYNC_SECONDS": "30",
         "DURAKUBE_LOG_FORMAT": "plain",
+        "DURAKUBE_TTL_SECONDS_AFTER_FINISHED": "604800",
+        "DURAKUBE_HISTORY_RETENTION": "30d",
+        "DURAKUBE_FINISHED_POD_SECONDS": "never",
     }
+
+
+@pytest.mark.parametrize(("sets", "ttl", "history"), [
+    ({"operator.ttlSecondsAfterFinished": "2592000", "operator.historyRetention": "90d"},
+     "2592000", "90d"),
+    ({"operator.ttlSecondsAfterFinished": "0"}, "0", "30d"),
+    ({"operator.ttlSecondsAfterFinished": "never", "operator.historyRetention": "never"},
+     "never", "never"),
+], ids=["large-ttl-stays-an-integer", "zero", "never"])
+def test_retention_values_reach_the_operator(sets: dict[str, str], ttl: str, history: str) -> None:
+    env = environment(render("default-values.yaml", sets=sets))
+    assert (env["DURAKUBE_TTL_SECONDS_AFTER_FINISHED"], env["DURAKUBE_HISTORY_RETENTION"]) == \
+        (ttl, history)
+
+
+def test_finished_pod_seconds_reach_the_operator() -> None:
+    env = environment(render("default-values.yaml", sets={"operator.finishedPodSeconds": "1200000"}))
+    assert env["DURAKUBE_FINISHED_POD_SECONDS"] == "1200000"
 
 
 def test_operator_environment_follows_the_values() -> None:

@@ -146,6 +146,9 @@ def test_database_given_twice_is_refused() -> None:
     ("operator.workers=0", "at '/operator/workers': minimum: got 0, want 1"),
     ("watchNamespaces={Team_A}", "at '/watchNamespaces/0': 'Team_A' does not match pattern"),
     ("crds.install=maybe", "at '/crds/install': got string, want boolean"),
+    ("operator.ttlSecondsAfterFinished=-1",
+     "at '/operator/ttlSecondsAfterFinished': minimum: got -1, want 0"),
+    ("operator.historyRetention=soon", "at '/operator/historyRetention': 'soon' does not match"),
 ], ids=lambda value: value.split("=")[0] if "=" in value else None)
 def test_schema_refuses_other_bad_settings(setting: str, message: str) -> None:
     key, value = setting.split("=", 1)

@@ -224,7 +224,8 @@ CASES = [
     Case("missing-stored-payload-fails", seen={"payload_missing": True},
          spec="payloadRef: sha256:" + "0" * 64, phase="Failed", reason="Invalid",
          actions=("ReleaseSlot", "MirrorPhase"), check=message_has("names no stored payload")),
-    Case("finished-run-is-left-alone", status=status(RUNNING, phase="Succeeded"), phase="Succeeded"),
+    Case("finished-run-only-records-its-retention", status=status(RUNNING, phase="Succeeded"),
+         phase="Succeeded", actions=("RecordRetention",)),
     # Cancellation.
     Case("cancel-deletes-the-running-pod-first", status=status(RUNNING), spec="cancel: true",
          seen={"pod": pod()}, phase="Running", actions=("DeletePod",), requeue=1.0),

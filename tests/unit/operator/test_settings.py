@@ -34,6 +34,8 @@ def test_defaults() -> None:
         "leader_election": True, "lease_name": "durakube-operator", "lease_namespace": "default",
         "lease_duration_seconds": 15.0, "renew_deadline_seconds": 10.0,
         "retry_period_seconds": 2.0, "pod_name": socket.gethostname(), "log_format": "plain",
+        "ttl_seconds_after_finished": 7 * 86400, "history_retention": 30 * 86400.0,
+        "finished_pod_seconds": None,
     }
 
 
