@@ -83,8 +83,9 @@ crds: setup
 dashboards: setup
 	$(BIN)/python -m devcluster.dashboards charts/durakube/dashboards/durakube.json
 
+# --durations: the slowest tests, so that the suite stays within its time.
 test: setup controlplane helm prometheus chromium images
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-unit: setup prometheus
 	$(BIN)/pytest -q tests/unit
