@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import os
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import kubernetes
 import pytest
 import yaml
@@ -215,3 +217,42 @@ def create_examples_database_secret(core: kubernetes.client.CoreV1Api, namespace
     results there: the workers' login to Durakube's database can create nothing)."""
     core.create_namespaced_secret(namespace, kubernetes.client.V1Secret(
         metadata={"name": "examples-database"}, string_data={"url": database_url}))
+
+
+# TaskRuns, their pods and their side effects, as the end-to-end tests make and read them.
+
+
+def run_manifest(name: str, task: str, payload: dict[str, Any] | None = None,
+                 **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "durakube.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name},
+            "spec": {"taskRef": {"name": task}, "payload": payload or {}, **spec}}
+
+
+def create(custom: kubernetes.client.CustomObjectsApi, namespace: str,
+           *objects: dict[str, Any]) -> None:
+    for body in objects:
+        plural = {"Task": "tasks", "TaskRun": "taskruns"}[body["kind"]]
+        custom.create_namespaced_custom_object("durakube.io", "v1alpha1", namespace, plural, body)
+
+
+def attempt_pods(core: kubernetes.client.CoreV1Api, namespace: str) -> list[Any]:
+    return list(core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/managed-by=durakube").items)
+
+
+def effects(database_url: str, run_id: str) -> dict[str, int]:
+    async def read() -> dict[str, int]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            rows = await connection.fetch(
+                "SELECT step, count FROM public.test_effects WHERE run_id = $1", run_id)
+        finally:
+            await connection.close()
+        return {row["step"]: row["count"] for row in rows}
+
+    return asyncio.run(read())
+
+
+def event_reasons(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> list[str]:
+    return [event.reason for event in core.list_namespaced_event(namespace).items
+            if event.involved_object.name == name]

@@ -11,22 +11,25 @@ and a pod reaching the operator's webhook through its Service.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import kubernetes
 import pytest
 from helpers import (
     InstalledOperator,
+    attempt_pods,
     container_pids,
+    create,
     create_examples_database_secret,
+    effects,
+    event_reasons,
     get_taskrun,
     kubectl,
+    run_manifest,
     wait_for,
     wait_for_phase,
 )
@@ -45,39 +48,9 @@ def task_manifest(name: str, entrypoint: str, modules: list[str], **spec: Any) -
             "spec": {"image": TASKS_IMAGE, "entrypoint": entrypoint, "modules": modules, **spec}}
 
 
-def run_manifest(name: str, task: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "durakube.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name},
-            "spec": {"taskRef": {"name": task}, "payload": payload or {}}}
 
 
-def create(custom: kubernetes.client.CustomObjectsApi, namespace: str, *objects: dict[str, Any]) -> None:
-    for body in objects:
-        plural = {"Task": "tasks", "TaskRun": "taskruns"}[body["kind"]]
-        custom.create_namespaced_custom_object("durakube.io", "v1alpha1", namespace, plural, body)
 
-
-def attempt_pods(core: kubernetes.client.CoreV1Api, namespace: str) -> list[Any]:
-    return list(core.list_namespaced_pod(
-        namespace, label_selector="app.kubernetes.io/managed-by=durakube").items)
-
-
-def effects(database_url: str, run_id: str) -> dict[str, int]:
-    """How often each step's side effect happened (tests/e2e/tasks/effects.py)."""
-    async def read() -> dict[str, int]:
-        connection = await asyncpg.connect(database_url)
-        try:
-            rows = await connection.fetch(
-                "SELECT step, count FROM public.test_effects WHERE run_id = $1", run_id)
-        finally:
-            await connection.close()
-        return {row["step"]: row["count"] for row in rows}
-
-    return asyncio.run(read())
-
-
-def event_reasons(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> list[str]:
-    return [event.reason for event in core.list_namespaced_event(namespace).items
-            if event.involved_object.name == name]
 
 
 def node_folder(cluster: devcluster_cluster.Cluster) -> Path:
