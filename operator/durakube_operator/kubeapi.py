@@ -30,6 +30,7 @@ from typing import Any
 
 from kubernetes.aio import client as kubeclient
 from kubernetes.aio import config as kubeconfig
+from kubernetes.aio.client.api_client import RequestSerialized
 
 from durakube import resources
 from durakube_operator import metrics
@@ -152,15 +153,11 @@ class KubeApi:
         """Closes the client's connections; call it once, when the operator stops."""
         await self.client.close()  # type: ignore[no-untyped-call]
 
-    async def _request(self, method: str, path: str, body: Any = None,
-                       content_type: str = JSON) -> dict[str, Any]:
-        """One call, after a token; the answer as a dict, or ApiException when not 2xx."""
-        await self.limiter.acquire()
-        request = await self.client.param_serialize(
-            method=method, resource_path=path,
-            header_params={"Accept": JSON, "Content-Type": content_type},
-            body=body, auth_settings=["BearerToken"])
-        labels = {"verb": _VERBS.get(method, method.lower()), "resource": resource_of(path)}
+    async def _send(self, request: RequestSerialized, verb: str,
+                    path: str) -> tuple[Any, bytes]:
+        """Sends a serialized request, timed and counted by verb and resource; the response
+        and its whole body."""
+        labels = {"verb": verb, "resource": resource_of(path)}
         started = time.monotonic()
         status = None
         try:
@@ -171,6 +168,17 @@ class KubeApi:
         finally:
             metrics.API_DURATION.labels(**labels).observe(time.monotonic() - started)
             metrics.API_REQUESTS.labels(**labels, code=metrics.status_class(status)).inc()
+        return response, data
+
+    async def _request(self, method: str, path: str, body: Any = None,
+                       content_type: str = JSON) -> dict[str, Any]:
+        """One call, after a token; the answer as a dict, or ApiException when not 2xx."""
+        await self.limiter.acquire()
+        request = await self.client.param_serialize(
+            method=method, resource_path=path,
+            header_params={"Accept": JSON, "Content-Type": content_type},
+            body=body, auth_settings=["BearerToken"])
+        response, data = await self._send(request, _VERBS.get(method, method.lower()), path)
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
         return dict(json.loads(data)) if data else {}
@@ -187,16 +195,7 @@ class KubeApi:
             query_params=[("container", container), ("tailLines", tail_lines),
                           ("limitBytes", limit_bytes)],
             header_params={"Accept": "*/*"}, auth_settings=["BearerToken"])
-        labels = {"verb": "get", "resource": resource_of(path)}
-        started = time.monotonic()
-        status = None
-        try:
-            response = await self.client.call_api(*request, _request_timeout=REQUEST_TIMEOUT_SECONDS)
-            status = response.status
-            data: bytes = await response.read()  # type: ignore[no-untyped-call]
-        finally:
-            metrics.API_DURATION.labels(**labels).observe(time.monotonic() - started)
-            metrics.API_REQUESTS.labels(**labels, code=metrics.status_class(status)).inc()
+        response, data = await self._send(request, "get", path)
         if response.status in (NotFound, 400):
             return None  # gone, or its container never ran
         if not 200 <= response.status <= 299:
