@@ -5,30 +5,15 @@ tail the last ones, and the bytes between are counted, never kept."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from durakube.store import attempts, logs, pools, runs, schema, working
+from durakube.store import attempts, logs, runs, schema, working
 
 HEAD, TAIL = schema.LOG_HEAD_BYTES, schema.LOG_TAIL_BYTES
 
 
-@pytest.fixture
-async def owner(database_dsn: str) -> AsyncIterator[Any]:
-    pool = await pools.connect(database_dsn, max_size=2)
-    await schema.migrate(pool)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def worker(owner: Any, database_dsn: str,
-                 login_dsn: Callable[[str, str], str]) -> AsyncIterator[Any]:
-    pool = await pools.connect(login_dsn(database_dsn, "durakube_worker"), max_size=1)
-    yield pool
-    await pool.close()
 
 
 async def start_attempt(owner: Any) -> working.Credential:

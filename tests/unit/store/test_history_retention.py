@@ -8,31 +8,21 @@ install, so it also proves that login may delete what the loop deletes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from durakube.store import pools, retention, runs, schema
+from durakube.store import retention, runs
 
 DAY = 86400.0
 
 
-@pytest.fixture
-async def owner(database_dsn: str) -> AsyncIterator[Any]:
-    pool = await pools.connect(database_dsn, max_size=2)
-    await schema.migrate(pool)
-    yield pool
-    await pool.close()
-
 
 @pytest.fixture
-async def db(owner: Any, database_dsn: str,
-             login_dsn: Callable[[str, str], str]) -> AsyncIterator[Any]:
-    pool = await pools.connect(login_dsn(database_dsn, "durakube_operator"), max_size=2)
-    yield pool
-    await pool.close()
+def db(operator: Any) -> Any:
+    """The operator's login, which runs the retention loop's SQL."""
+    return operator
 
 
 async def run_with_rows(owner: Any, namespace: str = "team") -> str:

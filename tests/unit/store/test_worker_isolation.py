@@ -9,7 +9,6 @@ attempt, not a wrong secret, not after A ended.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,31 +18,6 @@ import pytest
 
 from durakube import errors
 from durakube.store import attempts, logs, pools, runs, schema, steps, working
-
-
-@pytest.fixture
-async def owner(database_dsn: str) -> AsyncIterator[Any]:
-    pool = await pools.connect(database_dsn, max_size=4)
-    await schema.migrate(pool)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def worker(owner: Any, database_dsn: str,
-                 login_dsn: Callable[[str, str], str]) -> AsyncIterator[Any]:
-    """A pool of the workers' login: no rights but the worker functions."""
-    pool = await pools.connect(login_dsn(database_dsn, "durakube_worker"), max_size=2)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def operator(owner: Any, database_dsn: str,
-                   login_dsn: Callable[[str, str], str]) -> AsyncIterator[Any]:
-    pool = await pools.connect(login_dsn(database_dsn, "durakube_operator"), max_size=2)
-    yield pool
-    await pool.close()
 
 
 @dataclass
