@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from durakube.store import attempts, logs, pools, queues, retention, runs, schema
-from durakube_operator import actions, caching, children, kubeapi, metrics, pods
+from durakube_operator import actions, caching, children, keying, kubeapi, metrics, pods, recording
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ class Actor:
     """Performs actions; built once by the controller and shared by every pass."""
 
     api: kubeapi.KubeApi
+    events: recording.EventRecorder
+    # The namespaces' attempt key rings, which attempts take their secrets from.
+    keys: keying.KeyRings
     # The reconciler's cache: a pod created here is recorded at once.
     reads: caching.CachedReads
     db: pools.Database
@@ -64,7 +67,7 @@ class Actor:
                                         name=action.name, task_id=action.task_id,
                                         payload=action.payload, queue=action.queue)
             case actions.Warn(body=body, reason=reason, message=message):
-                await self.api.create_event(body, "TaskRun", reason, message, "Warning")
+                self.events.record(body, "TaskRun", reason, message, "Warning")
             case actions.Enqueue():
                 await queues.enqueue_run(self.db, run_id=action.run_id, queue=action.queue,
                                          namespace=action.namespace, name=action.name,
@@ -116,21 +119,21 @@ class Actor:
 
     async def _start_attempt(self, action: actions.StartAttempt) -> None:
         pod_name = action.pod["metadata"]["name"]
-        # The attempt's Secret first, then its hash in Postgres, then the pod: a worker
-        # that starts finds both. The secret is stored only when this pass created the
-        # Secret, so the two always agree. A crash between the Secret and Postgres
-        # leaves an attempt whose secret Postgres never learnt: its worker is refused,
-        # records nothing, and the run goes on as after any pod lost without an outcome.
-        secret = attempts.new_secret()
-        created_secret = await self.api.create_secret(
-            action.namespace,
-            pods.build_attempt_secret(action.pod, self.settings.attempt_database_url, secret))
-        # Record the attempt before the pod: a worker that starts finds its row, and a crash
-        # between here and the pod's creation only repeats this idempotent write.
-        await attempts.start_attempt(self.db, action.run_id, action.attempt, pod_name,
-                                     secret=secret if created_secret else None)
+        # The attempt's row and its key first, then the pod: a worker that starts finds
+        # both. Claiming is idempotent (the same key for the same attempt), so a crash
+        # before the pod only repeats it; a crash after it leaves a pod to adopt.
+        key = await attempts.start_attempt_with_key(self.db, action.run_id, action.attempt, pod_name,
+                                                    namespace=action.namespace, dsn=self.keys.dsn)
+        if key is None:
+            await self.keys.add(action.namespace)
+            key = await attempts.start_attempt_with_key(
+                self.db, action.run_id, action.attempt, pod_name,
+                namespace=action.namespace, dsn=self.keys.dsn)
+            if key is None:
+                raise RuntimeError(f"no attempt key free in {action.namespace} after adding a ring")
+        pod = pods.with_attempt_key(action.pod, key.ring, key.slot)
         try:
-            created = await self.api.create_pod(action.namespace, action.pod)
+            created = await self.api.create_pod(action.namespace, pod)
         except kubeapi.ApiException as error:
             refused = kubeapi.refusal(error)
             if refused is None:

@@ -23,9 +23,11 @@ from durakube_operator import (
     children,
     conditions,
     delivering,
+    keying,
     kubeapi,
     metrics,
     reconciling,
+    recording,
     retaining,
     waking,
     workqueue,
@@ -43,21 +45,24 @@ class Controller:
     """
 
     def __init__(self, api: kubeapi.KubeApi, db: pools.Database,
-                 settings: settings_module.Settings) -> None:
-        self.api, self.db, self.settings = api, db, settings
+                 settings: settings_module.Settings, events: recording.EventRecorder) -> None:
+        self.api, self.db, self.settings, self.events = api, db, settings, events
         self.queue = workqueue.WorkQueue()
         self.admission = admitting.AdmissionLoop(db, self._admitted)
         self.waking = waking.WakingLoop(db, lambda namespace, name: self.queue.add((namespace, name)))
         self.deliverer = delivering.Deliverer(db, self.waking.poke)
         self.submitting = children.SubmittingLoop(db, api)
         self.reads = caching.CachedReads(api, settings.resync_seconds)
-        self.retention = retaining.RetentionLoop(db, api, self.reads, settings)
-        actor = acting.Actor(api=api, reads=self.reads, db=db, settings=settings, clock=conditions.now,
+        self.keys = keying.KeyRings(api, db, settings)
+        self.retention = retaining.RetentionLoop(db, api, self.reads, settings, self.keys)
+        actor = acting.Actor(api=api, events=events, keys=self.keys, reads=self.reads, db=db,
+                             settings=settings,
+                             clock=conditions.now,
                              poke_admission=self.admission.poke, admit_now=self.admission.admit_now,
                              wake_waiting_runs=self.waking.poke,
                              finished_with_ttl=self.retention.run_finished)
-        self.reconciler = reconciling.Reconciler(api=api, reads=self.reads, db=db, settings=settings,
-                                                 actor=actor)
+        self.reconciler = reconciling.Reconciler(api=api, events=events, reads=self.reads, db=db,
+                                                 settings=settings, actor=actor)
         self._tasks: list[asyncio.Task[None]] = []
         self._queue_status: dict[str, tuple[int, int, int]] = {}
 
@@ -160,7 +165,10 @@ class Controller:
     async def start(cls, settings: settings_module.Settings, db: pools.Database) -> Controller:
         """Starts the loops and workers over `db` (the replica's pool, which it keeps)."""
         api = kubeapi.KubeApi(await kubeapi.load_client(), settings.api_qps, settings.api_burst)
-        controller = cls(api, db, settings)
+        events = recording.EventRecorder(
+            kubeapi.KubeApi(await kubeapi.load_client(), settings.event_qps, settings.event_burst))
+        events.start()
+        controller = cls(api, db, settings, events)
         await controller.release_orphans()
         controller._tasks.append(asyncio.create_task(controller.queue.run_delays()))
         controller._tasks.append(asyncio.create_task(controller.admission.run()))
@@ -178,6 +186,7 @@ class Controller:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.events.stop()
         await self.api.close()
 
     async def _work(self) -> None:

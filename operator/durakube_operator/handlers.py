@@ -49,6 +49,9 @@ async def start_controller(settings: kopf.OperatorSettings, memo: Memo, **_: Any
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.posting.level = logging.WARNING
+    # Only `on.event` handlers: kopf's diff base (a deep copy of every object on every event,
+    # for change handlers) would be built for nothing.
+    settings.persistence.diffbase_storage = NoDiffBase()
     memo.controller = await controlling.Controller.start(memo.settings, memo.db)
 
 
@@ -99,6 +102,19 @@ async def taskevent_changed(type: str, name: str, namespace: str | None, uid: st
         return  # delivered (or refused) once already: a TaskEvent is a one-shot message
     spec = resources.TaskEventSpec.model_validate(body.get("spec") or {})
     await memo.controller.task_event_created(namespace, name, uid, spec)
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """A diff base of nothing: the operator has no change handlers to compare states for."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import json
 import logging
 import time
 import urllib.parse
+import urllib.request
 from typing import Any
 
 from kubernetes.aio import client as kubeclient
@@ -105,7 +106,20 @@ async def load_client() -> kubeclient.ApiClient:
     except kubeconfig.ConfigException:
         await kubeconfig.load_kube_config(  # type: ignore[no-untyped-call]
             client_configuration=configuration)
+    # The proxy settings of the environment are read once, here: aiohttp's `trust_env`
+    # would read them, and ~/.netrc, in a thread on every request.
+    configuration.proxy = configuration.proxy or environment_proxy(configuration.host)
+    configuration.client_session_kwargs = {"trust_env": False}
     return kubeclient.ApiClient(configuration)
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy that $HTTPS_PROXY / $HTTP_PROXY name for `url`, unless $NO_PROXY exempts
+    its host (urllib's reading of them, as client-go's ProxyFromEnvironment)."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme or "https")
 
 
 # The Kubernetes verb of each HTTP method the operator uses.
@@ -281,9 +295,18 @@ class KubeApi:
     async def create_secret(self, namespace: str, secret: dict[str, Any]) -> bool:
         """Creates a Secret; False when one of that name exists already.
 
-        Create-only on purpose: AlreadyExists answers "is it there", so the operator needs
-        no right to read, change or delete Secrets anywhere."""
+        AlreadyExists answers "is it there", so the operator needs no right to read or
+        change Secrets anywhere."""
         return await self._create(_core(namespace, "secrets"), secret) is not None
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        """Deletes a Secret (gone already is fine). The chart lets the operator delete only
+        its attempt key rings."""
+        try:
+            await self._request("DELETE", _core(namespace, "secrets", name))
+        except ApiException as error:
+            if error.status != NotFound:
+                raise
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(_leases(namespace, name))
@@ -317,27 +340,10 @@ class KubeApi:
         return await self._request(
             "POST", _path("apis", "authorization.k8s.io", "v1", "subjectaccessreviews"), review)
 
-    async def create_event(self, involved: dict[str, Any], kind: str, reason: str,
-                           message: str, event_type: str = "Normal") -> None:
-        """Records a Kubernetes Event on `involved` (a TaskRun or pod as a dict)."""
-        meta = involved["metadata"]
-        timestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": involved.get("apiVersion", resources.API_VERSION),
-                "kind": kind, "name": meta["name"], "namespace": meta["namespace"],
-                "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion"),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": event_type,
-            "source": {"component": "durakube-operator"},
-            "firstTimestamp": timestamp,
-            "lastTimestamp": timestamp,
-            "count": 1,
-        }
+    async def create_event(self, event: dict[str, Any]) -> None:
+        """Creates an Event (see `event_body`); a refusal is logged, not raised."""
+        meta = event["involvedObject"]
+        reason = event["reason"]
         try:
             await self._request("POST", _core(meta["namespace"], "events"), event)
         except ApiException as error:
@@ -345,3 +351,26 @@ class KubeApi:
             # lost Event must never hold back the status it describes.
             logger.warning("could not record event %s on %s/%s: %s", reason, meta["namespace"],
                            meta["name"], error.reason)
+
+
+def event_body(involved: dict[str, Any], kind: str, reason: str, message: str,
+               event_type: str = "Normal") -> dict[str, Any]:
+    """A Kubernetes Event on `involved` (a TaskRun or pod as a dict), timed now."""
+    meta = involved["metadata"]
+    timestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion", resources.API_VERSION),
+            "kind": kind, "name": meta["name"], "namespace": meta["namespace"],
+            "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion"),
+        },
+        "reason": reason,
+        "message": message[:1024],
+        "type": event_type,
+        "source": {"component": "durakube-operator"},
+        "firstTimestamp": timestamp,
+        "lastTimestamp": timestamp,
+        "count": 1,
+    }

@@ -109,6 +109,12 @@ API_REQUESTS = Counter(
     "durakube_api_requests_total",
     "Calls to the Kubernetes API server, by verb, resource and status class (2xx, 4xx, 5xx; "
     "error when no answer came).", ["verb", "resource", "code"])
+EVENTS_DROPPED = Counter("durakube_events_dropped_total",
+                         "Kubernetes Events not recorded because too many were waiting to be sent.")
+KEY_RINGS_CREATED = Counter("durakube_key_rings_created_total",
+                            "Attempt key rings made (a Secret of attempt secrets each).")
+KEY_RINGS_DELETED = Counter("durakube_key_rings_deleted_total",
+                            "Attempt key rings deleted once spent.")
 API_DURATION = Histogram("durakube_api_request_duration_seconds",
                          "How long one call to the Kubernetes API server took.", ["verb", "resource"],
                          buckets=_CALL_BUCKETS)

@@ -4,8 +4,9 @@ One pod per attempt, named deterministically from the run and the attempt number
 so that "already exists" means "adopt it" and never a second pod. The pod is owned
 by its TaskRun (garbage-collected with it), runs the worker image's entrypoint with
 the run id and attempt in its env, reads the workers' Postgres DSN and the
-attempt's secret from the attempt's own Secret (`build_attempt_secret`: same name
-as the pod, owned by the TaskRun; never from the custom resource), and gets a
+attempt's secret from its namespace's attempt key ring (`build_key_ring`, one Secret
+for many attempts; the pod reads only its own key, and never from the custom
+resource: `with_attempt_key`), and gets a
 restrictive security context: non-root, a read-only root filesystem, no
 capabilities. Tasks still get two writable folders, emptyDirs at /tmp and at their
 home (`HOME`), because libraries write there (caches, temporary files). When the
@@ -33,9 +34,10 @@ MANAGER = "durakube"
 CONTAINER = "task"
 # Where the worker writes its one-line outcome hint for `kubectl describe pod`.
 TERMINATION_LOG = "/dev/termination-log"
-# The keys of an attempt's Secret.
+# The key of the workers' DSN in a key ring's Secret.
 SECRET_DATABASE_URL = "database-url"
-SECRET_ATTEMPT_SECRET = "attempt-secret"
+# The label of the Secrets that hold attempt key rings (`build_key_ring`).
+LABEL_KEY_RING = "durakube.io/key-ring"
 # The writable folders of an attempt pod (emptyDirs): mount path -> volume name.
 HOME = "/home/durakube"
 SCRATCH_VOLUMES = {"/tmp": "durakube-tmp", HOME: "durakube-home"}
@@ -93,10 +95,10 @@ def build_attempt_pod(
         {"name": "DURAKUBE_RUN_ID", "value": meta.uid},
         {"name": "DURAKUBE_ATTEMPT", "value": str(attempt)},
         {"name": "DURAKUBE_TASK_ID", "value": task.spec.entrypoint},
+        # Filled in by `with_attempt_key` once the attempt holds its key.
         {"name": "DURAKUBE_DATABASE_URL", "valueFrom": {"secretKeyRef": {
-            "name": attempt_pod_name(meta.name, attempt), "key": SECRET_DATABASE_URL}}},
-        {"name": "DURAKUBE_ATTEMPT_SECRET", "valueFrom": {"secretKeyRef": {
-            "name": attempt_pod_name(meta.name, attempt), "key": SECRET_ATTEMPT_SECRET}}},
+            "name": "", "key": SECRET_DATABASE_URL}}},
+        {"name": "DURAKUBE_ATTEMPT_SECRET", "valueFrom": {"secretKeyRef": {"name": "", "key": ""}}},
         {"name": "DURAKUBE_TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
         {"name": "DURAKUBE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "HOME", "value": HOME},
@@ -180,22 +182,39 @@ def build_attempt_pod(
     }
 
 
-def build_attempt_secret(pod: dict[str, Any], database_url: str, secret: str) -> dict[str, Any]:
-    """The Secret of the attempt whose pod is `pod`: its name and namespace, owned by the
-    same TaskRun, holding the workers' DSN and this attempt's secret. Only that attempt's
-    pod reads it, and Postgres accepts the secret only while the attempt is live."""
-    meta = pod["metadata"]
-    owner = {**meta["ownerReferences"][0], "blockOwnerDeletion": False}
+def with_attempt_key(pod: dict[str, Any], ring: str, slot: int) -> dict[str, Any]:
+    """`pod` reading the workers' DSN and its attempt's secret from key ring `ring`, its key
+    being `slot`'s (`durakube.store.keyrings`); the pod itself is not changed."""
+    references = {"DURAKUBE_DATABASE_URL": {"name": ring, "key": SECRET_DATABASE_URL},
+                  "DURAKUBE_ATTEMPT_SECRET": {"name": ring, "key": ring_key(slot)}}
+    first, *others = pod["spec"]["containers"]
+    # Only the operator's own entries (named nothing yet), never a task's.
+    env = [{"name": item["name"], "valueFrom": {"secretKeyRef": references[item["name"]]}}
+           if item["name"] in references
+           and ((item.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name") == ""
+           else item
+           for item in first["env"]]
+    return {**pod, "spec": {**pod["spec"], "containers": [{**first, "env": env}, *others]}}
+
+
+def ring_key(slot: int) -> str:
+    """The Secret key of a ring's key in `slot`."""
+    return f"key-{slot}"
+
+
+def build_key_ring(namespace: str, name: str, database_url: str, secrets: list[str]) -> dict[str, Any]:
+    """The Secret of an attempt key ring: the workers' DSN and one secret per slot. Each
+    attempt pod reads the DSN and its own slot's key only; Postgres accepts a key only
+    from the attempt that claimed it, while that attempt is live."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": {key: meta["labels"][key] for key in
-                       (LABEL_RUN, LABEL_RUN_UID, LABEL_ATTEMPT, LABEL_MANAGED_BY)},
-            "ownerReferences": [owner],
+            "name": name,
+            "namespace": namespace,
+            "labels": {LABEL_KEY_RING: "true", LABEL_MANAGED_BY: MANAGER},
         },
-        "stringData": {SECRET_DATABASE_URL: database_url, SECRET_ATTEMPT_SECRET: secret},
+        "stringData": {SECRET_DATABASE_URL: database_url,
+                       **{ring_key(slot): secret for slot, secret in enumerate(secrets)}},
     }

@@ -1,5 +1,7 @@
 """Publishing a run's new status: one patch, then one Event and the metrics of the change.
 
+The Event is handed to the recorder (`recording`), which sends it off this path.
+
 The last of the reconciler's four stages (observe -> decide -> act -> publish). The
 status patch is the commit point: it comes after every action, so a crash before it
 repeats the pass. An Event is recorded, and the run counters move, only when the
@@ -15,10 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from durakube import resources
-from durakube_operator import conditions, kubeapi, metrics, observing
+from durakube_operator import conditions, kubeapi, metrics, observing, recording
 
 
-async def publish(api: kubeapi.KubeApi, seen: observing.Observation,
+async def publish(api: kubeapi.KubeApi, events: recording.EventRecorder,
+                  seen: observing.Observation,
                   before: resources.TaskRunStatus,
                   after: resources.TaskRunStatus) -> dict[str, Any] | None:
     """Patches the status when it changed, then records one Event per transition.
@@ -40,7 +43,7 @@ async def publish(api: kubeapi.KubeApi, seen: observing.Observation,
         if before.phase == resources.Phase.RUNNING and after.phase != resources.Phase.RUNNING:
             count_attempt_end(body, seen)
         event_type = "Warning" if condition.status == resources.ConditionStatus.FALSE else "Normal"
-        await api.create_event(body, "TaskRun", condition.reason, condition.message, event_type)
+        events.record(body, "TaskRun", condition.reason, condition.message, event_type)
     return patched
 
 

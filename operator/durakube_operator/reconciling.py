@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from durakube.store import pools
-from durakube_operator import acting, caching, conditions, deciding, kubeapi, observing, publishing
+from durakube_operator import (
+    acting,
+    caching,
+    conditions,
+    deciding,
+    kubeapi,
+    observing,
+    publishing,
+    recording,
+)
 from durakube_operator import settings as settings_module
 
 
@@ -36,6 +45,7 @@ class Result:
 @dataclass
 class Reconciler:
     api: kubeapi.KubeApi
+    events: recording.EventRecorder
     reads: caching.CachedReads
     db: pools.Database
     settings: settings_module.Settings
@@ -57,7 +67,7 @@ class Reconciler:
         except acting.PodRefused as refusal:
             decision = deciding.pod_refused(seen, decision.status, str(refusal), now, self.settings)
             await self.actor.perform(decision.actions)
-        patched = await publishing.publish(self.api, seen, before, decision.status)
+        patched = await publishing.publish(self.api, self.events, seen, before, decision.status)
         if patched is not None:
             # The next pass must see this status, even before the watch brings it, and a
             # late watch event from before this write must not undo it.

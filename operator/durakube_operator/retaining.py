@@ -17,7 +17,8 @@ its TaskRun and its history expire (`store.retention.record_finish`, with what
 - at most every `history_interval` seconds, removes the history of runs whose
   retention ran out and whose TaskRun is gone (every row of the run, in every table),
   and events, payloads and queue keys older than the operator's history retention,
-  each in bounded batches over an index.
+  each in bounded batches over an index; and deletes the Secrets of spent attempt
+  key rings (`keying`).
 
 It sleeps until the next TaskRun expires (at most `interval`), or until poked when a
 run finished with a TTL shorter than that. The precedence functions are pure.
@@ -31,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from durakube import durations, resources
 from durakube.store import pools, retention
-from durakube_operator import caching, kubeapi, looping, metrics
+from durakube_operator import caching, keying, kubeapi, looping, metrics
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -79,14 +80,15 @@ class RetentionLoop(looping.PokedLoop):
     name = "retention"
 
     def __init__(self, db: pools.Database, api: kubeapi.KubeApi, reads: caching.CachedReads,
-                 settings: settings_module.Settings, interval: float = 5.0,
+                 settings: settings_module.Settings, keys: keying.KeyRings, interval: float = 5.0,
                  history_interval: float = 60.0) -> None:
         super().__init__(interval)
-        self.db, self.api, self.reads, self.settings = db, api, reads, settings
+        self.db, self.api, self.reads, self.settings, self.keys = db, api, reads, settings, keys
         self.history_interval = history_interval
         self._history_due = 0.0
 
     async def run_pass(self) -> float | None:
+        await self.keys.retire_spent()
         more_pods = await self.delete_finished_pods()
         more, waiting = await self.delete_expired_taskruns()
         more = more or more_pods

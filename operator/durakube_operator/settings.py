@@ -60,7 +60,7 @@ class Settings(environment.Settings):
     database_url: str = pydantic.Field(min_length=1, repr=False)
     # The schema owner's login, used only to migrate (None: database_url migrates).
     migration_database_url: str | None = pydantic.Field(default=None, min_length=1, repr=False)
-    # The login attempt pods get, in each attempt's own Secret: a member of durakube_worker,
+    # The login attempt pods get, in their namespace's attempt key rings: a member of durakube_worker,
     # which may only call the worker functions. None: worker pods get database_url, which
     # isolates nothing (the operator warns at start); for a one-team laptop only.
     worker_database_url: str | None = pydantic.Field(default=None, min_length=1, repr=False)
@@ -77,6 +77,10 @@ class Settings(environment.Settings):
     # --kube-api-burst are the same two knobs.
     api_qps: float = pydantic.Field(default=50.0, gt=0)
     api_burst: int | None = pydantic.Field(default=None, ge=1)
+    # Kubernetes Events go out through a client and a rate limit of their own, off the
+    # reconciler's path (as the controller-manager's event broadcaster does).
+    event_qps: float = pydantic.Field(default=50.0, gt=0)
+    event_burst: int | None = pydantic.Field(default=None, ge=1)
     # Every replica serves /metrics on the first, /healthz and /readyz on the second (0: off).
     metrics_port: int = pydantic.Field(default=8080, ge=0, le=65535)
     health_port: int = pydantic.Field(default=8081, ge=0, le=65535)
@@ -85,6 +89,9 @@ class Settings(environment.Settings):
     # TaskEvents there; the chart generates one).
     webhook_port: int = pydantic.Field(default=8082, ge=0, le=65535)
     webhook_secret: str | None = pydantic.Field(default=None, repr=False)
+    # Attempt secrets minted at once per namespace: one Secret (an attempt key ring) holds
+    # this many, each pod reading its own (see durakube.store.keyrings).
+    key_ring_size: int = pydantic.Field(default=64, ge=1, le=1024)
     # Longest a run waits before its state is looked at again without any event.
     resync_seconds: float = pydantic.Field(default=30.0, gt=0)
     # Leader election on a Lease: only its holder reconciles. Off only when one replica

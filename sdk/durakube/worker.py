@@ -23,7 +23,7 @@ The operator starts one pod per attempt with this environment:
                                     unreachable (default 60)
 
 (parsed by `durakube.environment.WorkerSettings`). The operator gives the DSN and the
-secret from the attempt's own Secret; Postgres accepts the secret only while this
+secret from its namespace's attempt key ring; Postgres accepts the secret only while this
 attempt is the run's live one (`store.working`).
 
 The worker loads the run and its recorded steps, imports the task modules,

@@ -83,7 +83,8 @@ class InstalledOperator:
             # The process node's pods share the host's network: ports of their own.
             "ports": {"metrics": self.metrics_port, "health": self.health_port,
                       "webhook": self.webhook_port},
-            "operator": {"resyncSeconds": 5},
+            # Small key rings: the suite's runs make and retire many of them.
+            "operator": {"resyncSeconds": 5, "keyRingSize": 8},
         }
 
     def install(self, *extra: str) -> None:
@@ -253,6 +254,14 @@ def effects(database_url: str, run_id: str) -> dict[str, int]:
     return asyncio.run(read())
 
 
-def event_reasons(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> list[str]:
-    return [event.reason for event in core.list_namespaced_event(namespace).items
-            if event.involved_object.name == name]
+def event_reasons(core: kubernetes.client.CoreV1Api, namespace: str, name: str,
+                  *expected: str, timeout: float = 15.0) -> list[str]:
+    """The reasons of the Events on `name`, once those `expected` are among them (Events go
+    out a moment after the status they describe; the reasons as they are after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reasons = [event.reason for event in core.list_namespaced_event(namespace).items
+                   if event.involved_object.name == name]
+        if set(expected) <= set(reasons) or time.monotonic() > deadline:
+            return reasons
+        time.sleep(0.2)

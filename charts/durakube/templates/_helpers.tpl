@@ -162,7 +162,7 @@ each rule, and the chart's tests keep the two in step.
   verbs: ["create"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["create"]
+  verbs: ["create", "delete"]
 {{- end }}
 
 {{/*

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from durakube import retry
-from durakube.store import pools
+from durakube.store import keyrings, pools
 
 OutcomeKind = Literal["succeeded", "failed", "retry", "suspended"]
 
@@ -107,6 +107,20 @@ async def start_attempt(db: pools.Database, run_id: str, attempt: int,
     async with pools.transaction(db) as conn:
         return await _start_attempt_txn(conn, run_id, attempt, pod_name,
                                         None if secret is None else hash_secret(secret))
+
+
+async def start_attempt_with_key(db: pools.Database, run_id: str, attempt: int, pod_name: str, *,
+                                 namespace: str, dsn: bytes) -> keyrings.AttemptKey | None:
+    """Starts the attempt (as `start_attempt`) with a key of the namespace's rings as its
+    credential (`keyrings.claim_txn`): the same key on every call for the same attempt.
+    None when no ring has a free key: the attempt's row is there, without a credential;
+    add a ring and call again."""
+    async with pools.transaction(db) as conn:
+        claimed = await keyrings.claim_txn(conn, namespace=namespace, run_id=run_id, attempt=attempt,
+                                           dsn=dsn)
+        await _start_attempt_txn(conn, run_id, attempt, pod_name,
+                                 None if claimed is None else claimed[1])
+    return None if claimed is None else claimed[0]
 
 
 async def fence_txn(conn: pools.Database, run_id: str) -> None:

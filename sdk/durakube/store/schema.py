@@ -26,7 +26,8 @@ call through only when the secret's SHA-256 is the one the operator stored when 
 started that attempt, the attempt is the run's current one, it has no outcome, and
 the run is not finished; it locks the attempt's row, so the operator cannot end the
 attempt between the check and the write. The secret is 256 random bits the
-operator hands to that attempt's pod only (a Secret named after the pod); Postgres
+operator hands to that attempt's pod only (a key of an attempt key ring, migration 16,
+`keyrings`); Postgres
 keeps its hash only. Recording the outcome revokes it (the hash is cleared in the
 same transaction); so do starting a newer attempt, the run leaving its pod or slot,
 and the run finishing. A worker therefore reads and writes its own run's rows,
@@ -754,6 +755,35 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX events_expires_at_idx ON durakube.events (expires_at);
         CREATE INDEX payloads_created_at_idx ON durakube.payloads (created_at);
         CREATE INDEX queue_keys_last_admitted_at_idx ON durakube.queue_keys (last_admitted_at);
+    """),
+    Migration(16, "attempt key rings", """
+        -- Attempt secrets handed out from rings: one Secret per ring in a namespace holds
+        -- RING_SIZE single-use keys and the workers' DSN; Postgres keeps the keys' hashes
+        -- and which attempt claimed each. A ring is claimable once its Secret exists
+        -- (ready); the DSN's hash says which login its Secret hands out.
+        CREATE TABLE durakube.attempt_key_rings (
+            namespace   text NOT NULL,
+            name        text NOT NULL,
+            dsn_hash    bytea NOT NULL,
+            ready       boolean NOT NULL DEFAULT false,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (namespace, name)
+        );
+        CREATE TABLE durakube.attempt_keys (
+            namespace    text NOT NULL,
+            ring         text NOT NULL,
+            slot         integer NOT NULL,
+            secret_hash  bytea NOT NULL,
+            run_id       text,
+            attempt      integer,
+            PRIMARY KEY (namespace, ring, slot),
+            FOREIGN KEY (namespace, ring) REFERENCES durakube.attempt_key_rings ON DELETE CASCADE
+        );
+        -- One key per attempt, ever; and the free keys of a namespace, in order.
+        CREATE UNIQUE INDEX attempt_keys_claim_idx ON durakube.attempt_keys (run_id, attempt)
+            WHERE run_id IS NOT NULL;
+        CREATE INDEX attempt_keys_free_idx ON durakube.attempt_keys (namespace, ring, slot)
+            WHERE run_id IS NULL;
     """),
 )
 

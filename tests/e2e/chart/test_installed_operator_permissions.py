@@ -31,7 +31,24 @@ def test_the_running_operator_may_do_exactly_the_table(
     for where in (namespace, operator.NAMESPACE, "kube-system"):
         secrets = {verb for (resource, _), verbs in granted(cluster, account, where).items()
                    if resource == "secrets" for verb in verbs}
-        assert secrets <= {"create"}
+        assert secrets <= {"create", "delete"}
+
+
+def test_the_operator_may_delete_its_key_rings_and_no_other_secret(
+        cluster: devcluster_cluster.Cluster, namespace: str, operator: InstalledOperator) -> None:
+    account = f"--as=system:serviceaccount:{operator.NAMESPACE}:{operator.RELEASE}"
+    for name, labels in (("durakube-keys-spent", {"durakube.io/key-ring": "true"}),
+                         ("team-credentials", {}), ("look-alike", {"durakube.io/key-ring": "no"})):
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": labels},
+                  "stringData": {"k": "v"}}
+        kubectl(cluster, "create", "-n", namespace, "-f", "-", input=json.dumps(secret))
+    assert kubectl(cluster, "delete", "secret", "durakube-keys-spent", "-n", namespace,
+                   account, check=False).returncode == 0
+    for name in ("team-credentials", "look-alike"):
+        refused = kubectl(cluster, "delete", "secret", name, "-n", namespace, account, check=False)
+        assert refused.returncode != 0 and "only its attempt key rings" in refused.stderr, refused.stderr
+    # Anyone else is not concerned by the policy.
+    kubectl(cluster, "delete", "secret", "team-credentials", "-n", namespace)
 
 
 def test_a_developer_with_durakube_edit_runs_tasks_but_cannot_create_pods(

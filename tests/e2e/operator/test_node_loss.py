@@ -48,7 +48,7 @@ def test_a_run_on_a_lost_node_resumes_on_a_healthy_one(
         run = wait_for_phase(custom, namespace, "stranded", {"Succeeded", "Failed"}, timeout=120)
         assert run["status"]["phase"] == "Succeeded", run["status"]
         assert run["status"]["infrastructureFailures"] == 1
-        assert "NodeLost" in event_reasons(core, namespace, "stranded")
+        assert "NodeLost" in event_reasons(core, namespace, "stranded", "NodeLost")
         second = core.read_namespaced_pod("stranded-2", namespace)
         assert second.spec.node_name in healthy
         # The step that finished before the loss did not run again.

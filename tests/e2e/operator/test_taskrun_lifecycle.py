@@ -174,7 +174,7 @@ def test_uncaught_exception_fails_at_once_without_retry(
     assert run["status"]["lastError"]["message"] == "cannot process invoice-7"
     assert run["status"]["lastError"]["retryable"] is False
     assert len(attempt_pods(core, namespace)) == 1
-    reasons = event_reasons(core, namespace, "broken-1")
+    reasons = event_reasons(core, namespace, "broken-1", "Running", "Failed")
     assert "Running" in reasons and "Failed" in reasons
 
 
@@ -188,7 +188,7 @@ def test_attempt_timeout_retries_from_checkpoint(
     run = wait_for_phase(custom, namespace, "sleepy-1", {"Succeeded", "Failed", "TimedOut"})
     assert run["status"]["phase"] == "Succeeded", run["status"]
     assert run["status"]["attempt"] == 2
-    assert "TimedOut" in event_reasons(core, namespace, "sleepy-1")
+    assert "TimedOut" in event_reasons(core, namespace, "sleepy-1", "TimedOut")
     assert effects(operator.database_url, run["metadata"]["uid"]) == {"first": 1, "second": 1}
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import kubernetes
 import pytest
-from helpers import InstalledOperator, get_taskrun, wait_for_phase
+from helpers import InstalledOperator, get_taskrun, wait_for, wait_for_phase
 from test_taskrun_lifecycle import create, effects, run_manifest, task_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
@@ -82,22 +82,41 @@ def test_a_task_cannot_reach_another_namespaces_run(
     assert get_taskrun(custom, victim_ns, "victim")["status"]["attempt"] == 1
 
 
-def test_an_attempts_secret_dies_with_it(
+def test_an_attempts_secret_dies_with_it_and_spent_key_rings_go(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
         core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
+    # The suite's operator mints 8 keys per ring: 9 runs need a second ring.
     create(custom, namespace, task_manifest("sleeper", "sleepy"),
-           run_manifest("short", "sleeper", {"seconds": 0}))
-    run = wait_for_phase(custom, namespace, "short", {"Succeeded", "Failed"})
-    assert run["status"]["phase"] == "Succeeded", run["status"]
-    # The attempt's Secret is in the run's namespace, owned by the run; Postgres no longer
-    # accepts what it holds.
-    secret = core.read_namespaced_secret("short-1", namespace)
-    assert secret.metadata.owner_references[0].uid == run["metadata"]["uid"]
-    assert set(secret.data) == {"database-url", "attempt-secret"}
-    [attempt] = rows(operator.database_url,
-                     "SELECT secret_hash FROM durakube.attempts WHERE run_id = $1",
-                     run["metadata"]["uid"])
-    assert attempt["secret_hash"] is None
+           *(run_manifest(f"short-{i}", "sleeper", {"seconds": 0}) for i in range(9)))
+    finished = [wait_for_phase(custom, namespace, f"short-{i}", {"Succeeded", "Failed"})
+                for i in range(9)]
+    assert all(run["status"]["phase"] == "Succeeded" for run in finished)
+    # Each pod read its own key of a ring in the run's namespace, and nothing in its manifest.
+    references = set()
+    for run in finished:
+        pod = core.read_namespaced_pod(run["status"]["podName"], namespace)
+        env = {item.name: item for item in pod.spec.containers[0].env}
+        assert env["DURAKUBE_ATTEMPT_SECRET"].value is None
+        reference = env["DURAKUBE_ATTEMPT_SECRET"].value_from.secret_key_ref
+        references.add((reference.name, reference.key))
+    assert len(references) == 9  # never one key for two attempts
+    rings = {name for name, _ in references}
+    assert len(rings) == 2
+    # Postgres no longer accepts what they hold: every attempt is over.
+    for run in finished:
+        [attempt] = rows(operator.database_url,
+                         "SELECT secret_hash FROM durakube.attempts WHERE run_id = $1",
+                         run["metadata"]["uid"])
+        assert attempt["secret_hash"] is None
+
+    def listed() -> dict[str, Any]:
+        return {item.metadata.name: item for item in core.list_namespaced_secret(
+            namespace, label_selector="durakube.io/key-ring=true").items}
+
+    # The ring whose 8 keys are all spent is deleted; the one with keys to hand out stays.
+    wait_for(lambda: len(listed()) == 1, timeout=60, what="the spent key ring deleted")
+    [kept] = listed().values()
+    assert kept.metadata.name in rings and len(kept.data) == 9  # the DSN and 8 keys
     # No Secret holding the operator's own login is left in a tenant's namespace.
     names = [item.metadata.name for item in core.list_namespaced_secret(namespace).items]
     assert "durakube-database" not in names

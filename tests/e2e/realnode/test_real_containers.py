@@ -119,7 +119,7 @@ def test_memory_cgroup_oom_kill_is_retried_on_the_infrastructure_budget(
     assert run["status"]["output"] == {"attempt": 2, "heldMebibytes": 0}
     first = real_core.read_namespaced_pod("oom-1", real_namespace).status.container_statuses[0]
     assert first.state.terminated.reason == "OOMKilled"
-    assert "OOMKilled" in event_reasons(real_core, real_namespace, "oom")
+    assert "OOMKilled" in event_reasons(real_core, real_namespace, "oom", "OOMKilled")
 
 
 def test_hardened_attempt_pod_writes_only_to_tmp_and_its_home(

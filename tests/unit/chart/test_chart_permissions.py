@@ -134,7 +134,21 @@ def test_no_rule_uses_a_wildcard(values: Any) -> None:
 def test_operator_never_reads_secrets() -> None:
     secrets = {verb for group, resource, verb, _, _ in granted(render("all-on-values.yaml"))
                if resource == "secrets"}
-    assert secrets == {"create"}
+    assert secrets == {"create", "delete"}
+
+
+def test_the_operator_may_delete_only_key_ring_secrets() -> None:
+    manifests = render("default-values.yaml")
+    policy = one(manifests, "ValidatingAdmissionPolicy", f"{RELEASE}-key-rings")
+    [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["resources"], rule["operations"]) == (["secrets"], ["DELETE"])
+    [condition] = policy["spec"]["matchConditions"]
+    assert f'"system:serviceaccount:{NAMESPACE}:{RELEASE}"' in condition["expression"]
+    assert "durakube.io/key-ring" in policy["spec"]["validations"][0]["expression"]
+    binding = one(manifests, "ValidatingAdmissionPolicyBinding", f"{RELEASE}-key-rings")
+    assert binding["spec"] == {"policyName": f"{RELEASE}-key-rings", "validationActions": ["Deny"]}
+    off = render("default-values.yaml", sets={"rbac.create": "false"})
+    assert not [doc for doc in off if doc["kind"].startswith("ValidatingAdmissionPolicy")]
 
 
 def test_rbac_off_renders_no_rbac() -> None:

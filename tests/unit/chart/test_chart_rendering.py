@@ -36,7 +36,7 @@ def test_default_values_render_the_operator_and_its_rbac() -> None:
         *CRDS, "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole",
         "ClusterRoleBinding", "ClusterRoleBinding", "ClusterRoleBinding", "Deployment",
         "PodDisruptionBudget", "Role", "RoleBinding", "Secret", "Secret", "Service",
-        "ServiceAccount"])
+        "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"])
 
 
 def test_all_on_values_render_every_optional_object() -> None:
@@ -113,7 +113,7 @@ def test_operator_environment_with_default_values() -> None:
         "DURAKUBE_DEFAULT_QUEUE": "default",
         "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": "100",
         "DURAKUBE_WORKERS": "8",
-        "DURAKUBE_API_QPS": "50",
+        "DURAKUBE_API_QPS": "50", "DURAKUBE_EVENT_QPS": "50", "DURAKUBE_KEY_RING_SIZE": "64",
         "DURAKUBE_RESYNC_SECONDS": "30",
         "DURAKUBE_LOG_FORMAT": "plain",
         "DURAKUBE_TTL_SECONDS_AFTER_FINISHED": "604800",

@@ -49,29 +49,43 @@ def test_pod_is_owned_by_its_taskrun_and_never_restarts() -> None:
     assert pod["metadata"]["labels"][pods.LABEL_ATTEMPT] == "1"
 
 
-def test_database_url_and_secret_come_from_the_attempts_own_secret() -> None:
-    env = {e["name"]: e for e in pods.build_attempt_pod(make_run(), TASK, 2, SETTINGS)
-           ["spec"]["containers"][0]["env"]}
+def test_database_url_and_secret_come_from_the_attempts_key_in_its_ring() -> None:
+    built = pods.build_attempt_pod(make_run(), TASK, 2, SETTINGS)
+    pod = pods.with_attempt_key(built, "durakube-keys-abc", 17)
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
     assert env["DURAKUBE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "report-7-2", "key": "database-url"}
+        "name": "durakube-keys-abc", "key": "database-url"}
     assert env["DURAKUBE_ATTEMPT_SECRET"]["valueFrom"]["secretKeyRef"] == {
-        "name": "report-7-2", "key": "attempt-secret"}
+        "name": "durakube-keys-abc", "key": "key-17"}
     assert "value" not in env["DURAKUBE_DATABASE_URL"]
     assert "value" not in env["DURAKUBE_ATTEMPT_SECRET"]
     assert env["DURAKUBE_RUN_ID"]["value"] == "uid-1"
     assert env["DURAKUBE_TASK_MODULES"]["value"] == "acme.tasks"
+    # The built manifest is left as it was (decisions are values).
+    unkeyed = {e["name"]: e for e in built["spec"]["containers"][0]["env"]}
+    assert unkeyed["DURAKUBE_ATTEMPT_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == ""
 
 
-def test_attempt_secret_is_named_and_owned_like_its_pod() -> None:
-    pod = pods.build_attempt_pod(make_run(), TASK, 2, SETTINGS)
-    secret = pods.build_attempt_secret(pod, "postgresql://worker@db/durakube", "s3cret")
-    assert (secret["kind"], secret["metadata"]["name"], secret["metadata"]["namespace"]) == (
-        "Secret", pod["metadata"]["name"], pod["metadata"]["namespace"])
-    owner = secret["metadata"]["ownerReferences"][0]
-    assert (owner["kind"], owner["name"], owner["uid"]) == ("TaskRun", "report-7", "uid-1")
-    assert secret["stringData"] == {"database-url": "postgresql://worker@db/durakube",
-                                    "attempt-secret": "s3cret"}
-    # The pod refers to it by name only: no credential is in the pod's manifest.
+def test_a_tasks_own_secret_reference_of_the_same_name_is_not_rewritten() -> None:
+    own = {"name": "DURAKUBE_ATTEMPT_SECRET", "valueFrom": {"secretKeyRef": {"name": "mine", "key": "k"}}}
+    built = pods.build_attempt_pod(make_run(), TASK, 1, SETTINGS)
+    built["spec"]["containers"][0]["env"].append(own)
+    env = pods.with_attempt_key(built, "durakube-keys-abc", 0)["spec"]["containers"][0]["env"]
+    assert env[-1] == own
+
+
+def test_a_key_ring_holds_the_dsn_and_one_key_per_slot() -> None:
+    ring = pods.build_key_ring("team-a", "durakube-keys-abc", "postgresql://worker@db/durakube",
+                               ["first-s3cret", "second-s3cret", "third-s3cret"])
+    assert (ring["kind"], ring["metadata"]["name"], ring["metadata"]["namespace"]) == (
+        "Secret", "durakube-keys-abc", "team-a")
+    assert ring["metadata"]["labels"][pods.LABEL_KEY_RING] == "true"
+    assert "ownerReferences" not in ring["metadata"]  # spent rings are deleted by the operator
+    assert ring["stringData"] == {"database-url": "postgresql://worker@db/durakube",
+                                  "key-0": "first-s3cret", "key-1": "second-s3cret", "key-2": "third-s3cret"}
+    # The pod refers to its key by name only: no credential is in the pod's manifest.
+    pod = pods.with_attempt_key(pods.build_attempt_pod(make_run(), TASK, 2, SETTINGS),
+                                "durakube-keys-abc", 1)
     assert "s3cret" not in str(pod) and "worker@db" not in str(pod)
 
 

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from kubernetes.aio import client as kubeclient
 
-from durakube_operator import kubeapi
+from durakube_operator import kubeapi, recording
 
 Answer = tuple[int, dict[str, Any]]
 
@@ -138,10 +138,37 @@ async def test_an_existing_secret_is_left_alone_without_reading_any(
 async def test_a_refused_event_is_only_logged(fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
     server, api = fake
     involved = {"metadata": {"name": "r", "namespace": "ns", "uid": "u"}}
-    await api.create_event(involved, "TaskRun", "Started", "attempt 1")
+    await api.create_event(kubeapi.event_body(involved, "TaskRun", "Started", "attempt 1"))
     (method, path, _, event), = server.requests
     assert (method, path) == ("POST", "/api/v1/namespaces/ns/events")
     assert event["involvedObject"]["uid"] == "u" and event["reason"] == "Started"
+
+
+async def test_recorded_events_go_out_in_order_without_waiting(
+        fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    server, api = fake
+    server.answers[("POST", "/api/v1/namespaces/ns/events")] = (201, {})
+    recorder = recording.EventRecorder(api)
+    recorder.start()
+    involved = {"metadata": {"name": "r", "namespace": "ns", "uid": "u"}}
+    for reason in ("Queued", "Started", "Succeeded"):
+        recorder.record(involved, "TaskRun", reason, reason.lower())
+    # `record` only buffers: nothing was sent before the loop ran.
+    assert server.requests == [] and len(recorder) == 3
+    await recorder.stop()  # flushes what is buffered, then closes the client
+    assert [request[3]["reason"] for request in server.requests] == ["Queued", "Started", "Succeeded"]
+
+
+async def test_events_past_the_buffer_are_dropped_and_counted(
+        fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
+    _, api = fake
+    recorder = recording.EventRecorder(api, buffer=2)  # never started: nothing drains it
+    dropped = prometheus_client.REGISTRY.get_sample_value("durakube_events_dropped_total") or 0
+    involved = {"metadata": {"name": "r", "namespace": "ns", "uid": "u"}}
+    for reason in ("A", "B", "C", "D"):
+        recorder.record(involved, "TaskRun", reason, "")
+    assert len(recorder) == 2
+    assert prometheus_client.REGISTRY.get_sample_value("durakube_events_dropped_total") == dropped + 2
 
 
 async def test_names_cannot_leave_their_path(fake: tuple[FakeApiServer, kubeapi.KubeApi]) -> None:
@@ -223,3 +250,15 @@ async def test_each_call_is_counted_by_verb_resource_and_status_class(
 ], ids=["subresource", "collection", "core", "core-collection", "lease", "cluster-scoped"])
 def test_the_resource_label_never_holds_a_name_or_namespace(path: str, resource: str) -> None:
     assert kubeapi.resource_of(path) == resource
+
+
+@pytest.mark.parametrize(("no_proxy", "expected"), [("", "http://proxy:3128"),
+                                                     ("api.example.com", None)],
+                         ids=["through-the-proxy", "exempt"])
+def test_the_environment_proxy_is_read_once_for_the_api_server(
+        monkeypatch: pytest.MonkeyPatch, no_proxy: str, expected: str | None) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    assert kubeapi.environment_proxy("https://api.example.com:6443") == expected
