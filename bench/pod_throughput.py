@@ -41,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,16 @@ BIN = Path(sys.executable).parent
 NODE = "node-1"
 CLIENT_THREADS = 8
 OPERATOR_USER = "durakube-operator"
+OPERATOR_METRICS_PORT = ports.free_port()
+# The operator's own counters (its /metrics), summed over their labels: what a run cost it.
+OPERATOR_COUNTERS = {
+    "passes": "durakube_reconcile_duration_seconds_count",
+    "pass_seconds": "durakube_reconcile_duration_seconds_sum",
+    "statements": "durakube_postgres_query_duration_seconds_count",
+    "statement_seconds": "durakube_postgres_query_duration_seconds_sum",
+    "api_calls": "durakube_api_request_duration_seconds_count",
+    "api_seconds": "durakube_api_request_duration_seconds_sum",
+}
 # Flow schemas (the apiserver's default set) that each controller's requests fall under.
 OPERATOR_FLOWS = ("global-default",)
 CONTROLLER_MANAGER_FLOWS = ("kube-controller-manager", "kube-system-service-accounts")
@@ -184,16 +195,30 @@ class PodWatch:
         self._thread.join(timeout=5)
 
 
+def operator_counters() -> dict[str, float]:
+    """OPERATOR_COUNTERS as the operator's /metrics has them now."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{OPERATOR_METRICS_PORT}/metrics", timeout=10).read()
+    found = dict.fromkeys(OPERATOR_COUNTERS, 0.0)
+    names = {metric: key for key, metric in OPERATOR_COUNTERS.items()}
+    for line in text.decode().splitlines():
+        metric = line.split("{", 1)[0].split(" ", 1)[0]
+        if metric in names:
+            found[names[metric]] += float(line.rsplit(" ", 1)[1])
+    return found
+
+
 @dataclass
 class Snapshot:
-    """What one phase is measured by: CPU of the processes and the apiserver's counters."""
+    """What one phase is measured by: CPU of the processes and the apiserver's counters
+    (and the operator's own, in its phases)."""
 
     cpu: dict[str, float]
     flows: dict[str, float]
     requests: dict[str, float]
+    operator: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def take(cls, client: Client, pids: dict[str, int]) -> Snapshot:
+    def take(cls, client: Client, pids: dict[str, int], operator: bool = False) -> Snapshot:
         flows: dict[str, float] = {}
         requests: dict[str, float] = {}
         for line in client.metrics().splitlines():
@@ -206,13 +231,14 @@ class Snapshot:
                 resource = "/".join(filter(None, (labels.get("resource"), labels.get("subresource"))))
                 key = f"{labels.get('verb')} {resource}"
                 requests[key] = requests.get(key, 0) + float(line.rsplit(" ", 1)[1])
-        return cls({name: cpu_seconds(pid) for name, pid in pids.items()}, flows, requests)
+        return cls({name: cpu_seconds(pid) for name, pid in pids.items()}, flows, requests,
+                   operator_counters() if operator else {})
 
     def since(self, before: Snapshot) -> Snapshot:
         def minus(after: dict[str, float], earlier: dict[str, float]) -> dict[str, float]:
             return {k: v - earlier.get(k, 0) for k, v in after.items() if v - earlier.get(k, 0)}
         return Snapshot(minus(self.cpu, before.cpu), minus(self.flows, before.flows),
-                        minus(self.requests, before.requests))
+                        minus(self.requests, before.requests), minus(self.operator, before.operator))
 
 
 @dataclass
@@ -242,7 +268,7 @@ def measure_throughput(client: Client, peer: Peer, namespace: str, count: int, p
     watch = PodWatch(client, namespace, peer.label, timeout + 30)
     try:
         settle(controllers)
-        before = Snapshot.take(client, pids)
+        before = Snapshot.take(client, pids, operator=peer is RUNS)
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(CLIENT_THREADS) as pool:
             list(pool.map(lambda i: client.create(peer, namespace, f"p-{i}"), range(count)))
@@ -251,7 +277,7 @@ def measure_throughput(client: Client, peer: Peer, namespace: str, count: int, p
         last = seen[count - 1] if len(seen) >= count else time.monotonic()
         quiet = settle(controllers)
         print(f"  {len(seen)} pods in {last - started:.1f}s; quiet {quiet:.0f}s later", flush=True)
-        used = Snapshot.take(client, pids).since(before)
+        used = Snapshot.take(client, pids, operator=peer is RUNS).since(before)
     finally:
         watch.close()
     top = sorted(used.requests.items(), key=lambda item: -item[1])[:8]
@@ -315,7 +341,8 @@ def start_operator(bed: cluster.Cluster, state: Path, database_url: str, qps: in
             f"--user={OPERATOR_USER}")
     env = {**bed.env(), "KUBECONFIG": str(config), "DURAKUBE_DATABASE_URL": database_url,
            "DURAKUBE_HEALTH_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
-           "DURAKUBE_METRICS_PORT": "0", "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": str(limit),
+           "DURAKUBE_METRICS_PORT": str(OPERATOR_METRICS_PORT),
+           "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": str(limit),
            "DURAKUBE_API_QPS": str(qps), "DURAKUBE_API_BURST": str(burst)}
     log = open(state / "operator.log", "wb")
     return subprocess.Popen([str(BIN / "durakube-operator")], env=env, stdout=log,
@@ -384,6 +411,14 @@ def report(args: argparse.Namespace, throughput: dict[str, Throughput], latency:
                       latency["runs"].percentile(fraction), latency["jobs"].percentile(fraction), "{:.0f}"))
         print(row(f"pods seen of {latency['jobs'].created} created in {args.seconds:g}s",
                   latency["runs"].seen, latency["jobs"].seen, "{:.0f}"))
+    cost = ours.used.operator
+    if cost.get("passes"):
+        print(f"\nthe operator per run: {cost['passes'] / args.runs:.2f} reconcile passes of "
+              f"{1000 * cost.get('pass_seconds', 0) / cost['passes']:.1f} ms on average; "
+              f"{cost.get('statements', 0) / args.runs:.1f} Postgres statements "
+              f"({1000 * cost.get('statement_seconds', 0) / max(1, cost.get('statements', 0)):.2f} ms each); "
+              f"{cost.get('api_calls', 0) / args.runs:.2f} API calls "
+              f"({1000 * cost.get('api_seconds', 0) / max(1, cost.get('api_calls', 0)):.1f} ms each)")
     for title, result in (("TaskRuns", ours), ("Jobs", theirs)):
         print(f"\nbusiest apiserver requests per pod during the {title} phase (all clients):")
         print("  " + ", ".join(f"{key} {count / args.runs:.2f}" for key, count in result.top))
