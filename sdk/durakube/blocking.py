@@ -80,11 +80,17 @@ async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
             future.set_result(result)
 
     def target() -> None:
+        result: Any = None
+        error: BaseException | None = None
         try:
             try:
-                result, error = context.run(fn, *args, **kwargs), None
+                result = context.run(fn, *args, **kwargs)
+            except StopIteration as raised:
+                # A future refuses StopIteration (it would end the awaiting coroutine).
+                error = RuntimeError(f"{fn!r} raised StopIteration")
+                error.__cause__ = raised
             except BaseException as raised:  # handed to the awaiting side, whatever it is
-                result, error = None, raised
+                error = raised
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(settle, error, result)
         finally:
