@@ -1,8 +1,9 @@
 """Durakube: durable Python tasks on Kubernetes.
 
-What task code imports: the `task` and `step` decorators, the `TaskContext` a task
-receives, the `Retry` policy, and the errors a task may raise or catch. The worker
-runtime (`durakube.worker`), the Postgres store (`durakube.store`) and the custom
+What task code imports: the `task` and `step` decorators, the `TaskContext` an
+`async def` task receives (a `def` task gets a `SyncTaskContext`), the `Retry`
+policy, and the errors a task may raise or catch. The worker runtime
+(`durakube.worker`), the Postgres store (`durakube.store`) and the custom
 resource models are imported by their own module names.
 
 `TaskContext`, `WaitTimedOut` and `ChildRunFailed` belong to the step engine
@@ -16,6 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from durakube.blocking import SyncTaskContext
 from durakube.durations import parse_duration
 from durakube.errors import (
     AttemptTimedOut,
@@ -59,6 +61,7 @@ __all__ = [
     "RetryableError",
     "RunNotFound",
     "StepFailed",
+    "SyncTaskContext",
     "TaskContext",
     "TaskDefinition",
     "TaskNotFound",

@@ -9,8 +9,9 @@ being the step's 1-based position in execution order:
 - check: a step recorded under this seq is replayed, never run again: its result
   is returned (re-validated into the function's pydantic return type, if any) or
   its error re-raised; a different name is `NonDeterministicReplay`;
-- run: the function is awaited; steps it calls in turn are part of it (not
-  checkpointed on their own, since a replay never enters it);
+- run: the function is awaited, or, a plain `def`, run in a thread of its own
+  (`blocking`), so that it never blocks the event loop; steps it calls in turn are
+  part of it (not checkpointed on their own, since a replay never enters it);
 - record: the result and `ctx.state` are written in one round trip.
 
 A step that raises a user exception raises `StepFailed` (the same exception its
@@ -47,6 +48,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 from durakube import (
+    blocking,
     current,
     durations,
     errors,
@@ -343,7 +345,12 @@ def _sync_in_place(live: Any, recorded: Any) -> Any:
 
 
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    result = fn(*args, **kwargs)
+    if inspect.iscoroutinefunction(fn):
+        result = fn(*args, **kwargs)
+    else:
+        # A plain function may block: it runs in a thread of its own, never on the loop
+        # (what it returns may still be awaitable: a lambda calling an async function).
+        result = await blocking.in_thread(fn, *args, **kwargs)
     if inspect.isawaitable(result):
         result = await result
     return result

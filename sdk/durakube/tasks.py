@@ -8,6 +8,10 @@ Users write:
     @durakube.step
     async def fetch(url: str) -> Page: ...
 
+or the same with plain `def` functions (a `def` task receives a
+`durakube.SyncTaskContext`; both run in threads of their own, off the event loop:
+`blocking`).
+
 `@task` registers a `TaskDefinition` (id, function, input model, retry policy,
 timeout, queue) in a `Registry` (the module-level `registry` unless given one) and
 returns the function unchanged. `@step` wraps a function so that, inside a running
@@ -17,7 +21,7 @@ payloads with `validate_payload`; the client and `durakube manifests` read the
 same definitions. No I/O.
 
 Sits below the step engine: it finds the running context through `current` and
-names `TaskContext` for type checking only, so importing it (as the client does)
+names no context class, so importing it (as the client does)
 does not load `context`, `waiting` or `triggering`.
 """
 
@@ -26,21 +30,18 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, overload
+from typing import Any, TypeAlias, TypeVar, overload
 
 import pydantic
 
-from durakube import current, durations, errors, retry
+from durakube import blocking, current, durations, errors, retry
 
-if TYPE_CHECKING:
-    from durakube.context import TaskContext
-
-P = ParamSpec("P")
-R = TypeVar("R")
-TaskFunction: TypeAlias = "Callable[[TaskContext, Any], Awaitable[Any]]"
+# `async def fn(ctx: TaskContext, payload)`, or `def fn(ctx: SyncTaskContext, payload)`.
+TaskFunction: TypeAlias = "Callable[[Any, Any], Any]"
 F = TypeVar("F", bound="TaskFunction")
+S = TypeVar("S", bound="Callable[..., Any]")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class TaskDefinition:
     retry: retry.Retry
     timeout: float | None  # seconds per attempt; None: no limit from the task
     queue: str | None
+
+    @property
+    def sync(self) -> bool:
+        """A plain `def` task: it runs in a thread of its own, with a `SyncTaskContext`."""
+        return not inspect.iscoroutinefunction(self.fn)
 
 
 class Registry:
@@ -101,12 +107,16 @@ DEFAULT_RETRY = retry.Retry()
 def task(*, id: str | None = None, retry: retry.Retry | None = None,
          timeout: durations.Duration | None = None, queue: str | None = None,
          registry: Registry | None = None) -> Callable[[F], F]:
-    """Registers an `async def fn(ctx, payload)` as a task; `id` defaults to its name."""
+    """Registers `async def fn(ctx, payload)` or `def fn(ctx, payload)` as a task; `id`
+    defaults to its name."""
     policy = retry
 
     def register(fn: F) -> F:
-        if not _is_async(fn):
-            raise TypeError(f"@task needs an async function, got {fn!r}")
+        if not inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"@task needs a function, got {fn!r}")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(f"@task needs a function that returns its output, got the "
+                            f"generator function {fn.__qualname__}")
         definition = TaskDefinition(
             id=id or fn.__name__, fn=fn, input_model=_input_model(fn),
             retry=policy or DEFAULT_RETRY,
@@ -116,10 +126,6 @@ def task(*, id: str | None = None, retry: retry.Retry | None = None,
         return fn
 
     return register
-
-
-def _is_async(fn: object) -> bool:
-    return inspect.iscoroutinefunction(fn)
 
 
 def _input_model(fn: TaskFunction) -> type[pydantic.BaseModel] | None:
@@ -155,27 +161,42 @@ def validate_payload(definition: TaskDefinition, data: Any) -> Any:
 
 
 @overload
-def step(fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
+def step(fn: S, /) -> S: ...
 
 
 @overload
-def step(*, name: str | None = None
-         ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
+def step(*, name: str | None = None) -> Callable[[S], S]: ...
 
 
-def step(fn: Callable[P, Awaitable[R]] | None = None, /, *, name: str | None = None) -> Any:
-    """Makes an async function a checkpointed step: `@step` or `@step(name="fetch")`."""
+def step(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Makes a function a checkpointed step: `@step` or `@step(name="fetch")`.
 
-    def wrap(target: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    An `async def` step is awaited (`await fetch(url)`); a plain `def` step is called
+    from a `def` task (`fetch(url)`), blocking that task's thread while it runs in a
+    thread of its own. From an async task, run a plain function as a step with
+    `await ctx.step("name", fn, ...)`.
+    """
+
+    def wrap(target: Callable[..., Any]) -> Callable[..., Any]:
         step_name = name or target.__name__
 
+        if not inspect.iscoroutinefunction(target):
+            @functools.wraps(target)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                ctx = current.current()
+                if ctx is None or current.active_step() is not None:
+                    # Outside a task, or inside another step (and so part of it).
+                    return target(*args, **kwargs)
+                return blocking.call(ctx.step(step_name, target, *args, **kwargs), step_name)
+
+            return call
+
         @functools.wraps(target)
-        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        async def run(*args: Any, **kwargs: Any) -> Any:
             ctx = current.current()
             if ctx is None:
                 return await target(*args, **kwargs)
-            result: R = await ctx.step(step_name, target, *args, **kwargs)
-            return result
+            return await ctx.step(step_name, target, *args, **kwargs)
 
         return run
 

@@ -44,7 +44,9 @@ second and for the last time just before the outcome is recorded: `durakube logs
 reads it after the pod is gone.
 
 Exit code 0 means an outcome was recorded (of any kind); non-zero means none
-could be, and the operator treats the attempt as an infrastructure failure.
+could be, and the operator treats the attempt as an infrastructure failure. A `def`
+task or step runs in a daemon thread (`blocking`): one still stuck in a blocking
+call when the attempt is over does not keep the process alive.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from typing import Any
 import pydantic
 
 from durakube import (
+    blocking,
     capturing,
     context,
     current,
@@ -205,7 +208,11 @@ async def _run_task(definition: tasks.TaskDefinition, ctx: context.TaskContext,
     with current.activated(ctx):
         try:
             async with asyncio.timeout(definition.timeout) as deadline:
-                output = await definition.fn(ctx, payload)
+                if definition.sync:
+                    # A `def` task: in a thread of its own, its calls handed to this loop.
+                    output = await blocking.run_sync_task(definition.fn, ctx, payload)
+                else:
+                    output = await definition.fn(ctx, payload)
         except TimeoutError:
             if deadline.expired() and definition.timeout is not None:
                 raise errors.AttemptTimedOut(definition.timeout) from None
@@ -386,4 +393,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # From here on, what the process writes is also the attempt's stored log.
     output = capturing.Output.capturing_streams()
     logs.configure(log_format, os.environ.get("DURAKUBE_LOG_LEVEL", "INFO"))
-    return asyncio.run(_main(settings, output))
+    code = asyncio.run(_main(settings, output))
+    stuck = blocking.running_threads()
+    if stuck:
+        # A `def` task or step still blocks its thread (past the attempt's timeout, say):
+        # the outcome is recorded, and nothing may keep the pod from ending.
+        log.warning("run %s attempt %d: leaving %d thread(s) of the task still running: %s",
+                    settings.run_id, settings.attempt, len(stuck),
+                    ", ".join(thread.name for thread in stuck))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -5,7 +5,8 @@ kind — sleep, event or token — and a deadline `wake_at`) and its pod exits. 
 wait ends in one of three ways, each a single UPDATE that sets `completed_at`:
 
 - its deadline passes (`fire_due_timers`, the operator's one timer loop over the
-  indexed `wake_at`): a sleep completes, an event or token wait times out;
+  indexed `wake_at`; `fire_timer` brings one forward, for the local runner): a sleep
+  completes, an event or token wait times out;
 - an event is sent to its key in its run's namespace (`send_event`);
 - its token is completed (`complete_token`).
 
@@ -259,6 +260,18 @@ async def fire_due_timers(db: pools.Database, limit: int = 1000) -> int:
                   ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
             WHERE w.run_id = due.run_id AND w.seq = due.seq""", limit)
     return int(status.split()[-1])
+
+
+async def fire_timer(db: pools.Database, run_id: str, seq: int) -> bool:
+    """Ends one open wait as if its deadline were now: a sleep completes, a wait for an
+    event or a token times out. The local runner's jump of one run's clock (no timer of
+    the operator's is involved); False when the wait had ended already."""
+    async with pools.connection(db) as conn:
+        status = await conn.execute("""
+            UPDATE durakube.waitpoints SET wake_at = now(), completed_at = now(),
+                                           timed_out = (kind <> 'sleep')
+            WHERE run_id = $1 AND seq = $2 AND completed_at IS NULL""", run_id, seq)
+    return bool(status.split()[-1] == "1")
 
 
 async def next_wake_at(db: pools.Database) -> datetime | None:

@@ -62,11 +62,13 @@ def test_invalid_payload_carries_pydantics_message() -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("def sync(ctx, payload: dict): pass", "needs an async function"),
+        ("def gen(ctx, payload: dict): yield 1", "returns its output.*generator function gen"),
+        ("async def agen(ctx, payload: dict): yield 1", "generator function agen"),
         ("async def one(ctx): pass", "takes \\(ctx, payload\\)"),
+        ("def one(ctx): pass", "takes \\(ctx, payload\\)"),
         ("async def bad(ctx, payload: int): pass", "must be annotated as a pydantic model"),
     ],
-    ids=["sync", "one-parameter", "int-payload"],
+    ids=["generator", "async-generator", "one-parameter", "sync-one-parameter", "int-payload"],
 )
 def test_malformed_tasks_are_refused_at_decoration(source: str, message: str) -> None:
     namespace: dict[str, Any] = {}
@@ -106,7 +108,8 @@ def test_public_api_is_pinned() -> None:
     assert sorted(durakube.__all__) == [
         "AttemptTimedOut", "ChildRunFailed", "DurakubeError", "InvalidDuration", "InvalidPayload",
         "NonDeterministicReplay", "NonSerializableState", "PermanentError", "Registry", "Retry",
-        "RetryableError", "RunNotFound", "StepFailed", "TaskContext", "TaskDefinition",
+        "RetryableError", "RunNotFound", "StepFailed", "SyncTaskContext", "TaskContext",
+        "TaskDefinition",
         "TaskNotFound", "ValueRefused", "WaitTimedOut", "parse_duration", "step", "task",
     ]
     for name in durakube.__all__:

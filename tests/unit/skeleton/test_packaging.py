@@ -78,6 +78,9 @@ def extra_names(project: Project, extra: str) -> set[str]:
 # The SDK's optional `durakube dashboard` (durakube/dashboard/), and what only it may import.
 DASHBOARD_EXTRA = "dashboard"
 DASHBOARD_PACKAGE = Path("durakube") / "dashboard"
+# The SDK's pytest plugin (pytest loads it, so pytest is there), and its extra.
+TESTING_EXTRA = "testing"
+TESTING_PLUGIN = Path("durakube") / "testing" / "pytest_plugin.py"
 
 
 @dataclass(frozen=True)
@@ -203,12 +206,13 @@ def test_the_dev_environment_has_every_command() -> None:
 # The imports.
 
 
-def third_party_imports(package: Path, *, leaving_out: Path | None = None) -> dict[str, str]:
+def third_party_imports(package: Path, *, leaving_out: tuple[Path, ...] = ()) -> dict[str, str]:
     """Top-level module -> a file importing it, for every absolute import of `package`
-    (in functions too) that is not of the standard library; `leaving_out` a subfolder."""
+    (a folder, or one module) in functions too, that is not of the standard library;
+    `leaving_out` subfolders or modules."""
     found: dict[str, str] = {}
-    for path in sorted(package.rglob("*.py")):
-        if leaving_out is not None and path.is_relative_to(leaving_out):
+    for path in sorted(package.rglob("*.py")) if package.is_dir() else [package]:
+        if any(path.is_relative_to(left) for left in leaving_out):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -226,13 +230,16 @@ def third_party_imports(package: Path, *, leaving_out: Path | None = None) -> di
 
 @pytest.mark.parametrize("project", PUBLISHED, ids=IDS)
 def test_every_import_is_a_declared_dependency(project: Project) -> None:
-    dashboard = SDK.folder / DASHBOARD_PACKAGE
-    scans = [(third_party_imports(project.folder / project.package, leaving_out=dashboard),
+    dashboard, plugin = SDK.folder / DASHBOARD_PACKAGE, SDK.folder / TESTING_PLUGIN
+    scans = [(third_party_imports(project.folder / project.package,
+                                  leaving_out=(dashboard, plugin)),
               declared_names(project))]
     if project is SDK:
-        # The dashboard may import its extra's packages too.
+        # The dashboard and the pytest plugin may import their extra's packages too.
         scans.append((third_party_imports(dashboard),
                       declared_names(SDK) | extra_names(SDK, DASHBOARD_EXTRA)))
+        scans.append((third_party_imports(plugin),
+                      declared_names(SDK) | extra_names(SDK, TESTING_EXTRA)))
     assert scans[0][0], "the scan found no import at all"
     undeclared = [problem for imports, declared in scans
                   for problem in _undeclared(project, imports, declared)]
@@ -256,7 +263,7 @@ def test_the_sdk_never_imports_the_operators_packages() -> None:
     assert not set(third_party_imports(SDK.folder / SDK.package)) & operators
     # aiohttp serves the dashboard, an extra; the rest of the SDK does without it.
     assert "aiohttp" not in third_party_imports(SDK.folder / SDK.package,
-                                                leaving_out=SDK.folder / DASHBOARD_PACKAGE)
+                                                leaving_out=(SDK.folder / DASHBOARD_PACKAGE,))
 
 
 # The lock files.
