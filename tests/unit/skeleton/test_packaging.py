@@ -78,6 +78,10 @@ def extra_names(project: Project, extra: str) -> set[str]:
 # The SDK's optional `durakube dashboard` (durakube/dashboard/), and what only it may import.
 DASHBOARD_EXTRA = "dashboard"
 DASHBOARD_PACKAGE = Path("durakube") / "dashboard"
+# The SDK's optional traces (`durakube[tracing]`): only this module may import them, and
+# only inside its functions, so that the SDK imports and runs without them.
+TRACING_EXTRA = "tracing"
+TRACING_MODULE = Path("durakube") / "tracing.py"
 
 
 @dataclass(frozen=True)
@@ -203,12 +207,14 @@ def test_the_dev_environment_has_every_command() -> None:
 # The imports.
 
 
-def third_party_imports(package: Path, *, leaving_out: Path | None = None) -> dict[str, str]:
-    """Top-level module -> a file importing it, for every absolute import of `package`
-    (in functions too) that is not of the standard library; `leaving_out` a subfolder."""
+def third_party_imports(package: Path, *, leaving_out: Path | tuple[Path, ...] = ()) -> dict[str, str]:
+    """Top-level module -> a file importing it, for every absolute import of `package` (a
+    folder or one module; in functions too) that is not of the standard library;
+    `leaving_out` subfolders or modules."""
     found: dict[str, str] = {}
-    for path in sorted(package.rglob("*.py")):
-        if leaving_out is not None and path.is_relative_to(leaving_out):
+    left_out = leaving_out if isinstance(leaving_out, tuple) else (leaving_out,)
+    for path in sorted(package.rglob("*.py") if package.is_dir() else [package]):
+        if any(path.is_relative_to(folder) for folder in left_out):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -226,13 +232,15 @@ def third_party_imports(package: Path, *, leaving_out: Path | None = None) -> di
 
 @pytest.mark.parametrize("project", PUBLISHED, ids=IDS)
 def test_every_import_is_a_declared_dependency(project: Project) -> None:
-    dashboard = SDK.folder / DASHBOARD_PACKAGE
-    scans = [(third_party_imports(project.folder / project.package, leaving_out=dashboard),
+    dashboard, tracing = SDK.folder / DASHBOARD_PACKAGE, SDK.folder / TRACING_MODULE
+    scans = [(third_party_imports(project.folder / project.package, leaving_out=(dashboard, tracing)),
               declared_names(project))]
     if project is SDK:
-        # The dashboard may import its extra's packages too.
+        # The dashboard and the traces may import their extra's packages too.
         scans.append((third_party_imports(dashboard),
                       declared_names(SDK) | extra_names(SDK, DASHBOARD_EXTRA)))
+        scans.append((third_party_imports(tracing),
+                      declared_names(SDK) | extra_names(SDK, TRACING_EXTRA)))
     assert scans[0][0], "the scan found no import at all"
     undeclared = [problem for imports, declared in scans
                   for problem in _undeclared(project, imports, declared)]
@@ -249,6 +257,24 @@ def _undeclared(project: Project, imports: dict[str, str], declared: set[str]) -
         if not {canonicalize_name(name) for name in providers[module]} & declared:
             undeclared.append(f"{module} (imported by {where}, from {sorted(providers[module])})")
     return undeclared
+
+
+def test_the_sdk_imports_opentelemetry_only_inside_functions_of_its_tracing_module() -> None:
+    # Tracing off (no endpoint) or the extra missing: importing the SDK imports none of it.
+    assert "opentelemetry" not in third_party_imports(SDK.folder / SDK.package,
+                                                      leaving_out=SDK.folder / TRACING_MODULE)
+    tree = ast.parse((SDK.folder / TRACING_MODULE).read_text())
+    at_module_level = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
+                       and "opentelemetry" in ast.unparse(node)]
+    assert not at_module_level
+
+
+def test_the_worker_image_carries_the_tracing_extra() -> None:
+    pins = read_lock(SDK.lock)
+    for text in SDK.pyproject["project"]["optional-dependencies"][TRACING_EXTRA]:
+        requirement = Requirement(text)
+        version, _ = pins[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(version), requirement
 
 
 def test_the_sdk_never_imports_the_operators_packages() -> None:
