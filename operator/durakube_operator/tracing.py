@@ -110,8 +110,7 @@ class _ExportingRunSpans(RunSpans):
                 return preset[0] if preset else super().generate_trace_id()
 
         self.settings = settings
-        endpoint = (settings.otlp_traces_endpoint
-                    or f"{(settings.otlp_endpoint or '').rstrip('/')}/v1/traces")
+        endpoint = traces.traces_url(settings.otlp_endpoint, settings.otlp_traces_endpoint)
         self._provider = TracerProvider(
             resource=Resource.create({"service.name": OPERATOR_SERVICE}), id_generator=RunIds(),
             shutdown_on_exit=False)

@@ -144,6 +144,14 @@ def run_trace(run_id: str, annotations: Mapping[str, str], sample_ratio: float =
     return RunTrace(TraceContext(trace_id, span_id, int(trace_id[16:], 16) < bound), None)
 
 
+def traces_url(endpoint: str | None, traces_endpoint: str | None) -> str:
+    """Where spans go, as OTLP/HTTP exporters resolve it: the traces endpoint (a full URL),
+    else the endpoint (a base URL) plus /v1/traces."""
+    if traces_endpoint and traces_endpoint.strip():
+        return traces_endpoint.strip()
+    return f"{(endpoint or '').strip().rstrip('/')}/v1/traces"
+
+
 def tracing_configured(environ: Mapping[str, str]) -> bool:
     """Whether an OTLP endpoint is configured (and the SDK not disabled): tracing is on."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -282,7 +290,9 @@ def start_attempt(environ: Mapping[str, str], *, run_id: str, attempt: int,
         return OFF
     attributes = {} if environ.get("OTEL_SERVICE_NAME") else {"service.name": WORKER_SERVICE}
     provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(timeout=FLUSH_SECONDS)))
+    endpoint = traces_url(environ.get(ENDPOINT_VARIABLES[1]), environ.get(ENDPOINT_VARIABLES[0]))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=FLUSH_SECONDS)))
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
     carrier = {key: value for key, value in ((("traceparent", environ.get(ENV_TRACEPARENT)),
