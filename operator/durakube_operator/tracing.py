@@ -58,8 +58,8 @@ def attempt_env(run: resources.TaskRun, settings: settings_module.Settings,
     traced = run_trace(run.metadata, settings)
     if not traced.context.sampled:
         return []
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": settings.otlp_endpoint,
-           "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": settings.otlp_traces_endpoint,
+    env = {traces.ENV_ENDPOINT: settings.otlp_endpoint,
+           traces.ENV_TRACES_ENDPOINT: settings.otlp_traces_endpoint,
            "OTEL_SERVICE_NAME": WORKER_SERVICE}
     found = [{"name": name, "value": value} for name, value in env.items()
              if value and name not in taken]
@@ -121,6 +121,16 @@ class _ExportingRunSpans(RunSpans):
 
     def run_ended(self, body: dict[str, Any], queue: str, created_at: datetime | None,
                   status: resources.TaskRunStatus) -> None:
+        # A span that cannot be made is logged: it never fails the pass that ended the run.
+        try:
+            self._export(body, queue, created_at, status)
+        except Exception as error:
+            meta = body.get("metadata") or {}
+            logger.warning("the span of run %s/%s was not exported: %s: %s", meta.get("namespace"),
+                           meta.get("name"), type(error).__name__, error)
+
+    def _export(self, body: dict[str, Any], queue: str, created_at: datetime | None,
+                status: resources.TaskRunStatus) -> None:
         from opentelemetry import context
         from opentelemetry.trace import Status, StatusCode
         from opentelemetry.trace.propagation import tracecontext

@@ -48,7 +48,9 @@ ANNOTATION_TRACESTATE = "durakube.io/tracestate"
 # OpenTelemetry's environment carrier and otel-cli use them).
 ENV_TRACEPARENT = "TRACEPARENT"
 ENV_TRACESTATE = "TRACESTATE"
-ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+# Where spans go (OpenTelemetry's names): a base URL, or the traces' full URL.
+ENV_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+ENV_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 WORKER_SERVICE = "durakube-worker"
 # Longest the worker spends sending its spans before the process exits; also each
 # export's own limit, so an unreachable collector never holds a pod.
@@ -156,7 +158,7 @@ def tracing_configured(environ: Mapping[str, str]) -> bool:
     """Whether an OTLP endpoint is configured (and the SDK not disabled): tracing is on."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    return any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
+    return any(environ.get(name, "").strip() for name in (ENV_ENDPOINT, ENV_TRACES_ENDPOINT))
 
 
 # The caller's side: the client and the CLI.
@@ -290,14 +292,14 @@ def start_attempt(environ: Mapping[str, str], *, run_id: str, attempt: int,
         return OFF
     attributes = {} if environ.get("OTEL_SERVICE_NAME") else {"service.name": WORKER_SERVICE}
     provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
-    endpoint = traces_url(environ.get(ENDPOINT_VARIABLES[1]), environ.get(ENDPOINT_VARIABLES[0]))
+    endpoint = traces_url(environ.get(ENV_ENDPOINT), environ.get(ENV_TRACES_ENDPOINT))
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=FLUSH_SECONDS)))
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
-    carrier = {key: value for key, value in ((("traceparent", environ.get(ENV_TRACEPARENT)),
-                                              ("tracestate", environ.get(ENV_TRACESTATE))))
-               if value}
+    # The run's span, as the operator named it; without it the attempt roots a trace.
+    carrier = {"traceparent": environ.get(ENV_TRACEPARENT) or "",
+               "tracestate": environ.get(ENV_TRACESTATE) or ""}
     parent = tracecontext.TraceContextTextMapPropagator().extract(carrier)
     _tracer = provider.get_tracer("durakube")
     span = _tracer.start_span(f"attempt {attempt}", context=parent, attributes={
