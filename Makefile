@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml sdk/pyproject.toml operator/pyproject.toml
 	@# Reinstalled whole: a console script that moved between the projects must not be
 	@# removed by the uninstall of its previous owner.
 	$(BIN)/pip uninstall --quiet --yes durakube durakube-operator durakube-devcluster 2>/dev/null || true
-	$(BIN)/pip install --quiet -e './sdk[dashboard]' -e ./operator -e '.[dev]'
+	$(BIN)/pip install --quiet -e './sdk[dashboard,tracing]' -e ./operator -e '.[dev]'
 	touch $@
 
 # The images' pinned and hashed dependencies (Python 3.11, linux x86_64), resolved
@@ -31,7 +31,7 @@ UV_COMPILE := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3
 	--python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' $(LOCK_FLAGS)
 
 lock: setup
-	$(UV_COMPILE) sdk/pyproject.toml -o requirements/worker.lock
+	$(UV_COMPILE) sdk/pyproject.toml --extra tracing -o requirements/worker.lock
 	$(UV_COMPILE) operator/pyproject.toml --no-emit-package durakube -o requirements/operator.lock
 	$(UV_COMPILE) requirements/build.in -o requirements/build.lock
 

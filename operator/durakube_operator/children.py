@@ -11,7 +11,8 @@ A request is a row a worker wrote, so nothing in it decides a Kubernetes write
 alone: the namespace, name and owner of a child come from the parent's TaskRun as
 the API server has it (its uid must be the request's parent run id); the request
 must have been written by the attempt it names while that attempt was live; and
-its options must be ones a TaskRun may set (`ChildOptions`). A request that fails
+its options must be ones a TaskRun may set (`ChildOptions`), or the trigger step's
+trace context, which becomes the child's trace annotations. A request that fails
 a check is refused (`refuse`), and the parent's wait on that child ends with the
 reason, as a failed child's would.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 import pydantic
 
-from durakube import resources
+from durakube import resources, tracing
 from durakube.store import children, pools, runs, waitpoints
 from durakube_operator import kubeapi, looping, pods
 
@@ -45,6 +46,25 @@ class ChildOptions(pydantic.BaseModel):
     priority: int | None = None
     concurrency_key: str | None = pydantic.Field(default=None, alias="concurrencyKey",
                                                  min_length=1, max_length=253)
+    # The trigger step's trace context (W3C), which the child's span takes as its parent;
+    # annotations of the child, never part of its spec.
+    traceparent: str | None = pydantic.Field(default=None, max_length=128)
+    tracestate: str | None = pydantic.Field(default=None, max_length=tracing.TRACESTATE_LIMIT)
+
+    @pydantic.field_validator("traceparent")
+    @classmethod
+    def _valid_traceparent(cls, value: str | None) -> str | None:
+        if value is not None and tracing.parse(value) is None:
+            raise ValueError("not a W3C traceparent")
+        return value
+
+    def spec_fields(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True,
+                               exclude={"traceparent", "tracestate"})
+
+    def annotations(self) -> dict[str, str]:
+        traced = tracing.parse(self.traceparent, self.tracestate)
+        return traced.annotations() if traced is not None else {}
 
 
 class Refused(Exception):
@@ -73,7 +93,7 @@ def child_manifest(child: children.ChildRun, parent: dict[str, Any],
     as the API server has it."""
     meta = parent["metadata"]
     spec: dict[str, Any] = {"taskRef": {"name": child.task}, "payload": child.payload,
-                            **options.model_dump(by_alias=True, exclude_none=True)}
+                            **options.spec_fields()}
     return {
         "apiVersion": resources.API_VERSION, "kind": "TaskRun",
         "metadata": {
@@ -81,6 +101,7 @@ def child_manifest(child: children.ChildRun, parent: dict[str, Any],
             "namespace": meta["namespace"],
             "labels": {LABEL_PARENT: pods.label_value(meta["name"]),
                        LABEL_PARENT_UID: meta["uid"]},
+            **({"annotations": options.annotations()} if options.annotations() else {}),
             "ownerReferences": [{"apiVersion": resources.API_VERSION, "kind": "TaskRun",
                                  "name": meta["name"], "uid": meta["uid"],
                                  "blockOwnerDeletion": False}],

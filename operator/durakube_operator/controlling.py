@@ -29,6 +29,7 @@ from durakube_operator import (
     reconciling,
     recording,
     retaining,
+    tracing,
     waking,
     workqueue,
 )
@@ -61,8 +62,10 @@ class Controller:
                              poke_admission=self.admission.poke, admit_now=self.admission.admit_now,
                              wake_waiting_runs=self.waking.poke,
                              finished_with_ttl=self.retention.run_finished)
+        # The leader exports each run's span when the run ends (off without an endpoint).
+        self.spans = tracing.start(settings)
         self.reconciler = reconciling.Reconciler(api=api, events=events, reads=self.reads, db=db,
-                                                 settings=settings, actor=actor)
+                                                 settings=settings, actor=actor, spans=self.spans)
         self._tasks: list[asyncio.Task[None]] = []
         self._queue_status: dict[str, tuple[int, int, int]] = {}
 
@@ -187,6 +190,7 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.events.stop()
+        await asyncio.to_thread(self.spans.close)
         await self.api.close()
 
     async def _work(self) -> None:

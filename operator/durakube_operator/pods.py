@@ -11,7 +11,8 @@ restrictive security context: non-root, a read-only root filesystem, no
 capabilities. Tasks still get two writable folders, emptyDirs at /tmp and at their
 home (`HOME`), because libraries write there (caches, temporary files). When the
 TaskRun or the Task sets a retry policy, the worker gets it too, to classify errors
-under it.
+under it. With traces on, it gets the OTLP endpoint and the run's span as its
+parent (`TRACEPARENT`, `tracing.attempt_env`).
 
 Pure functions: building a manifest does no I/O.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 from durakube import durations, resources
 from durakube_operator import settings as settings_module
+from durakube_operator import tracing
 
 LABEL_RUN = "durakube.io/run"
 LABEL_RUN_UID = "durakube.io/run-uid"
@@ -113,6 +115,9 @@ def build_attempt_pod(
     # The operator's log format is the pods' default; a Task's env may choose its own.
     if not any(item.get("name") == "DURAKUBE_LOG_FORMAT" for item in template.env or []):
         env.append({"name": "DURAKUBE_LOG_FORMAT", "value": settings.log_format})
+    # With traces on, the attempt's span goes under the run's (`tracing`).
+    env.extend(tracing.attempt_env(run, settings,
+                                   {str(item.get("name")) for item in template.env or []}))
     env.extend(template.env or [])
     container: dict[str, Any] = {
         "name": CONTAINER,

@@ -8,7 +8,8 @@ repeats the pass. An Event is recorded, and the run counters move, only when the
 phase or the Succeeded condition's reason changed, so a pass repeated with the same
 result adds nothing. An attempt that ended (its run left Running) is counted by the
 outcome its worker recorded, and its steps' durations observed, from what
-`observing` read in Postgres: worker pods live too briefly to be scraped.
+`observing` read in Postgres: worker pods live too briefly to be scraped. A run that
+ended has its span exported with them, once (`tracing`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from datetime import datetime
 from typing import Any
 
 from durakube import resources
-from durakube_operator import conditions, kubeapi, metrics, observing, recording
+from durakube_operator import conditions, kubeapi, metrics, observing, recording, tracing
 
 
 async def publish(api: kubeapi.KubeApi, events: recording.EventRecorder,
                   seen: observing.Observation,
-                  before: resources.TaskRunStatus,
-                  after: resources.TaskRunStatus) -> dict[str, Any] | None:
-    """Patches the status when it changed, then records one Event per transition.
+                  before: resources.TaskRunStatus, after: resources.TaskRunStatus,
+                  spans: tracing.RunSpans = tracing.OFF) -> dict[str, Any] | None:
+    """Patches the status when it changed, then records one Event per transition, and
+    exports the run's span when it ended (`spans`).
 
     Returns the TaskRun as patched (None when nothing was patched or it is gone)."""
     body = seen.body
@@ -40,6 +42,8 @@ async def publish(api: kubeapi.KubeApi, events: recording.EventRecorder,
         condition = conditions.succeeded(after)
         assert condition is not None
         count_transition(body, seen.queue, seen.created_at, before, after, condition.reason)
+        if after.phase in resources.FINAL_PHASES:
+            spans.run_ended(body, seen.queue, seen.created_at, after)
         if before.phase == resources.Phase.RUNNING and after.phase != resources.Phase.RUNNING:
             count_attempt_end(body, seen)
         event_type = "Warning" if condition.status == resources.ConditionStatus.FALSE else "Normal"

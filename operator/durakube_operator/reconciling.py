@@ -9,7 +9,7 @@ Reads as Tekton's TaskRun reconciler does, one stage a module:
 - `acting` performs the actions (register the run, join the queue's line, create or
   adopt the attempt's pod, give back a slot, ...), each idempotent;
 - `publishing` patches the status once and records an Event when the condition
-  changed.
+  changed (and exports the run's span when it ended).
 
 Level-based and idempotent: running a pass twice changes nothing, and a pass cut
 short by a crash is finished by the next one. The status patch is the commit point.
@@ -31,6 +31,7 @@ from durakube_operator import (
     observing,
     publishing,
     recording,
+    tracing,
 )
 from durakube_operator import settings as settings_module
 
@@ -51,6 +52,7 @@ class Reconciler:
     settings: settings_module.Settings
     actor: acting.Actor
     clock: Callable[[], datetime] = conditions.now
+    spans: tracing.RunSpans = tracing.OFF
 
     async def reconcile(self, namespace: str, name: str) -> Result:
         seen = await observing.observe(self.reads, self.db, self.settings.default_queue, namespace, name)
@@ -67,7 +69,8 @@ class Reconciler:
         except acting.PodRefused as refusal:
             decision = deciding.pod_refused(seen, decision.status, str(refusal), now, self.settings)
             await self.actor.perform(decision.actions)
-        patched = await publishing.publish(self.api, self.events, seen, before, decision.status)
+        patched = await publishing.publish(self.api, self.events, seen, before, decision.status,
+                                           self.spans)
         if patched is not None:
             # The next pass must see this status, even before the watch brings it, and a
             # late watch event from before this write must not undo it.

@@ -123,6 +123,20 @@ class Settings(environment.Settings):
     # outcome is read. "never" (the default) keeps every attempt's pod until its TaskRun
     # goes (attempts' logs are stored in Postgres either way).
     finished_pod_seconds: TtlSeconds = None
+    # Traces (README, "Traces"; `tracing`): the OTLP/HTTP endpoint's base URL (spans go to
+    # <it>/v1/traces), by default the operator's own OTEL_EXPORTER_OTLP_ENDPOINT. With it
+    # (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, a full URL) the operator exports each run's
+    # span and attempt pods get the same endpoint. None: no traces.
+    otlp_endpoint: str | None = pydantic.Field(
+        default=None, min_length=1,
+        validation_alias=pydantic.AliasChoices("DURAKUBE_OTLP_ENDPOINT",
+                                               "OTEL_EXPORTER_OTLP_ENDPOINT"))
+    otlp_traces_endpoint: str | None = pydantic.Field(
+        default=None, min_length=1,
+        validation_alias=pydantic.AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    # The share of runs traced among those whose creator passed no trace context (those
+    # that did follow its sampled flag), decided by the run's trace id.
+    trace_sample_ratio: float = pydantic.Field(default=1.0, ge=0, le=1)
 
     @property
     def migrating_database_url(self) -> str:
@@ -133,6 +147,11 @@ class Settings(environment.Settings):
     def attempt_database_url(self) -> str:
         """The login attempt pods get."""
         return self.worker_database_url or self.database_url
+
+    @property
+    def tracing(self) -> bool:
+        """Whether runs are traced: an OTLP endpoint is configured."""
+        return bool(self.otlp_endpoint or self.otlp_traces_endpoint)
 
 
 def _own_namespace() -> str:

@@ -13,7 +13,9 @@ root (worker-image/README.md).
 Every command is a thin layer over `durakube.client.Client`: parse arguments, call
 one client method, print a table (default) or `-o json|yaml`. Progress of `trigger
 --wait` and `wait` goes to stderr, results to stdout, so output stays pipeable.
-Exit codes: 0 done, 1 an error or a run that did not succeed, 2 bad usage.
+Runs triggered (or replayed) under a `TRACEPARENT` environment variable carry that
+trace context (`durakube.tracing`). Exit codes: 0 done, 1 an error or a run that did
+not succeed, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from durakube import errors
+from durakube import errors, tracing
 from durakube.client import clients, failures, handles, kubeapi, manifests, tables
 
 FINAL_OK = "Succeeded"
@@ -49,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        code: int = args.handler(args)
+        # Runs it triggers join the trace of TRACEPARENT, as otel-cli and CI tools set it.
+        with tracing.continuing(os.environ):
+            code: int = args.handler(args)
         return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -28,6 +28,9 @@ the task, and the run resumes from its last checkpoint. So is a refused credenti
 runs go through `ctx.store(...)` for the same reason. Every call presents the
 attempt's credential (`store.working`).
 
+Each step gets a span when the attempt is traced (`tracing.step_span`), a replayed
+one too, marked so.
+
 `ctx.logger` is the task's logger: its records carry the run id, the attempt and
 the running step (`durakube.logs`), and like all the attempt's output they are
 kept in Postgres after the pod is gone.
@@ -56,6 +59,7 @@ from durakube import (
     retry,
     serializing,
     tasks,
+    tracing,
     triggering,
     waiting,
 )
@@ -190,19 +194,20 @@ class TaskContext:
         self._next_seq += 1
         await self._flush_pending()
         recorded = self._recorded.get(seq)
-        if recorded is not None:
-            return self._replay(recorded, name, fn)
+        with tracing.step_span(seq, name, replayed=recorded is not None):
+            if recorded is not None:
+                return self._replay(recorded, name, fn)
 
-        started_at = datetime.now(UTC)
-        started = time.perf_counter()
-        with current.entered_step(seq, name):
-            try:
-                value = await _call(fn, args, kwargs)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                self._fail(seq, name, error, started_at, started)
-        return await self._record(seq, name, fn, value, started_at, started)
+            started_at = datetime.now(UTC)
+            started = time.perf_counter()
+            with current.entered_step(seq, name):
+                try:
+                    value = await _call(fn, args, kwargs)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    self._fail(seq, name, error, started_at, started)
+            return await self._record(seq, name, fn, value, started_at, started)
 
     async def _record(self, seq: int, name: str, fn: Callable[..., Any], value: Any,
                       started_at: datetime, started: float) -> Any:

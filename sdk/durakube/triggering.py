@@ -2,7 +2,8 @@
 
 Triggering is a step: it records the request in Postgres (the operator creates the
 child TaskRun, since worker pods hold no Kubernetes credentials) and returns the
-child's name, the same on every replay. Waiting for a child is a wait on the
+child's name, the same on every replay. The request carries the trigger step's
+trace context, which the operator puts on the child (`durakube.tracing`). Waiting for a child is a wait on the
 event its end sends: the parent suspends (no pod held) until the child finishes,
 then resumes with the child's output, or with `ChildRunFailed` carrying its phase
 and error.
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from durakube import current, errors, waiting
+from durakube import current, errors, tracing, waiting
 from durakube.store import children, working
 
 if TYPE_CHECKING:
@@ -51,8 +52,12 @@ async def trigger(ctx: TaskContext, task: str | Callable[..., Any], payload: Any
 
     async def request() -> str:
         seq = current.current_seq()
+        # The child's span is a child of this step's (when the attempt is traced).
+        traced = tracing.current_context()
+        asked = {**options, **({"traceparent": traced.traceparent} if traced else {}),
+                 **({"tracestate": traced.tracestate} if traced and traced.tracestate else {})}
         _, name = await ctx.store(working.request_child_run(
-            ctx.pool, ctx.credential, seq=seq, task=task_id, payload=payload, options=options))
+            ctx.pool, ctx.credential, seq=seq, task=task_id, payload=payload, options=asked))
         return name
 
     name: str = await ctx.step(f"trigger:{task_id}", request)

@@ -43,6 +43,12 @@ it) is also stored in Postgres for the attempt (`capturing`), flushed about ever
 second and for the last time just before the outcome is recorded: `durakube logs`
 reads it after the pod is gone.
 
+With an OTLP endpoint configured (OTEL_EXPORTER_OTLP_ENDPOINT or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, which the operator passes with its own), the
+attempt is a span, a child of the run's span named by TRACEPARENT, and each step a
+span under it (`tracing`); they are sent before the process exits, within
+`tracing.FLUSH_SECONDS`.
+
 Exit code 0 means an outcome was recorded (of any kind); non-zero means none
 could be, and the operator treats the attempt as an infrastructure failure. A `def`
 task or step runs in a daemon thread (`blocking`): one still stuck in a blocking
@@ -75,6 +81,7 @@ from durakube import (
     retry,
     serializing,
     tasks,
+    tracing,
     waiting,
 )
 from durakube.store import attempts, pools, runs, steps, working
@@ -331,14 +338,20 @@ async def _connect(settings: Settings) -> Any:
 
 
 async def _main(settings: Settings, output: capturing.Output | None = None) -> int:
+    # The attempt's span covers the whole process, and its spans are sent before it ends.
+    traced = tracing.start_attempt(os.environ, run_id=settings.run_id, attempt=settings.attempt,
+                                   pod_name=settings.pod_name,
+                                   task_id=os.environ.get("DURAKUBE_TASK_ID"))
     try:
-        return await _attempt(settings, output)
+        return await _attempt(settings, output, traced)
     finally:
         if output is not None:
             await output.stop()
+        traced.finish()
 
 
-async def _attempt(settings: Settings, output: capturing.Output | None) -> int:
+async def _attempt(settings: Settings, output: capturing.Output | None,
+                   traced: tracing.Attempt = tracing.OFF) -> int:
     import_error: Exception | None = None
     try:
         import_task_modules(settings.task_modules)
@@ -347,8 +360,9 @@ async def _attempt(settings: Settings, output: capturing.Output | None) -> int:
         import_error = error
     try:
         pool = await _connect(settings)
-    except Exception:
+    except Exception as error:
         log.exception("cannot connect to Postgres: no outcome recorded")
+        traced.lost(error)
         return 1
     try:
         if import_error is not None:
@@ -362,12 +376,14 @@ async def _attempt(settings: Settings, output: capturing.Output | None) -> int:
                                         retry_policy=spec_retry_policy(settings),
                                         store_retry_seconds=settings.store_retry_seconds,
                                         output=output)
-    except Exception:
+    except Exception as error:
         log.exception("run %s attempt %d: no outcome recorded", settings.run_id,
                       settings.attempt)
+        traced.lost(error)
         return 1
     finally:
         await pool.close()
+    traced.outcome(outcome)
     write_termination_message(settings.termination_message_path,
                               termination_message(outcome, settings.attempt))
     return 0

@@ -6,7 +6,8 @@ virtual environment) on the test bed, with a Postgres database of their own and
 three logins as a real install has them: the owner migrates, the operator runs as a
 member of durakube_operator, and attempt pods get a member of durakube_worker. The
 operator runs as its ServiceAccount, so every end-to-end test exercises the
-chart's permissions; a test may SIGKILL the leader as a crash would.
+chart's permissions; a test may SIGKILL the leader as a crash would. Its traces go to
+a receiver of the session (`collecting`), for runs created inside a sampled trace.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 import kubernetes
 import pytest
+from collecting import SpanCollector
 from helpers import InstalledOperator
 
 from devcluster import cluster as devcluster_cluster
@@ -62,11 +64,23 @@ def database_logins(pg_server: postgres.PostgresServer, operator_database: str,
 
 
 @pytest.fixture(scope="session")
+def span_collector() -> Iterator[SpanCollector]:
+    """The OTLP/HTTP receiver that the installed operator and its attempt pods send spans to."""
+    collector = SpanCollector()
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+@pytest.fixture(scope="session")
 def operator(cluster: devcluster_cluster.Cluster, operator_database: str,
-             database_logins: dict[str, str], session_dir: Path) -> Iterator[InstalledOperator]:
+             database_logins: dict[str, str], session_dir: Path,
+             span_collector: SpanCollector) -> Iterator[InstalledOperator]:
     installed = InstalledOperator(cluster, operator_database, session_dir,
                                   operator_url=database_logins["durakube_operator"],
-                                  worker_url=database_logins["durakube_worker"])
+                                  worker_url=database_logins["durakube_worker"],
+                                  otlp_endpoint=span_collector.endpoint)
     installed.install()
     try:
         yield installed

@@ -63,10 +63,12 @@ class InstalledOperator:
     RELEASE = "durakube"
 
     def __init__(self, cluster: devcluster_cluster.Cluster, database_url: str, folder: Path, *,
-                 operator_url: str | None = None, worker_url: str | None = None) -> None:
+                 operator_url: str | None = None, worker_url: str | None = None,
+                 otlp_endpoint: str | None = None) -> None:
         # database_url is the schema owner's: the tests read Postgres with it.
         self.cluster, self.database_url, self.folder = cluster, database_url, folder
         self.operator_url, self.worker_url = operator_url, worker_url
+        self.otlp_endpoint = otlp_endpoint
         self.webhook_port = _free_port()
         self.metrics_port = _free_port()
         self.health_port = _free_port()
@@ -85,6 +87,10 @@ class InstalledOperator:
                       "webhook": self.webhook_port},
             # Small key rings: the suite's runs make and retire many of them.
             "operator": {"resyncSeconds": 5, "keyRingSize": 8},
+            # Traces go to the tests' collector, for runs created inside a sampled trace only
+            # (sample ratio 0 for the rest): the other tests' pods never start a tracer.
+            **({"tracing": {"otlpEndpoint": self.otlp_endpoint, "sampleRatio": 0}}
+               if self.otlp_endpoint else {}),
         }
 
     def install(self, *extra: str) -> None:

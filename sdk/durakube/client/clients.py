@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
@@ -340,4 +341,6 @@ class Client:
         if self._closed:
             coroutine.close()
             raise RuntimeError("this durakube.client.Client is closed")
-        return self._runner.run(coroutine)
+        # In the caller's context as it is at this call (the Runner's own is a copy taken at
+        # its first call): a span active around `trigger` is the new run's parent.
+        return self._runner.run(coroutine, context=contextvars.copy_context())

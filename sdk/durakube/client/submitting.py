@@ -13,6 +13,10 @@ exists, or for `idempotency_ttl` after its creation when one is given: an older
 run with the key is then deleted and a fresh one created. Without a key the API
 server generates the name.
 
+Trace context: a run created inside an OpenTelemetry span (or, from the CLI, under
+a `TRACEPARENT`) carries it in its annotations (`durakube.tracing`), and its spans
+join that trace.
+
 Never waits for a run and never reads its outcome.
 """
 
@@ -26,7 +30,7 @@ from typing import Any
 
 import pydantic
 
-from durakube import durations, errors, limits, schemas, tasks
+from durakube import durations, errors, limits, schemas, tasks, tracing
 from durakube.client import failures, handles, kubeapi, manifests, sessions
 from durakube.store import payloads
 
@@ -130,6 +134,9 @@ async def check_schema(task_id: str, task_body: dict[str, Any], data: dict[str, 
 async def create(session: sessions.Session, namespace: str, task_id: str, options: dict[str, Any],
                  idempotency_ttl: durations.Duration | None) -> handles.RunHandle:
     """Creates the TaskRun, or returns the run that already holds its idempotency key."""
+    # The caller's trace context, so that its trace shows the run (`durakube.tracing`).
+    options = {**options, "annotations": {**tracing.current_annotations(),
+                                          **(options.get("annotations") or {})}}
     key = options.get("idempotency_key")
     if key is None:
         body = manifests.build_taskrun(task_id, name=None, **options)

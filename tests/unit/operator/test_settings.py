@@ -17,9 +17,9 @@ REQUIRED = {"DURAKUBE_DATABASE_URL": DSN}
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DURAKUBE_ variable of the machine running the tests leaks into them."""
+    """No DURAKUBE_ (or OTLP endpoint) variable of the machine running the tests leaks into them."""
     for name in list(os.environ):
-        if name.startswith("DURAKUBE_"):
+        if name.startswith(("DURAKUBE_", "OTEL_EXPORTER_OTLP_")):
             monkeypatch.delenv(name)
 
 
@@ -36,7 +36,8 @@ def test_defaults() -> None:
         "lease_duration_seconds": 15.0, "renew_deadline_seconds": 10.0,
         "retry_period_seconds": 2.0, "pod_name": socket.gethostname(), "log_format": "plain",
         "ttl_seconds_after_finished": 7 * 86400, "history_retention": 30 * 86400.0,
-        "finished_pod_seconds": None,
+        "finished_pod_seconds": None, "otlp_endpoint": None, "otlp_traces_endpoint": None,
+        "trace_sample_ratio": 1.0,
     }
 
 
@@ -57,6 +58,8 @@ VARIABLES = [
     ("DURAKUBE_MIGRATION_DATABASE_URL", "pg://owner", "migration_database_url", "pg://owner"),
     ("DURAKUBE_WORKER_DATABASE_URL", "pg://worker", "worker_database_url", "pg://worker"),
     ("DURAKUBE_WORKER_UID", "1000", "worker_uid", 1000),
+    ("DURAKUBE_OTLP_ENDPOINT", "http://collector:4318", "otlp_endpoint", "http://collector:4318"),
+    ("DURAKUBE_TRACE_SAMPLE_RATIO", "0.25", "trace_sample_ratio", 0.25),
     ("DURAKUBE_DEFAULT_QUEUE", "batch", "default_queue", "batch"),
     ("DURAKUBE_DEFAULT_CONCURRENCY_LIMIT", "1000", "default_concurrency_limit", 1000),
     ("DURAKUBE_WORKERS", "16", "workers", 16),

@@ -81,6 +81,10 @@ DASHBOARD_PACKAGE = Path("durakube") / "dashboard"
 # The SDK's pytest plugin (pytest loads it, so pytest is there), and its extra.
 TESTING_EXTRA = "testing"
 TESTING_PLUGIN = Path("durakube") / "testing" / "pytest_plugin.py"
+# The SDK's optional traces (`durakube[tracing]`): only this module may import them, and
+# only inside its functions, so that the SDK imports and runs without them.
+TRACING_EXTRA = "tracing"
+TRACING_MODULE = Path("durakube") / "tracing.py"
 
 
 @dataclass(frozen=True)
@@ -206,13 +210,14 @@ def test_the_dev_environment_has_every_command() -> None:
 # The imports.
 
 
-def third_party_imports(package: Path, *, leaving_out: tuple[Path, ...] = ()) -> dict[str, str]:
-    """Top-level module -> a file importing it, for every absolute import of `package`
-    (a folder, or one module) in functions too, that is not of the standard library;
+def third_party_imports(package: Path, *, leaving_out: Path | tuple[Path, ...] = ()) -> dict[str, str]:
+    """Top-level module -> a file importing it, for every absolute import of `package` (a
+    folder or one module; in functions too) that is not of the standard library;
     `leaving_out` subfolders or modules."""
     found: dict[str, str] = {}
-    for path in sorted(package.rglob("*.py")) if package.is_dir() else [package]:
-        if any(path.is_relative_to(left) for left in leaving_out):
+    left_out = leaving_out if isinstance(leaving_out, tuple) else (leaving_out,)
+    for path in sorted(package.rglob("*.py") if package.is_dir() else [package]):
+        if any(path.is_relative_to(folder) for folder in left_out):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -231,15 +236,18 @@ def third_party_imports(package: Path, *, leaving_out: tuple[Path, ...] = ()) ->
 @pytest.mark.parametrize("project", PUBLISHED, ids=IDS)
 def test_every_import_is_a_declared_dependency(project: Project) -> None:
     dashboard, plugin = SDK.folder / DASHBOARD_PACKAGE, SDK.folder / TESTING_PLUGIN
+    tracing = SDK.folder / TRACING_MODULE
     scans = [(third_party_imports(project.folder / project.package,
-                                  leaving_out=(dashboard, plugin)),
+                                  leaving_out=(dashboard, plugin, tracing)),
               declared_names(project))]
     if project is SDK:
-        # The dashboard and the pytest plugin may import their extra's packages too.
+        # The dashboard, the pytest plugin and the traces may import their extra's packages too.
         scans.append((third_party_imports(dashboard),
                       declared_names(SDK) | extra_names(SDK, DASHBOARD_EXTRA)))
         scans.append((third_party_imports(plugin),
                       declared_names(SDK) | extra_names(SDK, TESTING_EXTRA)))
+        scans.append((third_party_imports(tracing),
+                      declared_names(SDK) | extra_names(SDK, TRACING_EXTRA)))
     assert scans[0][0], "the scan found no import at all"
     undeclared = [problem for imports, declared in scans
                   for problem in _undeclared(project, imports, declared)]
@@ -256,6 +264,24 @@ def _undeclared(project: Project, imports: dict[str, str], declared: set[str]) -
         if not {canonicalize_name(name) for name in providers[module]} & declared:
             undeclared.append(f"{module} (imported by {where}, from {sorted(providers[module])})")
     return undeclared
+
+
+def test_the_sdk_imports_opentelemetry_only_inside_functions_of_its_tracing_module() -> None:
+    # Tracing off (no endpoint) or the extra missing: importing the SDK imports none of it.
+    assert "opentelemetry" not in third_party_imports(SDK.folder / SDK.package,
+                                                      leaving_out=SDK.folder / TRACING_MODULE)
+    tree = ast.parse((SDK.folder / TRACING_MODULE).read_text())
+    at_module_level = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
+                       and "opentelemetry" in ast.unparse(node)]
+    assert not at_module_level
+
+
+def test_the_worker_image_carries_the_tracing_extra() -> None:
+    pins = read_lock(SDK.lock)
+    for text in SDK.pyproject["project"]["optional-dependencies"][TRACING_EXTRA]:
+        requirement = Requirement(text)
+        version, _ = pins[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(version), requirement
 
 
 def test_the_sdk_never_imports_the_operators_packages() -> None:
