@@ -56,9 +56,46 @@ class Actor:
         """Performs `todo` in order; returns the run's place once it joined a line (a slot
         when it was admitted at once)."""
         place = None
-        for action in todo:
-            place = await self._perform(action) or place
+        index = 0
+        while index < len(todo):
+            action = todo[index]
+            following = todo[index + 1] if index + 1 < len(todo) else None
+            # Two pairs that a new run's passes always make go to Postgres as one
+            # transaction each: registering and joining the line, and starting the attempt
+            # and mirroring its Running phase.
+            if isinstance(action, actions.RegisterRun) and isinstance(following, actions.Enqueue) \
+                    and following.run_id == action.run_id:
+                place = await self._register_and_enqueue(action, following) or place
+                index += 2
+            elif isinstance(action, actions.StartAttempt) and isinstance(following, actions.MirrorPhase) \
+                    and following.run_id == action.run_id and following.retention is None:
+                await self._start_attempt(action, phase=following.phase)
+                index += 2
+            else:
+                place = await self._perform(action) or place
+                index += 1
         return place
+
+    async def _register_and_enqueue(self, register: actions.RegisterRun,
+                                    enqueue: actions.Enqueue) -> queues.Place | None:
+        async with pools.transaction(self.db) as conn:
+            await runs.register_run_txn(conn, register.run_id, register.namespace, register.name,
+                                        register.task_id, register.payload, register.queue)
+            await self._enqueue_txn(conn, enqueue)
+        return await self._admit(enqueue)
+
+    async def _enqueue_txn(self, conn: pools.Database, action: actions.Enqueue) -> None:
+        await queues.enqueue_run_txn(conn, run_id=action.run_id, queue=action.queue,
+                                     namespace=action.namespace, name=action.name,
+                                     concurrency_key=action.concurrency_key,
+                                     priority=action.priority, created_at=action.created_at,
+                                     default_limit=self.settings.default_concurrency_limit)
+
+    async def _admit(self, action: actions.Enqueue) -> queues.Place:
+        """The place of a run that just joined its line: a slot when admitted at once."""
+        if await self.admit_now(action.queue, action.run_id):
+            return queues.Place(holds_slot=True)
+        return await queues.place(self.db, action.run_id)
 
     async def _perform(self, action: actions.Action) -> queues.Place | None:
         match action:
@@ -69,14 +106,9 @@ class Actor:
             case actions.Warn(body=body, reason=reason, message=message):
                 self.events.record(body, "TaskRun", reason, message, "Warning")
             case actions.Enqueue():
-                await queues.enqueue_run(self.db, run_id=action.run_id, queue=action.queue,
-                                         namespace=action.namespace, name=action.name,
-                                         concurrency_key=action.concurrency_key,
-                                         priority=action.priority, created_at=action.created_at,
-                                         default_limit=self.settings.default_concurrency_limit)
-                if await self.admit_now(action.queue, action.run_id):
-                    return queues.Place(holds_slot=True)
-                return await queues.place(self.db, action.run_id)
+                async with pools.transaction(self.db) as conn:
+                    await self._enqueue_txn(conn, action)
+                return await self._admit(action)
             case actions.ReleaseSlot():
                 # The run's pod has ended (or the run is over): no attempt of it is live.
                 await attempts.revoke_secrets(self.db, action.run_id)
@@ -117,18 +149,20 @@ class Actor:
         if tail:
             await logs.save_pod_tail(self.db, action.run_id, action.attempt, tail)
 
-    async def _start_attempt(self, action: actions.StartAttempt) -> None:
+    async def _start_attempt(self, action: actions.StartAttempt, phase: str | None = None) -> None:
         pod_name = action.pod["metadata"]["name"]
         # The attempt's row and its key first, then the pod: a worker that starts finds
         # both. Claiming is idempotent (the same key for the same attempt), so a crash
         # before the pod only repeats it; a crash after it leaves a pod to adopt.
+        # With `phase`, the run's row in Postgres gets it in the same transaction.
         key = await attempts.start_attempt_with_key(self.db, action.run_id, action.attempt, pod_name,
-                                                    namespace=action.namespace, dsn=self.keys.dsn)
+                                                    namespace=action.namespace, dsn=self.keys.dsn,
+                                                    phase=phase)
         if key is None:
             await self.keys.add(action.namespace)
             key = await attempts.start_attempt_with_key(
                 self.db, action.run_id, action.attempt, pod_name,
-                namespace=action.namespace, dsn=self.keys.dsn)
+                namespace=action.namespace, dsn=self.keys.dsn, phase=phase)
             if key is None:
                 raise RuntimeError(f"no attempt key free in {action.namespace} after adding a ring")
         pod = pods.with_attempt_key(action.pod, key.ring, key.slot)

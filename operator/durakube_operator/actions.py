@@ -45,7 +45,7 @@ class Enqueue(_OfRun):
 
 @dataclass(frozen=True, kw_only=True)
 class StartAttempt(_OfRun):
-    """Creates the attempt's Secret, records the attempt with its secret's hash, then
+    """Records the attempt with a key of its namespace's key ring as its credential, then
     creates its pod (adopting one that exists)."""
 
     attempt: int

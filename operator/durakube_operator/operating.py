@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 # The Lease's calls have their own client and budget, so a renewal never waits behind
 # the reconciler's calls in the shared token bucket.
 _LEASE_QPS = 5.0
+# Postgres connections of a replica at most: passes hold one only while they talk to it,
+# so many workers share fewer connections.
+POOL_LIMIT = 20
 
 # The webhook's reviews of its callers (TokenReview, SubjectAccessReview) have their own
 # budget too: a burst of events never delays the reconciler's calls, nor they the events.
@@ -54,7 +57,7 @@ async def operate(settings: settings_module.Settings) -> int:
         loop.add_signal_handler(number, stopping.set)  # kopf installs its own once it runs
 
     db = await pools.connect(settings.database_url, min_size=1,
-                             max_size=max(4, settings.workers + 2), setup=_time_statements)
+                             max_size=max(4, min(settings.workers + 2, POOL_LIMIT)), setup=_time_statements)
     lease_api = kubeapi.KubeApi(await kubeapi.load_client(), _LEASE_QPS)
     review_api = kubeapi.KubeApi(await kubeapi.load_client(), _REVIEW_QPS)
     identity = f"{settings.pod_name}_{secrets.token_hex(4)}"

@@ -70,8 +70,9 @@ class Settings(environment.Settings):
     default_queue: str = "default"
     # The limit of a queue that runs name but no TaskQueue defines.
     default_concurrency_limit: int = pydantic.Field(default=100, ge=0)
-    # How many runs are reconciled at once.
-    workers: int = pydantic.Field(default=8, ge=1)
+    # How many runs are reconciled at once. A pass mostly waits (for the API server and
+    # Postgres), so many passes overlap on one core.
+    workers: int = pydantic.Field(default=32, ge=1)
     # The ceiling of Kubernetes API calls per second, and how many may go at once after a
     # quiet spell (None: twice the QPS). The controller-manager's --kube-api-qps and
     # --kube-api-burst are the same two knobs.

@@ -110,16 +110,18 @@ async def start_attempt(db: pools.Database, run_id: str, attempt: int,
 
 
 async def start_attempt_with_key(db: pools.Database, run_id: str, attempt: int, pod_name: str, *,
-                                 namespace: str, dsn: bytes) -> keyrings.AttemptKey | None:
+                                 namespace: str, dsn: bytes,
+                                 phase: str | None = None) -> keyrings.AttemptKey | None:
     """Starts the attempt (as `start_attempt`) with a key of the namespace's rings as its
     credential (`keyrings.claim_txn`): the same key on every call for the same attempt.
     None when no ring has a free key: the attempt's row is there, without a credential;
-    add a ring and call again."""
+    add a ring and call again. With `phase` (not a final one), the run's row gets it in
+    the same transaction."""
     async with pools.transaction(db) as conn:
         claimed = await keyrings.claim_txn(conn, namespace=namespace, run_id=run_id, attempt=attempt,
                                            dsn=dsn)
         await _start_attempt_txn(conn, run_id, attempt, pod_name,
-                                 None if claimed is None else claimed[1])
+                                 None if claimed is None else claimed[1], phase)
     return None if claimed is None else claimed[0]
 
 
@@ -132,7 +134,8 @@ async def fence_txn(conn: pools.Database, run_id: str) -> None:
 
 
 async def _start_attempt_txn(conn: pools.Database, run_id: str, attempt: int,
-                             pod_name: str | None, secret_hash: bytes | None) -> Attempt:
+                             pod_name: str | None, secret_hash: bytes | None,
+                             phase: str | None = None) -> Attempt:
     await fence_txn(conn, run_id)
     record = await conn.fetchrow("""
         INSERT INTO durakube.attempts (run_id, attempt, pod_name, secret_hash)
@@ -144,8 +147,9 @@ async def _start_attempt_txn(conn: pools.Database, run_id: str, attempt: int,
                               END
         RETURNING *""", run_id, attempt, pod_name, secret_hash)
     await conn.execute("""
-        UPDATE durakube.runs SET attempt = $2, updated_at = now()
-        WHERE run_id = $1 AND attempt < $2""", run_id, attempt)
+        UPDATE durakube.runs SET attempt = greatest(attempt, $2), status = coalesce($3, status),
+                                 updated_at = now()
+        WHERE run_id = $1 AND (attempt < $2 OR $3::text IS NOT NULL)""", run_id, attempt, phase)
     await conn.execute("""
         UPDATE durakube.attempts SET secret_hash = NULL
         WHERE run_id = $1 AND attempt < $2 AND secret_hash IS NOT NULL""", run_id, attempt)

@@ -79,16 +79,26 @@ async def enqueue_run(db: pools.Database, *, run_id: str, queue: str, namespace:
                       default_limit: int) -> None:
     """Puts a run in line for a slot (idempotent: a run waits at most once)."""
     async with pools.transaction(db) as conn:
-        # A queue nobody defined yet exists with the default limit (documented in README).
-        await conn.execute("""
-            INSERT INTO durakube.queues (queue, concurrency_limit) VALUES ($1, $2)
-            ON CONFLICT (queue) DO NOTHING""", queue, default_limit)
-        await conn.execute("""
-            INSERT INTO durakube.queue_waiting (run_id, queue, namespace, name, concurrency_key,
-                                                priority, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT (run_id) DO NOTHING""",
-            run_id, queue, namespace, name, concurrency_key or "", priority, created_at)
+        await enqueue_run_txn(conn, run_id=run_id, queue=queue, namespace=namespace, name=name,
+                              concurrency_key=concurrency_key, priority=priority,
+                              created_at=created_at, default_limit=default_limit)
+
+
+async def enqueue_run_txn(conn: Any, *, run_id: str, queue: str, namespace: str, name: str,
+                          concurrency_key: str | None, priority: int, created_at: datetime,
+                          default_limit: int) -> None:
+    """`enqueue_run` inside the caller's transaction."""
+    # A queue nobody defined yet exists with the default limit (documented in README);
+    # one round trip for both rows.
+    await conn.execute("""
+        WITH defined AS (
+            INSERT INTO durakube.queues (queue, concurrency_limit) VALUES ($2, $8)
+            ON CONFLICT (queue) DO NOTHING)
+        INSERT INTO durakube.queue_waiting (run_id, queue, namespace, name, concurrency_key,
+                                            priority, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (run_id) DO NOTHING""",
+        run_id, queue, namespace, name, concurrency_key or "", priority, created_at, default_limit)
 
 
 async def release(db: pools.Database, run_id: str) -> bool:

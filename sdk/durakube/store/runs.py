@@ -47,13 +47,14 @@ async def register_run(db: pools.Database, *, run_id: str, namespace: str, name:
                        status: str = "Pending") -> Run:
     """Creates the run's row, or returns the existing one unchanged (idempotent)."""
     async with pools.transaction(db) as conn:
-        return await _register_run_txn(conn, run_id, namespace, name, task_id, payload,
-                                       queue, status)
+        return await register_run_txn(conn, run_id, namespace, name, task_id, payload,
+                                      queue, status)
 
 
-async def _register_run_txn(conn: pools.Database, run_id: str, namespace: str, name: str,
-                            task_id: str, payload: dict[str, Any], queue: str | None,
-                            status: str) -> Run:
+async def register_run_txn(conn: pools.Database, run_id: str, namespace: str, name: str,
+                           task_id: str, payload: dict[str, Any], queue: str | None = None,
+                           status: str = "Pending") -> Run:
+    """`register_run` inside the caller's transaction."""
     record = await conn.fetchrow("""
         INSERT INTO durakube.runs (run_id, namespace, name, task_id, queue, payload, status)
         VALUES ($1, $2, $3, $4, $5, $6, $7)

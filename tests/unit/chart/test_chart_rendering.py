@@ -112,7 +112,7 @@ def test_operator_environment_with_default_values() -> None:
         "DURAKUBE_WEBHOOK_SECRET_FILE": "/etc/durakube/webhook/secret",
         "DURAKUBE_DEFAULT_QUEUE": "default",
         "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": "100",
-        "DURAKUBE_WORKERS": "8",
+        "DURAKUBE_WORKERS": "32",
         "DURAKUBE_API_QPS": "50", "DURAKUBE_EVENT_QPS": "50", "DURAKUBE_KEY_RING_SIZE": "64",
         "DURAKUBE_RESYNC_SECONDS": "30",
         "DURAKUBE_LOG_FORMAT": "plain",

@@ -28,7 +28,7 @@ def test_defaults() -> None:
     assert config.model_dump() == {
         "database_url": DSN, "migration_database_url": None, "worker_database_url": None,
         "namespaces": (), "worker_uid": 65532,
-        "default_queue": "default", "default_concurrency_limit": 100, "workers": 8,
+        "default_queue": "default", "default_concurrency_limit": 100, "workers": 32,
         "api_qps": 50.0, "api_burst": None, "event_qps": 50.0, "event_burst": None,
         "metrics_port": 8080, "health_port": 8081,
         "webhook_port": 8082, "webhook_secret": None, "key_ring_size": 64, "resync_seconds": 30.0,
@@ -75,7 +75,7 @@ VARIABLES = [
     ("DURAKUBE_WEBHOOK_PORT", "0", "webhook_port", 0),
     ("DURAKUBE_WEBHOOK_SECRET", "s3cret", "webhook_secret", "s3cret"),
     ("DURAKUBE_RESYNC_SECONDS", "5", "resync_seconds", 5.0),
-    ("DURAKUBE_WORKERS", "", "workers", 8),  # empty means unset
+    ("DURAKUBE_WORKERS", "", "workers", 32),  # empty means unset
 ]
 
 
@@ -149,7 +149,7 @@ def test_only_secrets_have_a_file_variant(tmp_path: Path) -> None:
     workers = tmp_path / "workers"
     workers.write_text("3")
     config = settings.Settings.from_environ({**REQUIRED, "DURAKUBE_WORKERS_FILE": str(workers)})
-    assert config.workers == 8
+    assert config.workers == 32
 
 
 def test_secrets_are_never_shown() -> None:
