@@ -14,7 +14,9 @@ a key, within the queue's limit and its per-key limit.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from durakube.store import pools, queues
@@ -79,6 +81,15 @@ async def admit_next_runs(db: pools.Database, queue: str) -> list[queues.Waiting
     return chosen
 
 
+@dataclass
+class _Batch:
+    """The runs waiting for one admission pass over a queue, and what it admitted."""
+
+    runs: set[str] = field(default_factory=set)
+    admitted: asyncio.Future[set[str]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
 class AdmissionLoop(looping.PokedLoop):
     """Runs admission passes when poked (a run enqueued, a slot released, a limit
     changed) and every `interval` seconds as a safety net."""
@@ -92,6 +103,10 @@ class AdmissionLoop(looping.PokedLoop):
         self.on_admitted = on_admitted
         self._poked: set[str] = set()
         self.counts: dict[str, queues.Counts] = {}
+        # admit_now: the next pass's runs per queue, the queues with a pass under way.
+        self._next: dict[str, _Batch] = {}
+        self._admitting: set[str] = set()
+        self._runners: set[asyncio.Task[None]] = set()
 
     def poke(self, queue: str | None = None) -> None:
         """Asks for a pass soon: over `queue`, or over every queue with waiting runs."""
@@ -106,14 +121,36 @@ class AdmissionLoop(looping.PokedLoop):
     async def admit_now(self, queue: str, run_id: str) -> bool:
         """An admission pass over `queue` right away, for a run that just joined its line:
         whether that run got a slot. Other runs admitted go to `on_admitted` as usual, so
-        a run admitted at once can start its attempt in the same reconcile pass."""
-        admitted = False
-        for run in await admit_next_runs(self.db, queue):
-            if run.run_id == run_id:
-                admitted = True
-            else:
-                self.on_admitted(run)
-        return admitted
+        a run admitted at once can start its attempt in the same reconcile pass.
+
+        Calls for the same queue share passes: while one runs (holding the queue's lock in
+        Postgres), the runs that join the line wait for the next one, which admits them
+        together; a burst of new runs takes a few transactions, not one each in turn."""
+        batch = self._next.get(queue)
+        if batch is None:
+            batch = self._next[queue] = _Batch()
+            if queue not in self._admitting:
+                self._admitting.add(queue)
+                runner = asyncio.create_task(self._admit_batches(queue))
+                self._runners.add(runner)
+                runner.add_done_callback(self._runners.discard)
+        batch.runs.add(run_id)
+        return run_id in await asyncio.shield(batch.admitted)
+
+    async def _admit_batches(self, queue: str) -> None:
+        try:
+            while (batch := self._next.pop(queue, None)) is not None:
+                try:
+                    chosen = await admit_next_runs(self.db, queue)
+                except Exception as error:
+                    batch.admitted.set_exception(error)
+                    continue
+                for run in chosen:
+                    if run.run_id not in batch.runs:
+                        self.on_admitted(run)
+                batch.admitted.set_result({run.run_id for run in chosen})
+        finally:
+            self._admitting.discard(queue)
 
     async def admit_everywhere(self) -> None:
         poked, self._poked = self._poked, set()

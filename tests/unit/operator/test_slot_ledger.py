@@ -6,6 +6,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+import pytest
+
 from durakube.store import pools, queues, runs, schema
 from durakube_operator import admitting
 
@@ -68,5 +70,45 @@ async def test_a_paused_queue_admits_nothing(database_dsn: str) -> None:
         await queues.define_queue(pool, "ns/q", concurrency_limit=0, concurrency_limit_per_key=None,
                                   paused=False)
         assert await admitting.admit_next_runs(pool, "ns/q") == []
+    finally:
+        await pool.close()
+
+
+async def test_runs_joining_at_once_share_admission_passes(
+        database_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = await pools.connect(database_dsn, max_size=8)
+    passes = 0
+    real_pass = admitting.admit_next_runs
+
+    async def counted(db: pools.Database, queue: str) -> list[queues.Waiting]:
+        nonlocal passes
+        passes += 1
+        return await real_pass(db, queue)
+
+    monkeypatch.setattr(admitting, "admit_next_runs", counted)
+    others: list[str] = []
+    loop = admitting.AdmissionLoop(pool, lambda run: others.append(run.run_id))
+    try:
+        queue = f"ns/{uuid.uuid4().hex[:8]}"
+        ids = await _fill(pool, queue, 12, limit=10)
+        asked = ids[:8]  # the runs whose passes call admit_now; the rest only wait in line
+        got = await asyncio.gather(*[loop.admit_now(queue, run_id) for run_id in asked])
+        # Ten slots for twelve runs: all eight callers got one, two more went to on_admitted
+        # (each admitted once), and the limit held.
+        assert got == [True] * 8
+        assert sorted(others) == sorted(ids[8:10])
+        assert {slot.run_id for slot in await queues.load_slots(pool) if slot.queue == queue} == set(ids[:10])
+        # The eight calls, made before any pass began, shared one.
+        assert passes == 1
+        # Calls while a pass is under way wait for the next one. A run the earlier pass
+        # admitted already (it was in line) gets False and holds its slot all the same:
+        # its caller then reads its place (see acting).
+        more = await _fill(pool, queue, 4, limit=16)
+        first = asyncio.create_task(loop.admit_now(queue, more[0]))
+        await asyncio.sleep(0)
+        await asyncio.gather(first, *[loop.admit_now(queue, run_id) for run_id in more[1:]])
+        assert passes <= 3
+        slots = {slot.run_id for slot in await queues.load_slots(pool) if slot.queue == queue}
+        assert slots == set(ids) | set(more)  # the two older ones in line first, FIFO
     finally:
         await pool.close()
