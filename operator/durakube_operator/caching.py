@@ -43,16 +43,23 @@ class ObjectCache:
     bodies: dict[Key, tuple[Body, float]] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
 
-    def record(self, body: Body) -> None:
-        """Keeps `body` unless the cache holds a newer version of the same object."""
+    def record(self, body: Body) -> bool:
+        """Keeps `body` unless the cache holds a newer version of the same object. Whether
+        it is news: False when the cache held this version or a newer one already (say, the
+        watch bringing back the operator's own write, which the pass that made it has acted
+        on)."""
         meta = body.get("metadata") or {}
         key = (meta.get("namespace") or "", meta.get("name") or "")
         held = self.bodies.get(key)
         if held is not None and (held[0].get("metadata") or {}).get("uid") == meta.get("uid"):
             old, new = _version(held[0]), _version(body)
             if old is not None and new is not None and new < old:
-                return  # a watch event older than our own write
+                return False  # a watch event older than our own write
+            if old is not None and new == old:
+                self.bodies[key] = (held[0], self.clock())  # seen again: trusted afresh
+                return False
         self.bodies[key] = (body, self.clock())
+        return True
 
     def forget(self, namespace: str, name: str) -> None:
         self.bodies.pop((namespace, name), None)

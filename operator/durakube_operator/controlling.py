@@ -72,8 +72,9 @@ class Controller:
     # What kopf's handlers call.
 
     def taskrun_changed(self, body: caching.Body) -> None:
-        self.reads.taskruns.record(body)
-        self.queue.add((body["metadata"]["namespace"], body["metadata"]["name"]))
+        # The watch echoing the status a pass just patched changes nothing: no pass for it.
+        if self.reads.taskruns.record(body):
+            self.queue.add((body["metadata"]["namespace"], body["metadata"]["name"]))
 
     async def taskrun_deleted(self, namespace: str, name: str, run_id: str) -> None:
         """Its pods go with it (owner references); its slot and place in line go now, and
@@ -95,8 +96,8 @@ class Controller:
         meta = body["metadata"]
         if deleted:
             self.reads.pods.forget(meta["namespace"], meta["name"])
-        else:
-            self.reads.pods.record(body)
+        elif not self.reads.pods.record(body):
+            return  # the pod as the operator created it (or an older state): nothing new
         # An attempt's pod changed (often: ended, freeing a slot): urgent.
         self.queue.add((meta["namespace"], run_name), urgent=True)
 

@@ -28,11 +28,11 @@ class Clock:
     [
         (body(version="10"), body(version="11", phase="Running"), "Running"),
         (body(version="11", phase="Running"), body(version="10"), "Running"),
-        (body(version="11", phase="Running"), body(version="11", phase="Queued"), "Queued"),
+        (body(version="11", phase="Running"), body(version="11", phase="Running"), "Running"),
         (body(version="11", phase="Running"), body(version="3", uid="u2"), "Queued"),
         (body(version="x", phase="Running"), body(version="3"), "Queued"),
     ],
-    ids=["newer-replaces", "older-event-after-own-write-is-ignored", "same-version-replaces",
+    ids=["newer-replaces", "older-event-after-own-write-is-ignored", "same-version-kept",
          "recreated-object-replaces", "unreadable-versions-replace"],
 )
 def test_record_keeps_the_newest_body(held: dict[str, Any], seen: dict[str, Any], kept: str) -> None:
@@ -41,6 +41,27 @@ def test_record_keeps_the_newest_body(held: dict[str, Any], seen: dict[str, Any]
     cache.record(seen)
     got = cache.get("team", "r")
     assert got is not None and got["status"]["phase"] == kept
+
+
+def test_record_says_whether_the_body_is_news() -> None:
+    cache = caching.ObjectCache()
+    assert cache.record(body(version="10"))
+    # The operator's own write, recorded from its answer, then echoed by the watch.
+    assert cache.record(body(version="11", phase="Running"))
+    assert not cache.record(body(version="11", phase="Running"))
+    assert not cache.record(body(version="10"))  # a late event from before that write
+    assert cache.record(body(version="12", phase="Succeeded"))
+    assert cache.record(body(version="3", uid="u2"))  # the same name, a new object
+
+
+def test_an_echo_renews_the_trust_in_a_body() -> None:
+    clock = Clock()
+    cache = caching.ObjectCache(max_age=30.0, clock=clock)
+    cache.record(body())
+    clock.now += 25.0
+    assert not cache.record(body())
+    clock.now += 25.0
+    assert cache.get("team", "r") is not None
 
 
 def test_bodies_are_trusted_only_for_their_age_limit() -> None:
