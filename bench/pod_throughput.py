@@ -343,7 +343,8 @@ def start_operator(bed: cluster.Cluster, state: Path, database_url: str, qps: in
            "DURAKUBE_HEALTH_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
            "DURAKUBE_METRICS_PORT": str(OPERATOR_METRICS_PORT),
            "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": str(limit),
-           "DURAKUBE_API_QPS": str(qps), "DURAKUBE_API_BURST": str(burst)}
+           "DURAKUBE_API_QPS": str(qps), "DURAKUBE_API_BURST": str(burst),
+           "DURAKUBE_EVENT_QPS": str(qps)}
     log = open(state / "operator.log", "wb")
     return subprocess.Popen([str(BIN / "durakube-operator")], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -443,8 +444,10 @@ def main() -> int:
                                text=True).stdout.strip()
     print(f"tree {described}; N={args.runs}, rate {args.rate:g}/s for {args.seconds:g}s, "
           f"{CLIENT_THREADS} client threads")
-    print(f"controller-manager: {' '.join(limits)}; operator: DURAKUBE_API_QPS={args.qps} "
-          f"DURAKUBE_API_BURST={args.burst}")
+    print(f"controller-manager: {' '.join(limits)} (the Job controller's Events go through "
+          f"its one client); operator: DURAKUBE_API_QPS={args.qps} DURAKUBE_API_BURST={args.burst}, "
+          f"its Events through a client of their own (as kube-scheduler's) at "
+          f"DURAKUBE_EVENT_QPS={args.qps}")
     with beds.started(controller_manager_args=limits) as (bed, database, state):
         operator = None
         try:
