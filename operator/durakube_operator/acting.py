@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from durakube.store import attempts, logs, pools, queues, retention, runs, schema
-from durakube_operator import actions, caching, children, kubeapi, metrics, pods
+from durakube_operator import actions, caching, children, faults, kubeapi, metrics, pods
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ class Actor:
         # between here and the pod's creation only repeats this idempotent write.
         await attempts.start_attempt(self.db, action.run_id, action.attempt, pod_name,
                                      secret=secret if created_secret else None)
+        if created_secret:  # the first pass of this attempt only, as a crash would be
+            faults.reach("attempt-recorded", action.namespace)
         try:
             created = await self.api.create_pod(action.namespace, action.pod)
         except kubeapi.ApiException as error:
@@ -141,6 +143,7 @@ class Actor:
             return
         # The next pass reads it from here, before its watch event arrives.
         self.reads.pods.record(created)
+        faults.reach("pod-created", action.namespace)
         if action.due_since is not None:
             metrics.POD_START_LATENCY.labels(**metrics.queue_labels(action.queue)).observe(
                 max(0.0, (self.clock() - action.due_since).total_seconds()))

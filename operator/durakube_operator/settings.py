@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from durakube import durations, environment
+from durakube_operator import faults
 
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -116,6 +117,16 @@ class Settings(environment.Settings):
     # outcome is read. "never" (the default) keeps every attempt's pod until its TaskRun
     # goes (attempts' logs are stored in Postgres either way).
     finished_pod_seconds: TtlSeconds = None
+    # Fault points where the process ends at once (`durakube_operator.faults`), for tests
+    # of crashes at commit points: "<point>" or "<point>@<namespace prefix>", comma-
+    # separated. Empty (the default) arms none.
+    fault_points: environment.Names = ()
+
+    @pydantic.field_validator("fault_points")
+    @classmethod
+    def _known_fault_points(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        faults.parse(value)  # UnknownFaultPoint is a ValueError: the setting is named
+        return value
 
     @property
     def migrating_database_url(self) -> str:

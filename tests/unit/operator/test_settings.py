@@ -35,7 +35,7 @@ def test_defaults() -> None:
         "lease_duration_seconds": 15.0, "renew_deadline_seconds": 10.0,
         "retry_period_seconds": 2.0, "pod_name": socket.gethostname(), "log_format": "plain",
         "ttl_seconds_after_finished": 7 * 86400, "history_retention": 30 * 86400.0,
-        "finished_pod_seconds": None,
+        "finished_pod_seconds": None, "fault_points": (),
     }
 
 
