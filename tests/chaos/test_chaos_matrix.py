@@ -204,7 +204,7 @@ def worker_sigkill(bed: Bed, table: Row) -> list[str]:
     rng = seed_for(table)
     names = [f"kill-{i}" for i in range(20)]
     with scope(bed, "chaos-kill", 5, chaos_task("steps", "chaos-steps", "chaos")) as where:
-        create_runs(where, "steps", names, {"steps": 5, "seconds": 0.4})
+        create_runs(where, "steps", names, {"steps": 4, "seconds": 0.4})
         table.runs = len(names)
         kills: Counter[str] = Counter()
         deadline = time.monotonic() + RUNS_TIMEOUT
@@ -217,7 +217,7 @@ def worker_sigkill(bed: Bed, table: Row) -> list[str]:
                 time.sleep(0.2)
                 continue
             pod = rng.choice(running)
-            time.sleep(rng.uniform(0.0, 1.0))  # a random moment of the attempt
+            time.sleep(rng.uniform(0.0, 0.8))  # a random moment of the attempt
             pids = container_pids("DURAKUBE_POD_NAME", pod)
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
@@ -454,7 +454,7 @@ def zombie_problems(bed: Bed, where: Scope, name: str, run_id: str, attempt: int
 def postgres_restart(bed: Bed, table: Row) -> list[str]:
     names = [f"pg-{i}" for i in range(10)]
     with scope(bed, "chaos-pg", 10, chaos_task("steps", "chaos-steps", "chaos")) as where:
-        create_runs(where, "steps", names, {"steps": 3, "seconds": 10})
+        create_runs(where, "steps", names, {"steps": 3, "seconds": 6})
         table.runs = len(names)
         wait_until(lambda: len({r["run_id"] for r in executions(bed, where, names)}) >= 5, 240,
                    "steps in flight")
@@ -495,7 +495,7 @@ def connections_terminated(bed: Bed, table: Row) -> list[str]:
     if "postgres" in bed.done:  # its runs must not lose a connection: after them
         bed.done["postgres"].wait(timeout=RUNS_TIMEOUT)
     with scope(bed, "chaos-cut", 5, chaos_task("steps", "chaos-steps", "chaos")) as where:
-        create_runs(where, "steps", names, {"steps": 10, "seconds": 1})
+        create_runs(where, "steps", names, {"steps": 8, "seconds": 0.8})
         table.runs = len(names)
         wait_until(lambda: executions(bed, where, names), 240, "steps in flight")
         while table.faults < 5 and not all_final(where, names):
