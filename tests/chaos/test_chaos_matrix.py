@@ -5,8 +5,12 @@ The scenarios run at once, each in a namespace, queue and thread of its own, sta
 by the module's fixture for the tests selected; each test waits for its own scenario
 and asserts on it. Faults that hit the whole bed (the operator's leader SIGKILLed,
 Postgres restarted, etcd and the apiserver restarted) take turns under one lock, each
-over once the bed has recovered. The node scenarios use nodes of their own, which
-only their runs may use (a nodeSelector on a label of the scenario's pool).
+over once the bed has recovered; the operator's fault points (`commit_points`) take
+that lock too, after the leader-kill scenario. The node scenarios use nodes of their
+own, which only their runs may use (a nodeSelector on a label of the scenario's pool),
+and hold their runs where the fault must find them (a row of public.test_holds, see
+tests/e2e/tasks/chaotic.py) until it has been injected, whatever other faults did to
+their attempts before. DURAKUBE_CHAOS_SEED replays a scenario's random choices.
 """
 
 from __future__ import annotations
