@@ -85,8 +85,9 @@ def test_server_accepts_the_monitoring_objects_against_their_crds(
 def test_helm_install_finds_the_monitoring_api_by_itself(
         cluster: devcluster_cluster.Cluster, namespace: str, monitoring_crds: None) -> None:
     # Without the CRDs, which other tests may have applied already: helm would refuse to
-    # take them over, even in a dry run.
-    result = helm(cluster, "install", "durakube", str(CHART), "--namespace", namespace,
+    # take them over, even in a dry run. A release name of its own: the session's operator
+    # (release "durakube") may own the cluster-scoped names already.
+    result = helm(cluster, "install", f"dk-{namespace}", str(CHART), "--namespace", namespace,
                   *SCENARIOS["all-on"], "--set", "crds.install=false", "--dry-run=server")
     assert {"ServiceMonitor", "PrometheusRule"} <= kinds(result.stdout.split("NOTES:")[0]
                                                          .split("MANIFEST:", 1)[1])
