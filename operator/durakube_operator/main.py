@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 from durakube import logs
 from durakube_operator import (
-    faults,
     handlers,  # noqa: F401 (registers the kopf handlers on import)
     operating,
     settings,
@@ -41,7 +40,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(config.log_format, logging.INFO)
     # kopf logs every handler call at INFO; one line per pod event is noise at our scale.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    faults.arm(config.fault_points)
     return asyncio.run(operating.operate(config))
 
 
