@@ -21,6 +21,7 @@ import yaml
 
 from devcluster import build
 from devcluster import cluster as devcluster_cluster
+from durakube.store import pools, steps
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
@@ -271,3 +272,15 @@ def event_reasons(core: kubernetes.client.CoreV1Api, namespace: str, name: str,
         if set(expected) <= set(reasons) or time.monotonic() > deadline:
             return reasons
         time.sleep(0.2)
+
+
+def read_steps(database_url: str, run_id: str) -> list[steps.Step]:
+    """The steps Postgres recorded for the run, in order."""
+    async def read() -> list[steps.Step]:
+        pool = await pools.connect(database_url, max_size=1)
+        try:
+            return await steps.load_steps(pool, run_id)
+        finally:
+            await pool.close()
+
+    return asyncio.run(read())

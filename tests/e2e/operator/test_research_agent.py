@@ -27,6 +27,7 @@ from helpers import (
     effects,
     get_taskrun,
     kubectl,
+    read_steps,
     run_manifest,
     wait_for,
     wait_for_phase,
@@ -35,7 +36,6 @@ from test_taskrun_lifecycle import task_manifest
 
 from devcluster import cluster as devcluster_cluster
 from devcluster import postgres
-from durakube.store import pools, steps
 from durakube.testing import AsyncLocalRunner
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
@@ -109,13 +109,3 @@ async def run_locally(database_url: str, module: Any, payload: dict[str, Any]) -
     async with AsyncLocalRunner(database_url) as runner:
         return await runner.run(module.research_agent, payload)
 
-
-def read_steps(database_url: str, run_id: str) -> list[steps.Step]:
-    async def read() -> list[steps.Step]:
-        pool = await pools.connect(database_url, max_size=1)
-        try:
-            return await steps.load_steps(pool, run_id)
-        finally:
-            await pool.close()
-
-    return asyncio.run(read())

@@ -18,13 +18,14 @@ from helpers import (
     create,
     effects,
     get_taskrun,
+    read_steps,
     run_manifest,
     wait_for,
     wait_for_phase,
 )
 from test_taskrun_lifecycle import task_manifest
 
-from durakube.store import logs, pools, steps
+from durakube.store import logs, pools
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
 
@@ -74,16 +75,6 @@ def stored_log(database_url: str, run_id: str) -> str:
 
     return asyncio.run(read())
 
-
-def read_steps(database_url: str, run_id: str) -> list[steps.Step]:
-    async def read() -> list[steps.Step]:
-        pool = await pools.connect(database_url, max_size=1)
-        try:
-            return await steps.load_steps(pool, run_id)
-        finally:
-            await pool.close()
-
-    return asyncio.run(read())
 
 
 def release(database_url: str, run_id: str) -> None:
