@@ -9,6 +9,8 @@ fast.
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -26,8 +28,17 @@ from devcluster import postgres
 
 @pytest.fixture(scope="session")
 def session_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="durakube-test-") as path:
-        yield Path(path)
+    """The session's folder: the test bed's state, and the process node's container logs.
+    Removed at the end, unless DURAKUBE_KEEP_TEST_DIR is set (to read those logs after a
+    failure; its path is printed)."""
+    path = Path(tempfile.mkdtemp(prefix="durakube-test-"))
+    try:
+        yield path
+    finally:
+        if os.environ.get("DURAKUBE_KEEP_TEST_DIR"):
+            print(f"kept the session's folder (DURAKUBE_KEEP_TEST_DIR): {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # Start-up times of the real components, printed at the end of the run.

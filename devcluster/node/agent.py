@@ -70,6 +70,8 @@ async def run_node(config: settings.Settings) -> None:
     await asyncio.to_thread(cgroups.remove_stale_cgroups, config.cgroup_parent)
     credentials = apicalls.read_kubeconfig(config.kubeconfig, config.state_dir / "credentials")
     client = apicalls.Client(credentials)
+    # The Lease and node status have a connection of their own, never behind pod traffic.
+    heartbeat_client = apicalls.Client(credentials, timeout=10.0, concurrency=1)
     table = images.load_image_table(config.image_map)
     services = running.NodeServices(
         config, client, table, registering.measure_capacity(config.state_dir),
@@ -86,7 +88,7 @@ async def run_node(config: settings.Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks = [
-        asyncio.create_task(registering.keep_heartbeat(client, config, int(port),
+        asyncio.create_task(registering.keep_heartbeat(heartbeat_client, config, int(port),
                                                        node["metadata"]["uid"])),
         asyncio.create_task(syncer.sync_forever()),
     ]
@@ -101,6 +103,7 @@ async def run_node(config: settings.Settings) -> None:
             await task
     server.shutdown()
     client.close()
+    heartbeat_client.close()
     await asyncio.to_thread(cgroups.remove_stale_cgroups, config.cgroup_parent, remove_parent=True)
     logger.info("stopped")
 

@@ -168,9 +168,15 @@ async def renew_lease(client: apicalls.Client, config: settings.Settings, node_u
 
 async def keep_heartbeat(client: apicalls.Client, config: settings.Settings,
                          serving_port: int, node_uid: str) -> None:
-    """Renews the Lease and re-posts node status forever (until cancelled)."""
+    """Renews the Lease and re-posts node status forever (until cancelled).
+
+    `client` must be the heartbeat's own, as the kubelet's heartbeat client is: on the
+    node's shared client a renewal would queue behind the status patches and events of
+    a burst of pods, and a node that starts 100 pods at once would be declared lost.
+    Renewals keep a fixed rate (a slow call does not push the next one back)."""
     loop = asyncio.get_running_loop()
     next_status = loop.time() + config.node_status_interval
+    next_renewal = loop.time()
     while True:
         try:
             await renew_lease(client, config, node_uid)
@@ -179,4 +185,9 @@ async def keep_heartbeat(client: apicalls.Client, config: settings.Settings,
                 next_status = loop.time() + config.node_status_interval
         except apicalls.ApiError as error:
             logger.warning("heartbeat failed: %s", error)
-        await asyncio.sleep(config.lease_renew_interval)
+        next_renewal += config.lease_renew_interval
+        late = loop.time() - next_renewal
+        if late > 0:
+            logger.warning("heartbeat %.1fs late", late)
+            next_renewal = loop.time()
+        await asyncio.sleep(max(0.0, next_renewal - loop.time()))
