@@ -136,3 +136,51 @@ async def test_a_task_error_that_looks_like_a_lost_connection_is_still_the_tasks
     outcome = await run_attempt(pool, run_id, 1, registry)
     assert outcome.kind == "failed" and outcome.error is not None
     assert outcome.error["type"] == "ConnectionResetError"
+
+
+async def test_sessions_ended_before_the_steps_are_loaded_cost_no_failure(
+        pool: Any, new_run: Any, database_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = tasks.Registry()
+
+    @tasks.task(id="late-loader", registry=registry)
+    async def late_loader(ctx: context.TaskContext, payload: dict[str, Any]) -> str:
+        return await ctx.step("only", lambda: "done")
+
+    run_id = await new_run("late-loader")
+    real_load_steps = working.load_steps
+    ended: list[int] = []
+
+    async def after_the_sessions_end(*args: Any) -> list[steps.Step]:
+        if not ended:
+            # Between the attempt's start and the loading of its steps, every session of
+            # the worker ends, the idle one in its pool included.
+            ended.append(await end_other_sessions(database_dsn))
+        return await real_load_steps(*args)
+
+    monkeypatch.setattr(working, "load_steps", after_the_sessions_end)
+    outcome = await run_attempt(pool, run_id, 1, registry)
+    assert ended and ended[0] >= 1
+    assert outcome.kind == "succeeded" and outcome.output == "done", outcome.error
+
+
+async def test_postgres_gone_before_the_task_runs_records_no_failure(
+        pool: Any, new_run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = tasks.Registry()
+    ran: list[str] = []
+
+    @tasks.task(id="never-reached", registry=registry)
+    async def never_reached(ctx: context.TaskContext, payload: dict[str, Any]) -> str:
+        ran.append("task")
+        return "ran"
+
+    run_id = await new_run("never-reached")
+
+    async def lost(*_: Any) -> list[steps.Step]:
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+    monkeypatch.setattr(working, "load_steps", lost)
+    with pytest.raises(errors.StoreUnavailable, match="loading the recorded steps"):
+        await run_attempt(pool, run_id, 1, registry, store_retry_seconds=0.5)
+    # Not the task's failure: no outcome, the operator resumes the run in a new attempt.
+    assert ran == []
+    assert await attempts.read_outcome(pool, run_id, 1) is None
