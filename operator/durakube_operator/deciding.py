@@ -31,7 +31,8 @@ from durakube_operator import settings as settings_module
 
 Phase = resources.Phase
 
-# Back-off after a pod died without an outcome (infrastructure): quick, capped.
+# Back-off after a pod died without an outcome (infrastructure): quick, capped. Its first
+# delay is the operator's `infrastructure_retry_delay`.
 INFRASTRUCTURE_RETRY = retry.Retry(max_attempts=1000, factor=2.0, min_timeout=1.0,
                                    max_timeout=30.0, randomize=True)
 # Output preview kept in the CR; the full output lives in Postgres.
@@ -321,7 +322,9 @@ class _Deciding:
             return self.transition(
                 status, Phase.FAILED, reasons.INFRASTRUCTURE_FAILED,
                 f"{failures} attempts ended without an outcome; last: {reason}: {message}")
-        due = self.now + timedelta(seconds=retry.backoff_delay(INFRASTRUCTURE_RETRY, failures, self.rng))
+        policy = INFRASTRUCTURE_RETRY.model_copy(
+            update={"min_timeout": self.settings.infrastructure_retry_delay})
+        due = self.now + timedelta(seconds=retry.backoff_delay(policy, failures, self.rng))
         return self.backing_off(status, due, reason,
                                 f"{message}; resuming from the last checkpoint at {_display(due)}")
 

@@ -93,6 +93,10 @@ class Settings(environment.Settings):
     # Attempt secrets minted at once per namespace: one Secret (an attempt key ring) holds
     # this many, each pod reading its own (see durakube.store.keyrings).
     key_ring_size: int = pydantic.Field(default=64, ge=1, le=1024)
+    # Seconds before the first attempt after a pod ended without an outcome (its worker
+    # crashed, its node was lost): doubling with each such failure of the run, up to 30 s,
+    # with jitter. 0 starts the next attempt at once (the resume-latency benchmark).
+    infrastructure_retry_delay: float = pydantic.Field(default=1.0, ge=0, le=30)
     # Longest a run waits before its state is looked at again without any event.
     resync_seconds: float = pydantic.Field(default=30.0, gt=0)
     # Leader election on a Lease: only its holder reconciles. Off only when one replica

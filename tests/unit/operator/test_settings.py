@@ -37,7 +37,7 @@ def test_defaults() -> None:
         "retry_period_seconds": 2.0, "pod_name": socket.gethostname(), "log_format": "plain",
         "ttl_seconds_after_finished": 7 * 86400, "history_retention": 30 * 86400.0,
         "finished_pod_seconds": None, "otlp_endpoint": None, "otlp_traces_endpoint": None,
-        "trace_sample_ratio": 1.0,
+        "trace_sample_ratio": 1.0, "infrastructure_retry_delay": 1.0,
     }
 
 
@@ -60,6 +60,7 @@ VARIABLES = [
     ("DURAKUBE_WORKER_UID", "1000", "worker_uid", 1000),
     ("DURAKUBE_OTLP_ENDPOINT", "http://collector:4318", "otlp_endpoint", "http://collector:4318"),
     ("DURAKUBE_TRACE_SAMPLE_RATIO", "0.25", "trace_sample_ratio", 0.25),
+    ("DURAKUBE_INFRASTRUCTURE_RETRY_DELAY", "0", "infrastructure_retry_delay", 0.0),
     ("DURAKUBE_DEFAULT_QUEUE", "batch", "default_queue", "batch"),
     ("DURAKUBE_DEFAULT_CONCURRENCY_LIMIT", "1000", "default_concurrency_limit", 1000),
     ("DURAKUBE_WORKERS", "16", "workers", 16),
