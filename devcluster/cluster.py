@@ -68,6 +68,9 @@ class Component:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    # How it was started, so that `restart` starts it again the same way.
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -89,6 +92,20 @@ class Component:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILLs the program (and its process group), as a crash would end it."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def start_again(self) -> None:
+        """Starts the stopped program again with the same command line and environment:
+        the same ports, certificates and data folder."""
+        assert not self.alive(), f"{self.name} is still running"
+        assert self.argv, f"{self.name} was not started by this test bed"
+        self.process = _launch(self.argv, self.log, self.env)
 
 
 @dataclass
@@ -217,6 +234,29 @@ class Cluster:
             with contextlib.suppress(Exception):
                 self.cleanups.pop()()
 
+    def restart_control_plane(self, *names: str, crash: bool = False, timeout: float = 120) -> None:
+        """Restarts control-plane components in place, with the same ports, certificates
+        and data: stopped last first (SIGTERM, or SIGKILL with `crash`), then started in
+        the order given, e.g. `restart_control_plane("etcd", "kube-apiserver")`. Returns
+        once the apiserver answers /readyz (etcd included) again."""
+        components = [self.components[name] for name in names]
+        for component in reversed(components):
+            if crash:
+                component.kill()
+            else:
+                component.stop()
+        for component in components:
+            component.start_again()
+            if component.name == "etcd":
+                _wait("etcd", component, lambda: _http_ok(f"{self.etcd_url}/health"), timeout)
+        apiserver = self.components["kube-apiserver"]
+        _wait("kube-apiserver", apiserver, lambda: _get(self, "/readyz") == b"ok", timeout)
+
+    @property
+    def etcd_url(self) -> str:
+        argv = self.components["etcd"].argv
+        return argv[argv.index("--listen-client-urls") + 1]
+
     def api_get(self, path: str) -> object:
         """GET on the apiserver as admin; for readiness checks and tests."""
         return json.loads(_get(self, path))
@@ -225,12 +265,15 @@ class Cluster:
 def _spawn(name: str, argv: list[str], state_dir: Path, env: dict[str, str] | None = None) -> Component:
     log = state_dir / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    return Component(name, _launch(argv, log, env), log, argv, env)
+
+
+def _launch(argv: list[str], log: Path, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env=env,
         )
-    return Component(name, process, log)
 
 
 def _ssl_context(cluster: Cluster) -> ssl.SSLContext:
@@ -275,7 +318,7 @@ def let_pods_run_the_project() -> None:
 
 
 def start(state_dir: Path, *, nodes: tuple[str, ...] = ("node-1",), real_node: str | None = None,
-          controller_manager_args: tuple[str, ...] = ()) -> Cluster:
+          controller_manager_args: tuple[str, ...] = (), node_args: tuple[str, ...] = ()) -> Cluster:
     """Starts a whole test bed in `state_dir`; on failure nothing is left running.
 
     `nodes` are process nodes; `real_node` names a real node, labelled
@@ -283,7 +326,8 @@ def start(state_dir: Path, *, nodes: tuple[str, ...] = ("node-1",), real_node: s
     then listens on the pod network's gateway, where a process node's pods, given
     loopback for the apiserver, would not find it.
     `controller_manager_args` go last on the controller-manager's command line, so they
-    override the test bed's own (a bench sets `--kube-api-qps` and `--kube-api-burst`)."""
+    override the test bed's own (a bench sets `--kube-api-qps` and `--kube-api-burst`).
+    `node_args` go to each process node's agent (the tests shorten its restart back-off)."""
     if real_node and nodes:
         raise ValueError("a real node runs alone: start it with nodes=()")
     binary = str(build.binary())
@@ -304,7 +348,7 @@ def start(state_dir: Path, *, nodes: tuple[str, ...] = ("node-1",), real_node: s
         _start_etcd_and_apiserver(cluster, binary)
         _start_controllers(cluster, binary, controller_manager_args)
         for name in nodes:
-            node = cluster.start_node(name)
+            node = cluster.start_node(name, extra_args=node_args)
             _wait(f"node {name}", node, lambda n=name: _node_ready(cluster, n), 60)
         if real_node:
             cluster.start_real_node(real_node)

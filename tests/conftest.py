@@ -2,8 +2,19 @@
 
 Postgres starts once per test session (a fresh database per test where isolation
 matters); the Kubernetes test bed (control plane and process node) starts once,
-on first use, for the end-to-end tests only, so a run of unit tests alone stays
-fast.
+on first use, for the end-to-end and chaos tests only, so a run of unit tests alone
+stays fast.
+
+The operator is installed on the test bed with its Helm chart (`operator`), once for
+the end-to-end (tests/e2e/) and chaos (tests/chaos/) tests alike: the CRDs, the RBAC
+and two replicas of the operator (from the operator image, which the process node
+runs from the project's virtual environment), with a Postgres database of their own
+and three logins as a real install has them: the owner migrates, the operator runs
+as a member of durakube_operator, and attempt pods get a member of durakube_worker.
+The operator runs as its ServiceAccount, so every such test exercises the chart's
+permissions; a test may SIGKILL the leader as a crash would. Its fault points
+(operator/README.md) are armed for namespaces named `faults-<point>-*` only. Its traces
+go to a receiver of the session (`collecting`), for runs created inside a sampled trace.
 """
 
 from __future__ import annotations
@@ -21,9 +32,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import kubernetes
 import pytest
+from collecting import SpanCollector
+from helpers import InstalledOperator
 
 from devcluster import cluster as devcluster_cluster
 from devcluster import postgres
+
+# The session node restarts a crashed container after 1 s, doubling up to 10 s (a
+# kubelet's 10 s up to 5 minutes): the tests that kill the operator's leader, or end it
+# at a fault point, wait for the lease to expire, not for a back-off on top of it.
+NODE_ARGS = ("--backoff-initial", "1", "--backoff-max", "10")
+
+# The login login_dsn makes in durakube_worker.
+WORKER_LOGIN = "durakube_worker_test_login"
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +129,7 @@ def cluster(session_dir: Path) -> Iterator[devcluster_cluster.Cluster]:
     """The real test bed: etcd, kube-apiserver, controller-manager, scheduler and one
     process node, started on first use and stopped at the end of the session."""
     yield from _started("control plane and process node",
-                        lambda: devcluster_cluster.start(session_dir / "cluster"))
+                        lambda: devcluster_cluster.start(session_dir / "cluster", node_args=NODE_ARGS))
 
 
 @pytest.fixture(scope="session")
@@ -147,3 +168,85 @@ def _fresh_namespace(kube: kubernetes.client.ApiClient) -> Iterator[str]:
             time.sleep(0.1)
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def operator_database(pg_server: postgres.PostgresServer) -> str:
+    return pg_server.create_database("durakube")
+
+
+@pytest.fixture(scope="session")
+def database_logins(pg_server: postgres.PostgresServer, operator_database: str,
+                    login_dsn: Callable[[str, str], str]) -> dict[str, str]:
+    """The operator's and the workers' logins on the operator's database, as an
+    administrator makes them before the install: the group roles first (the migration
+    finds them and grants them their rights), then a login in each."""
+    pg_server.psql("""
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'durakube_operator') THEN
+                CREATE ROLE durakube_operator NOLOGIN;
+            END IF;
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'durakube_worker') THEN
+                CREATE ROLE durakube_worker NOLOGIN;
+            END IF;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+        END $$""")
+    logins = {group: login_dsn(operator_database, group)
+              for group in ("durakube_operator", "durakube_worker")}
+    # The test tasks' own tables of side effects (tasks/effects.py), which the workers'
+    # login may write: nothing of Durakube's. test_step_runs has a row per execution of a
+    # step, with the attempt that ran it (the chaos tests' invariant); a row of test_holds
+    # holds the chaos tasks that name it (tests/e2e/tasks/chaotic.py).
+    pg_server.psql(f"""
+        CREATE TABLE IF NOT EXISTS public.test_effects (
+            run_id text NOT NULL, step text NOT NULL, count integer NOT NULL,
+            PRIMARY KEY (run_id, step));
+        GRANT SELECT, INSERT, UPDATE ON public.test_effects TO {WORKER_LOGIN};
+        CREATE TABLE IF NOT EXISTS public.test_step_runs (
+            run_id text NOT NULL, step text NOT NULL, attempt integer NOT NULL,
+            at timestamptz NOT NULL DEFAULT clock_timestamp());
+        GRANT SELECT, INSERT ON public.test_step_runs TO {WORKER_LOGIN};
+        CREATE TABLE IF NOT EXISTS public.test_holds (name text PRIMARY KEY);
+        GRANT SELECT ON public.test_holds TO {WORKER_LOGIN}""",
+        database=urlsplit(operator_database).path.lstrip("/"))
+    return logins
+
+
+@pytest.fixture(scope="session")
+def span_collector() -> Iterator[SpanCollector]:
+    """The OTLP/HTTP receiver that the installed operator and its attempt pods send spans to."""
+    collector = SpanCollector()
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: devcluster_cluster.Cluster, operator_database: str,
+             database_logins: dict[str, str], session_dir: Path,
+             span_collector: SpanCollector) -> Iterator[InstalledOperator]:
+    installed = InstalledOperator(cluster, operator_database, session_dir,
+                                  operator_url=database_logins["durakube_operator"],
+                                  worker_url=database_logins["durakube_worker"],
+                                  otlp_endpoint=span_collector.endpoint)
+    installed.install()
+    try:
+        yield installed
+    finally:
+        print(f"--- operator log tail ---\n{installed.log_tail()}")
+        if installed.failovers:
+            print("operator failovers after SIGKILL of the leader: "
+                  + ", ".join(f"{seconds:.1f}s" for seconds in installed.failovers))
+
+
+@pytest.fixture
+def custom(kube: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(kube)
+
+
+@pytest.fixture
+def core(kube: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(kube)
+
+

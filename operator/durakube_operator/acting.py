@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from durakube.store import attempts, logs, pools, queues, retention, runs, schema
-from durakube_operator import actions, caching, children, keying, kubeapi, metrics, pods, recording
+from durakube_operator import (
+    actions,
+    caching,
+    children,
+    faults,
+    keying,
+    kubeapi,
+    metrics,
+    pods,
+    recording,
+)
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -165,6 +175,8 @@ class Actor:
                 namespace=action.namespace, dsn=self.keys.dsn, phase=phase)
             if key is None:
                 raise RuntimeError(f"no attempt key free in {action.namespace} after adding a ring")
+        if key.claimed_now:  # the first pass of this attempt only, as a crash would be
+            faults.reach("attempt-recorded", action.namespace)
         pod = pods.with_attempt_key(action.pod, key.ring, key.slot)
         try:
             created = await self.api.create_pod(action.namespace, pod)
@@ -178,6 +190,7 @@ class Actor:
             return
         # The next pass reads it from here, before its watch event arrives.
         self.reads.pods.record(created)
+        faults.reach("pod-created", action.namespace)
         if action.due_since is not None:
             metrics.POD_START_LATENCY.labels(**metrics.queue_labels(action.queue)).observe(
                 max(0.0, (self.clock() - action.due_since).total_seconds()))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from durakube.store import pools, queues
-from durakube_operator import looping, metrics
+from durakube_operator import faults, looping, metrics
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
@@ -74,6 +74,8 @@ async def admit_next_runs(db: pools.Database, queue: str) -> list[queues.Waiting
                              per_key_limit=settings.concurrency_limit_per_key, running=running,
                              last_served=await queues.last_served_txn(conn, queue))
         await queues.grant_slots_txn(conn, queue, chosen)
+    if chosen:
+        faults.reach("slot-granted", chosen[0].namespace)
     now = datetime.now(UTC)
     waited = metrics.QUEUE_WAIT.labels(**metrics.queue_labels(queue))
     for run in chosen:

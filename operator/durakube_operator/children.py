@@ -27,7 +27,7 @@ import pydantic
 
 from durakube import resources, tracing
 from durakube.store import children, pools, runs, waitpoints
-from durakube_operator import kubeapi, looping, pods
+from durakube_operator import faults, kubeapi, looping, pods
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,9 @@ async def submit_child_runs(db: pools.Database, api: kubeapi.KubeApi) -> int:
             continue
         assert parent is not None
         manifest = child_manifest(child, parent, options)
-        await api.create_taskrun(manifest["metadata"]["namespace"], manifest)
+        namespace = manifest["metadata"]["namespace"]
+        if await api.create_taskrun(namespace, manifest):
+            faults.reach("child-created", namespace)
         await children.mark_submitted(db, child.parent_run_id, child.seq)
         submitted += 1
     return submitted

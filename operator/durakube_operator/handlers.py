@@ -42,12 +42,31 @@ class Memo(kopf.Memo):
             controller.waking.poke()
 
 
+# Watch streams can die silently (kopf #1276): a connection the apiserver never closes
+# (it was frozen, or a middlebox dropped it) delivers nothing and raises nothing. Each
+# stream is bounded three ways, and re-opened from its last resourceVersion (no re-list):
+# the apiserver ends it after SERVER_TIMEOUT, the client gives up on it after
+# CLIENT_TIMEOUT whatever happens, and a stream with no event at all for
+# INACTIVITY_TIMEOUT is taken for dead (the apiserver sends a bookmark every minute on
+# a live stream, so a quiet resource does not trip it). An apiserver restart closes
+# the connections: kopf reconnects at once (`reconnect_backoff`). Whole seconds: the
+# server's timeout goes into the URL, and the apiserver refuses "300.0".
+WATCH_SERVER_TIMEOUT = 300
+WATCH_CLIENT_TIMEOUT = 330
+WATCH_CONNECT_TIMEOUT = 10
+WATCH_INACTIVITY_TIMEOUT = 70
+
+
+def configure_watching(settings: kopf.OperatorSettings) -> None:
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT
+    settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT
+
+
 @kopf.on.startup()
 async def start_controller(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
-    # Watch streams can die silently (kopf #1276): bound them so they are re-opened.
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.watching.connect_timeout = 10
+    configure_watching(settings)
     settings.posting.level = logging.WARNING
     # Only `on.event` handlers: kopf's diff base (a deep copy of every object on every event,
     # for change handlers) would be built for nothing.

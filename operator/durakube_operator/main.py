@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from durakube import logs
 from durakube_operator import (
+    faults,
     handlers,  # noqa: F401 (registers the kopf handlers on import)
     operating,
     settings,
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(config.log_format, logging.INFO)
     # kopf logs every handler call at INFO; one line per pod event is noise at our scale.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    faults.arm(config.fault_points)
     return asyncio.run(operating.operate(config))
 
 

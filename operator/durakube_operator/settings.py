@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from durakube import durations, environment
+from durakube_operator import faults
 
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -142,6 +143,16 @@ class Settings(environment.Settings):
     # The share of runs traced among those whose creator passed no trace context (those
     # that did follow its sampled flag), decided by the run's trace id.
     trace_sample_ratio: float = pydantic.Field(default=1.0, ge=0, le=1)
+    # Fault points where the process ends at once (`durakube_operator.faults`), for tests
+    # of crashes at commit points: "<point>" or "<point>@<namespace prefix>", comma-
+    # separated. Empty (the default) arms none.
+    fault_points: environment.Names = ()
+
+    @pydantic.field_validator("fault_points")
+    @classmethod
+    def _known_fault_points(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        faults.parse(value)  # UnknownFaultPoint is a ValueError: the setting is named
+        return value
 
     @property
     def migrating_database_url(self) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from durakube.store import pools, waitpoints
-from durakube_operator import looping
+from durakube_operator import faults, looping
 
 _BATCH = 1000
 
@@ -46,6 +46,8 @@ class WakingLoop(looping.PokedLoop):
                 self.resume(namespace, name)
             if ready:
                 await waitpoints.mark_resumed(self.db, [run_id for run_id, _, _ in ready])
+                for _, namespace, _ in ready:
+                    faults.reach("run-woken", namespace)
             woken += len(ready)
             if len(ready) < _BATCH:
                 return woken

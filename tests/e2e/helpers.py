@@ -22,10 +22,13 @@ import yaml
 from devcluster import build
 from devcluster import cluster as devcluster_cluster
 from durakube.store import pools, steps
+from durakube_operator import faults
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 T = TypeVar("T")
+# Namespaces "faults-<point>-..." are where the operator's fault points are armed.
+FAULT_NAMESPACE_PREFIX = "faults-"
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2,
@@ -92,6 +95,15 @@ class InstalledOperator:
             # (sample ratio 0 for the rest): the other tests' pods never start a tracer.
             **({"tracing": {"otlpEndpoint": self.otlp_endpoint, "sampleRatio": 0}}
                if self.otlp_endpoint else {}),
+            # Shorter than the chart's 15/10/2 s, so that the tests that kill the leader
+            # wait less for a standby; still retry < renew deadline < lease.
+            "leaderElection": {"leaseDurationSeconds": 8, "renewDeadlineSeconds": 5,
+                               "retryPeriodSeconds": 1},
+            # Each fault point ends the process only in namespaces named after it
+            # (tests/chaos/test_operator_fault_points.py): no other test meets them.
+            "extraEnv": [{"name": "DURAKUBE_FAULT_POINTS",
+                          "value": ",".join(f"{point}@{FAULT_NAMESPACE_PREFIX}{point}-"
+                                            for point in faults.POINTS)}],
         }
 
     def install(self, *extra: str) -> None:

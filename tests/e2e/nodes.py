@@ -23,7 +23,7 @@ def node_ready(core: kubernetes.client.CoreV1Api, name: str) -> str:
     """The status of the node's Ready condition ("True", "False", "Unknown"), or "Missing"."""
     try:
         node = core.read_node(name)
-    except kubernetes.client.ApiException:
+    except Exception:  # not there, or the apiserver is restarting: not known to be ready
         return "Missing"
     return next((c.status for c in node.status.conditions or [] if c.type == "Ready"),
                 "Missing")

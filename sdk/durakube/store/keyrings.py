@@ -21,17 +21,19 @@ one (the worker login changed) stop being handed out and are retired the same wa
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from durakube.store import pools
 
 
 @dataclass(frozen=True)
 class AttemptKey:
-    """The key an attempt holds: the ring (its Secret's name) and the key's slot in it."""
+    """The key an attempt holds: the ring (its Secret's name) and the key's slot in it;
+    `claimed_now` when this call claimed it (not an earlier one)."""
 
     ring: str
     slot: int
+    claimed_now: bool = field(default=False, compare=False)
 
 
 def dsn_hash(database_url: str) -> bytes:
@@ -60,10 +62,12 @@ async def claim_txn(conn: pools.Database, *, namespace: str, run_id: str, attemp
                 FOR UPDATE OF f SKIP LOCKED)
             RETURNING k.ring, k.slot, k.secret_hash
         )
-        SELECT * FROM held UNION ALL SELECT * FROM claimed""", run_id, attempt, namespace, dsn)
+        SELECT *, false AS claimed_now FROM held
+        UNION ALL SELECT *, true FROM claimed""", run_id, attempt, namespace, dsn)
     if record is None:
         return None
-    return AttemptKey(record["ring"], record["slot"]), bytes(record["secret_hash"])
+    return (AttemptKey(record["ring"], record["slot"], record["claimed_now"]),
+            bytes(record["secret_hash"]))
 
 
 async def has_free_key(db: pools.Database, namespace: str, dsn: bytes) -> bool:

@@ -82,23 +82,6 @@ def test_example_taskrun_applied_with_kubectl_succeeds(
     assert "process-quarterly-report" in kubectl(cluster, "get", "durakube", "-n", namespace).stdout
 
 
-def test_killed_worker_resumes_from_last_checkpoint_in_a_new_pod(
-        namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
-    create(custom, namespace, task_manifest("crasher", "crash-after-two"),
-           run_manifest("crash-1", "crasher"))
-    run = wait_for_phase(custom, namespace, "crash-1", {"Succeeded", "Failed"})
-    assert run["status"]["phase"] == "Succeeded", run["status"]
-    assert run["status"]["attempt"] == 2
-    assert run["status"]["infrastructureFailures"] == 1
-    # Steps 1 and 2 finished in the killed pod and were replayed, not re-run.
-    assert effects(operator.database_url, run["metadata"]["uid"]) == {
-        "step-1": 1, "step-2": 1, "step-3": 1, "step-4": 1}
-    assert run["status"]["output"] == {"counts": [1, 1, 1, 1]}
-    names = sorted(pod.metadata.name for pod in attempt_pods(core, namespace))
-    assert names == ["crash-1-1", "crash-1-2"]
-
-
 def test_retryable_error_backs_off_then_succeeds(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
         operator: InstalledOperator) -> None:
@@ -285,22 +268,6 @@ def test_cancel_stops_the_pod_and_ends_canceled(
     wait_for(lambda: all(pod.status.phase in ("Succeeded", "Failed")
                          for pod in attempt_pods(core, namespace))
              or not attempt_pods(core, namespace), what="the attempt pod stopped")
-
-
-def test_operator_killed_mid_run_continues_without_duplicate_pods(
-        namespace: str, custom: kubernetes.client.CustomObjectsApi,
-        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
-    create(custom, namespace, task_manifest("flaky", "flaky"),
-           *[run_manifest(f"restart-{i}", "flaky", {"succeed_on": 2}) for i in range(3)])
-    wait_for(lambda: len(attempt_pods(core, namespace)) >= 2, what="attempt pods")
-    operator.kill()
-    operator.start()
-    for i in range(3):
-        run = wait_for_phase(custom, namespace, f"restart-{i}", {"Succeeded", "Failed"}, 120)
-        assert run["status"]["phase"] == "Succeeded", run["status"]
-        assert run["status"]["attempt"] == 2
-    names = sorted(pod.metadata.name for pod in attempt_pods(core, namespace))
-    assert names == sorted(f"restart-{i}-{a}" for i in range(3) for a in (1, 2))
 
 
 def test_deleting_a_taskrun_removes_its_pods_and_keeps_its_history(

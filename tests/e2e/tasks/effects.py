@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import asyncpg
 
 import durakube
+
+# The connections of the tasks' own effects, which the chaos tests never terminate: a
+# lost connection there would be the task's own error, not the platform's.
+APPLICATION_NAME = "test-effects"
 
 
 async def count(ctx: durakube.TaskContext, name: str) -> int:
@@ -50,3 +55,28 @@ async def _count(run_id: str, name: str) -> int:
             RETURNING count""", run_id, name))
     finally:
         await connection.close()
+
+
+async def ran(ctx: durakube.TaskContext, name: str) -> None:
+    """Records one execution of step `name` by this attempt (public.test_step_runs): a
+    recorded step must have no execution by a later attempt. Postgres restarting is
+    waited out (up to a minute), as a task's own effects should be; a repeat of the
+    insert adds a row of the same attempt, which changes nothing."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            connection = await asyncpg.connect(
+                os.environ["DURAKUBE_DATABASE_URL"], timeout=10,
+                server_settings={"application_name": APPLICATION_NAME})
+            try:
+                await connection.execute(
+                    "INSERT INTO public.test_step_runs (run_id, step, attempt) VALUES ($1, $2, $3)",
+                    ctx.run_id, name, ctx.attempt)
+            finally:
+                await connection.close()
+            return
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                asyncpg.AdminShutdownError, asyncpg.InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)

@@ -37,7 +37,7 @@ def test_defaults() -> None:
         "retry_period_seconds": 2.0, "pod_name": socket.gethostname(), "log_format": "plain",
         "ttl_seconds_after_finished": 7 * 86400, "history_retention": 30 * 86400.0,
         "finished_pod_seconds": None, "otlp_endpoint": None, "otlp_traces_endpoint": None,
-        "trace_sample_ratio": 1.0, "infrastructure_retry_delay": 1.0,
+        "trace_sample_ratio": 1.0, "infrastructure_retry_delay": 1.0, "fault_points": (),
     }
 
 

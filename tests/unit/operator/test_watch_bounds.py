@@ -1,0 +1,26 @@
+"""The operator's watch streams are bounded, on the settings the installed kopf really has."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import kopf
+
+from durakube_operator import handlers
+
+
+def test_a_silently_dead_watch_stream_is_reopened_within_bounds() -> None:
+    settings = kopf.OperatorSettings()
+    # The names exist in this kopf: a renamed setting would be a silent no-op otherwise.
+    names = {field.name for field in dataclasses.fields(settings.watching)}
+    assert {"server_timeout", "client_timeout", "connect_timeout", "inactivity_timeout"} <= names
+    handlers.configure_watching(settings)
+    watching = settings.watching
+    # A stream with no event at all is dropped long before the client's hard limit, and
+    # that limit comes after the apiserver's own, so a live stream ends cleanly.
+    assert watching.inactivity_timeout is not None and watching.inactivity_timeout > 60
+    assert watching.server_timeout is not None and watching.client_timeout is not None
+    assert watching.inactivity_timeout < watching.server_timeout < watching.client_timeout
+    assert watching.connect_timeout is not None and watching.connect_timeout <= 10
+    # kopf puts the server's timeout in the URL as str(...): the apiserver takes an integer.
+    assert str(watching.server_timeout).isdigit()
