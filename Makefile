@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # Control-plane and helm builds are cached outside the tree, once per machine.
 export DURAKUBE_CACHE ?= $(HOME)/.cache/durakube
 
-.PHONY: setup lock controlplane helm prometheus chromium realnode-packages images crds dashboards test test-unit test-e2e test-realnode lint demo cluster-up cluster-down bench bench-suspended bench-pods bench-retention clean
+.PHONY: setup lock controlplane helm prometheus chromium realnode-packages images crds dashboards test test-unit test-e2e test-realnode lint demo cluster-up cluster-down bench bench-suspended bench-pods bench-resume bench-retention clean
 
 setup: $(STAMP)
 
@@ -123,6 +123,10 @@ bench-suspended: setup controlplane
 # and created-to-pod latency at 20/s, at equal client QPS (~10 minutes).
 bench-pods: setup controlplane
 	$(BIN)/python bench/pod_throughput.py
+
+# A worker SIGKILLed: its replacement pod, the operator against the Job controller.
+bench-resume: setup controlplane
+	$(BIN)/python bench/resume_latency.py
 
 # 10,000 runs a side through the operator with a short TTL and without: TaskRuns, pods,
 # Secrets and Postgres rows over time, and `kubectl get taskruns` (instant runs, at a

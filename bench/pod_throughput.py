@@ -332,7 +332,7 @@ def delete_namespace(bed: cluster.Cluster, namespace: str) -> None:
 
 
 def start_operator(bed: cluster.Cluster, state: Path, database_url: str, qps: int, burst: int,
-                   limit: int) -> subprocess.Popen[bytes]:
+                   limit: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """The operator as a user of its own (bound to cluster-admin), not as the admin of
     system:masters: its requests then have a flow schema to themselves in /metrics."""
     credentials = bed.ca.issue(OPERATOR_USER, OPERATOR_USER)
@@ -344,7 +344,7 @@ def start_operator(bed: cluster.Cluster, state: Path, database_url: str, qps: in
            "DURAKUBE_METRICS_PORT": str(OPERATOR_METRICS_PORT),
            "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": str(limit),
            "DURAKUBE_API_QPS": str(qps), "DURAKUBE_API_BURST": str(burst),
-           "DURAKUBE_EVENT_QPS": str(qps)}
+           "DURAKUBE_EVENT_QPS": str(qps), **(extra_env or {})}
     log = open(state / "operator.log", "wb")
     return subprocess.Popen([str(BIN / "durakube-operator")], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
