@@ -197,7 +197,7 @@ class _Deciding:
         if seen.place.holds_slot:
             # A slot first: the pod of an attempt exists only while its run holds one.
             attempt = status.attempt + 1
-            manifest = pods.build_attempt_pod(run, task, attempt, self.settings)
+            manifest = pods.build_attempt_pod(run, task, attempt, self.settings, status.oom_kills)
             pod_name = manifest["metadata"]["name"]
             resumed = status.phase == Phase.SUSPENDED
             todo.append(actions.StartAttempt(run_id=self.uid, namespace=self.namespace,
@@ -315,6 +315,8 @@ class _Deciding:
     def infrastructure_failure(self, status: resources.TaskRunStatus, task: resources.Task,
                                reason: str, message: str) -> resources.TaskRunStatus:
         failures = status.infrastructure_failures + 1
+        if reason == reasons.OOM_KILLED:
+            status, message = self.after_oom_kill(status, task, message)
         status = status.model_copy(update={
             "infrastructure_failures": failures,
             "last_error": resources.RunError(type=reason, message=message, retryable=True)})
@@ -327,6 +329,20 @@ class _Deciding:
         due = self.now + timedelta(seconds=retry.backoff_delay(policy, failures, self.rng))
         return self.backing_off(status, due, reason,
                                 f"{message}; resuming from the last checkpoint at {_display(due)}")
+
+    def after_oom_kill(self, status: resources.TaskRunStatus, task: resources.Task,
+                       message: str) -> tuple[resources.TaskRunStatus, str]:
+        """Counts the OOM kill; with the Task's outOfMemory.resources, the next attempts
+        get larger resources, which the status and the message name."""
+        kills = status.oom_kills + 1
+        larger = task.spec.out_of_memory.resources if task.spec.out_of_memory else []
+        if not larger:
+            return status.model_copy(update={"oom_kills": kills}), message
+        worker = pods.attempt_resources(task, kills)
+        index = min(kills, len(larger)) - 1
+        return (status.model_copy(update={"oom_kills": kills, "resources": worker}),
+                f"{message}; the next attempts get outOfMemory.resources[{index}] "
+                f"({_describe_resources(worker)})")
 
     def timed_out(self, status: resources.TaskRunStatus, task: resources.Task,
                   message: str) -> resources.TaskRunStatus:
@@ -349,6 +365,16 @@ class _Deciding:
         if self.run.status.attempt or not self.run.spec.delay or created is None:
             return None
         return created + timedelta(seconds=durations.parse_duration(self.run.spec.delay))
+
+
+def _describe_resources(worker: dict[str, Any] | None) -> str:
+    """"limits memory=1Gi, requests memory=512Mi" for a container's resources."""
+    parts = []
+    for part in ("limits", "requests"):
+        values = (worker or {}).get(part)
+        if isinstance(values, dict) and values:
+            parts.append(f"{part} " + ", ".join(f"{name}={value}" for name, value in values.items()))
+    return "; ".join(parts) or "no resources"
 
 
 def user_attempts(status: resources.TaskRunStatus) -> int:

@@ -73,13 +73,32 @@ def duration_seconds(text: str | None) -> int | None:
     return max(1, round(durations.parse_duration(text)))
 
 
+def attempt_resources(task: resources.Task, oom_kills: int) -> dict[str, Any] | None:
+    """The worker container's resources after `oom_kills` OOM kills of the run: the Task's
+    podTemplate.resources, with the `oom_kills`-th of its outOfMemory.resources (the last
+    once past it) merged over them, requests and limits each by resource name."""
+    template = task.spec.pod_template or resources.PodTemplate()
+    base = dict(template.resources or {})
+    larger = task.spec.out_of_memory.resources if task.spec.out_of_memory else []
+    if not oom_kills or not larger:
+        return base or None
+    step = larger[min(oom_kills, len(larger)) - 1]
+    merged = {**base, **step}
+    for part in ("requests", "limits"):
+        if isinstance(base.get(part), dict) and isinstance(step.get(part), dict):
+            merged[part] = {**base[part], **step[part]}
+    return merged
+
+
 def build_attempt_pod(
     run: resources.TaskRun,
     task: resources.Task,
     attempt: int,
     settings: settings_module.Settings,
+    oom_kills: int = 0,
 ) -> dict[str, Any]:
-    """The manifest of attempt `attempt` (1-based) of `run`."""
+    """The manifest of attempt `attempt` (1-based) of `run`, the run having had `oom_kills`
+    OOM kills so far (`attempt_resources`)."""
     meta = run.metadata
     assert meta.uid is not None, "a stored TaskRun has a uid"
     template = task.spec.pod_template or resources.PodTemplate()
@@ -140,8 +159,9 @@ def build_attempt_pod(
         *(template.volume_mounts or [])]
     if template.env_from:
         container["envFrom"] = template.env_from
-    if template.resources:
-        container["resources"] = template.resources
+    worker_resources = attempt_resources(task, oom_kills)
+    if worker_resources:
+        container["resources"] = worker_resources
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,

@@ -84,6 +84,15 @@ class PodTemplate(Resource):
         description="The worker container's volumeMounts (VolumeMount).")] = None
 
 
+class OutOfMemory(Resource):
+    """Larger resources for the attempts that follow an OOM kill."""
+
+    resources: Annotated[list[FreeObject], Field(min_length=1, max_length=10, description=(
+        "Container resources (requests, limits), larger step by step: the attempt after the "
+        "run's n-th OOM kill gets the n-th (the last once past it), merged over "
+        "podTemplate.resources."))]
+
+
 class TaskSpec(Resource):
     """A registered task: which image runs it and how it is retried and timed."""
 
@@ -100,6 +109,7 @@ class TaskSpec(Resource):
     input_schema: Annotated[FreeObject | None, Field(
         description="JSON schema of the payload, checked by the operator before any pod runs.")] = None
     pod_template: PodTemplate | None = None
+    out_of_memory: OutOfMemory | None = None
     ttl_seconds_after_finished: Annotated[int | None, Field(ge=0, description=(
         "Seconds after a run of this task finishes before its TaskRun is deleted (its history "
         "stays in Postgres); a run's own value wins, and without either the operator's "
@@ -201,6 +211,10 @@ class TaskRunStatus(Resource):
     attempt: Annotated[int, Field(ge=0)] = 0
     infrastructure_failures: Annotated[int, Field(ge=0)] = 0
     resumes: Annotated[int, Field(ge=0, description="Attempts that ended by suspending.")] = 0
+    oom_kills: Annotated[int, Field(ge=0, description="Attempts ended by an OOM kill.")] = 0
+    resources: Annotated[FreeObject | None, Field(description=(
+        "The worker's resources in the current attempt, when an OOM kill made them larger "
+        "(the Task's outOfMemory.resources)."))] = None
     pod_name: str | None = None
     current_step: str | None = None
     completed_steps: Annotated[int, Field(ge=0)] = 0

@@ -45,16 +45,6 @@ def task_manifest(name: str, entrypoint: str, **spec: Any) -> dict[str, Any]:
                      **spec}}
 
 
-
-
-
-
-
-
-
-
-
-
 def condition(run: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in run["status"]["conditions"] if c["type"] == "Succeeded")
 
@@ -307,3 +297,32 @@ def test_deleted_pod_is_an_infrastructure_failure_resumed_from_checkpoint(
     assert run["status"]["phase"] == "Succeeded", run["status"]
     assert run["status"]["infrastructureFailures"] == 1
     assert effects(operator.database_url, run["metadata"]["uid"]) == {"first": 1, "second": 1}
+
+
+def test_an_oom_killed_attempt_resumes_with_the_tasks_larger_memory(
+        namespace: str, custom: kubernetes.client.CustomObjectsApi,
+        core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
+    # The process node enforces memory limits with the kernel's memory cgroups: 200 MiB in
+    # a 160 MiB limit is a real OOM kill; the Task's next resources allow 600 MiB.
+    create(custom, namespace,
+           task_manifest("hungry", "hungry", retry={"maxAttempts": 1},
+                         podTemplate={"resources": {"limits": {"memory": "160Mi"},
+                                                    "requests": {"memory": "32Mi"}}},
+                         outOfMemory={"resources": [{"limits": {"memory": "600Mi"}}]}),
+           run_manifest("glutton", "hungry", {"mb": 200}))
+    run = wait_for_phase(custom, namespace, "glutton", {"Succeeded", "Failed"})
+    status = run["status"]
+    # maxAttempts is 1, yet the run goes on: an OOM kill is on the infrastructure budget.
+    assert status["phase"] == "Succeeded", status
+    assert (status["attempt"], status["oomKills"], status["infrastructureFailures"]) == (2, 1, 1)
+    assert status["output"] == {"filled": 200, "attempt": 2}
+    larger = {"limits": {"memory": "600Mi"}, "requests": {"memory": "32Mi"}}
+    assert status["resources"] == larger
+    assert "OOMKilled" in event_reasons(core, namespace, "glutton", "OOMKilled")
+    pods = {pod.metadata.name: pod for pod in attempt_pods(core, namespace)}
+    first, second = pods["glutton-1"], pods["glutton-2"]
+    assert first.status.container_statuses[0].state.terminated.reason == "OOMKilled"
+    assert first.spec.containers[0].resources.limits == {"memory": "160Mi"}
+    assert second.spec.containers[0].resources.limits == larger["limits"]
+    # The step completed before the kill did not run again; the one it killed ran again.
+    assert effects(operator.database_url, run["metadata"]["uid"]) == {"before": 1, "fill": 2}

@@ -37,6 +37,20 @@ async def flaky(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str,
     return {"attempt": ctx.attempt}
 
 
+@durakube.task(id="hungry")
+async def hungry(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A step, then a step that fills `payload["mb"]` MiB of memory (written, so resident):
+    OOM-killed under a smaller memory limit, done under a larger one."""
+    await ctx.step("before", count, ctx, "before")
+
+    async def fill() -> int:
+        await count(ctx, "fill")
+        block = b"x" * (int(payload["mb"]) * 1024 * 1024)
+        return len(block) // (1024 * 1024)
+
+    return {"filled": await ctx.step("fill", fill), "attempt": ctx.attempt}
+
+
 @durakube.task(id="broken")
 async def broken(ctx: durakube.TaskContext, payload: dict[str, Any]) -> None:
     """Raises an ordinary exception: permanent by default."""

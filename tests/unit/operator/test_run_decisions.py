@@ -167,6 +167,21 @@ def started(attempt: int, due_since: datetime | None) -> Callable[[resources.Tas
     return check
 
 
+# Memory after OOM kills: 512Mi, then 2Gi; the template's CPU limit and request stay.
+LARGER_AFTER_OOM = """
+podTemplate: {resources: {limits: {memory: 128Mi, cpu: "1"}, requests: {memory: 64Mi}}}
+outOfMemory: {resources: [{limits: {memory: 512Mi}}, {limits: {memory: 2Gi}}]}
+"""
+
+
+def worker_resources_are(expected: dict[str, Any]) -> Callable[[resources.TaskRunStatus,
+                                                                 deciding.Decision], None]:
+    def check(after: resources.TaskRunStatus, decision: deciding.Decision) -> None:
+        start = next(a for a in decision.actions if isinstance(a, actions.StartAttempt))
+        assert start.pod["spec"]["containers"][0]["resources"] == expected
+    return check
+
+
 CREATED_AT = datetime(2026, 3, 1, 11, 59, tzinfo=UTC)
 BACKING_OFF = status(RUNNING, phase="BackingOff", nextAttemptAt="2026-03-01T11:59:30Z",
                      lastError={"type": "ValueError", "message": "boom", "retryable": True})
@@ -364,6 +379,26 @@ CASES = [
     Case("oom-killed-pod-resumes", status=status(RUNNING), seen={"pod": ended(reason="OOMKilled")},
          phase="BackingOff", reason="OOMKilled", actions=("ReleaseSlot", "SaveLogTail", "MirrorPhase"),
          requeue=0.0),
+    Case("oom-killed-pod-resumes-with-the-tasks-next-larger-resources", status=status(RUNNING),
+         seen={"pod": ended(reason="OOMKilled")}, task_spec=LARGER_AFTER_OOM,
+         phase="BackingOff", reason="OOMKilled", actions=("ReleaseSlot", "SaveLogTail", "MirrorPhase"),
+         requeue=0.0, check=lambda after, _: (
+             fields(oom_kills=1, infrastructure_failures=1, resources={
+                 "limits": {"memory": "512Mi", "cpu": "1"}, "requests": {"memory": "64Mi"}})(after, _),
+             message_has("the next attempts get outOfMemory.resources[0] (limits memory=512Mi, "
+                         "cpu=1; requests memory=64Mi)")(after, _))),
+    Case("oom-killed-past-the-last-larger-resources-keeps-the-last", task_spec=LARGER_AFTER_OOM,
+         status=status(RUNNING, oomKills=2, resources={"limits": {"memory": "2Gi", "cpu": "1"}}),
+         seen={"pod": ended(reason="OOMKilled")}, phase="BackingOff", reason="OOMKilled",
+         actions=("ReleaseSlot", "SaveLogTail", "MirrorPhase"), requeue=0.0,
+         check=lambda after, _: (
+             fields(oom_kills=3, resources={
+                 "limits": {"memory": "2Gi", "cpu": "1"}, "requests": {"memory": "64Mi"}})(after, _),
+             message_has("outOfMemory.resources[1]")(after, _))),
+    Case("oom-killed-without-larger-resources-only-counts", status=status(RUNNING),
+         seen={"pod": ended(reason="OOMKilled")}, phase="BackingOff", reason="OOMKilled",
+         actions=("ReleaseSlot", "SaveLogTail", "MirrorPhase"), requeue=0.0,
+         check=fields(oom_kills=1, resources=None)),
     Case("crashed-worker-resumes", status=status(RUNNING),
          seen={"pod": ended(exit_code=137, message="Killed")}, phase="BackingOff",
          reason="WorkerCrashed", actions=("ReleaseSlot", "SaveLogTail", "MirrorPhase"), requeue=0.0,
@@ -408,6 +443,11 @@ CASES = [
     Case("back-off-over-with-a-slot-starts-the-next-attempt", status=BACKING_OFF,
          seen={"place": ADMITTED}, phase="Running", actions=("StartAttempt", "MirrorPhase"),
          check=started(2, datetime(2026, 3, 1, 11, 59, 30, tzinfo=UTC))),
+    Case("the-attempt-after-an-oom-kill-runs-with-larger-resources", task_spec=LARGER_AFTER_OOM,
+         status=BACKING_OFF | {"oomKills": 1, "resources": {"limits": {"memory": "512Mi", "cpu": "1"}}},
+         seen={"place": ADMITTED}, phase="Running", actions=("StartAttempt", "MirrorPhase"),
+         check=lambda after, decision: worker_resources_are(
+             {"limits": {"memory": "512Mi", "cpu": "1"}, "requests": {"memory": "64Mi"}})(after, decision)),
     Case("pending-run-admitted-later-starts", status=PENDING | {"startTime": "2026-03-01T11:59:01Z"},
          seen={"place": ADMITTED}, phase="Running",
          actions=("StartAttempt", "MirrorPhase")),
