@@ -41,7 +41,7 @@ from kubernetes.watch import watch as kubewatch
 
 HOLD_SECONDS = 600
 TASK = {"apiVersion": "durakube.io/v1alpha1", "kind": "Task", "metadata": {"name": "hold"},
-        "spec": {"image": "ghcr.io/durakube/test-tasks:dev", "entrypoint": "hold", "modules": ["echoing"]}}
+        "spec": {"image": "ghcr.io/durakube/test-tasks:dev", "entrypoint": "hold", "modules": ["behaviours"]}}
 
 
 def job(name: str) -> dict[str, Any]:

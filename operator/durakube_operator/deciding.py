@@ -510,6 +510,8 @@ def _with_progress(status: resources.TaskRunStatus,
     if seen.progress is None:
         return status
     update: dict[str, Any] = {"completed_steps": seen.progress.completed}
+    if seen.progress.metadata is not None:
+        update["metadata"] = seen.progress.metadata
     if seen.progress.last_name is not None:
         update["current_step"] = seen.progress.last_name
     return status.model_copy(update=update)

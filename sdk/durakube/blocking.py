@@ -36,7 +36,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -228,6 +228,16 @@ class SyncTaskContext:
     @state.setter
     def state(self, value: dict[str, Any]) -> None:
         self._ctx.state = value
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """The run's metadata (read-only; see `TaskContext.metadata`)."""
+        return self._ctx.metadata
+
+    def update_metadata(self, values: Mapping[str, Any] | None = None, /,
+                        **more: Any) -> Mapping[str, Any]:
+        """Merges into the run's metadata now and returns the result (as the async one)."""
+        return self._portal.call(self._ctx.update_metadata(values, **more))
 
     @property
     def async_context(self) -> TaskContext:

@@ -46,7 +46,8 @@ import copy
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+import types
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
@@ -63,7 +64,7 @@ from durakube import (
     triggering,
     waiting,
 )
-from durakube.store import pools, steps, working
+from durakube.store import pools, schema, steps, working
 
 T = TypeVar("T")
 
@@ -86,7 +87,8 @@ class TaskContext:
                  on_checkpoint: CheckpointHook | None = None,
                  registry: tasks.Registry | None = None,
                  store_retry_seconds: float = STORE_RETRY_SECONDS,
-                 task_id: str | None = None) -> None:
+                 task_id: str | None = None,
+                 metadata: Mapping[str, Any] | None = None) -> None:
         self.pool = pool
         self.store_retry_seconds = store_retry_seconds
         self.run_id = run_id
@@ -99,6 +101,9 @@ class TaskContext:
         self.payload = payload
         # Plain JSON saved with every checkpoint; on replay, restored step by step.
         self.state: dict[str, Any] = {}
+        # The run's metadata as this attempt knows it: what earlier attempts left (the
+        # worker loads it), then each `update_metadata`'s result.
+        self._metadata: dict[str, Any] = dict(metadata or {})
         self.retry_policy = retry_policy or retry.Retry()
         # Where a child given as a function finds its task id: the worker's registry.
         self.registry = registry if registry is not None else tasks.registry
@@ -133,6 +138,24 @@ class TaskContext:
         except pools.CONNECTION_LOST_ERRORS as error:
             self.store_lost = errors.StoreUnavailable(f"{type(error).__name__}: {error}")
             raise self.store_lost from error
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """The run's metadata (read-only): a small JSON object the task keeps up to date
+        as it runs (`update_metadata`), shown in the TaskRun's status and by the client."""
+        return types.MappingProxyType(self._metadata)
+
+    async def update_metadata(self, values: Mapping[str, Any] | None = None, /,
+                              **more: Any) -> Mapping[str, Any]:
+        """Merges `values` and `more` into the run's metadata now (a key set to None is
+        removed) and returns the result. Not a step: it is written at once, and a replay
+        that updates again writes the same values. At most 4 KiB of JSON in all
+        (`ValueRefused` beyond)."""
+        patch = serializing.encode({**(values or {}), **more}, "ctx.update_metadata",
+                                   max_bytes=schema.METADATA_BYTES)
+        assert isinstance(patch, dict)
+        self._metadata = await self.store(working.update_metadata(self.pool, self.credential, patch))
+        return self.metadata
 
     async def trigger(self, task: str | Callable[..., Any], payload: Any, **options: Any) -> str:
         """Starts a child run (fire and forget); returns its TaskRun name."""

@@ -225,6 +225,8 @@ class TaskRunStatus(Resource):
     queue_position: int | None = None
     last_error: RunError | None = None
     output: Annotated[FreeObject | None, Field(description="A small preview of the output.")] = None
+    metadata: Annotated[FreeObject | None, Field(description=(
+        "The run's metadata, as its task last set it (ctx.update_metadata)."))] = None
 
 
 class TaskQueueSpec(Resource):

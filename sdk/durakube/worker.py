@@ -174,12 +174,14 @@ async def _run_and_record(pool: pools.Database, run: runs.Run, credential: worki
         # without an outcome (below).
         recorded = await _patiently(lambda: working.load_steps(pool, credential),
                                     "loading the recorded steps", store_retry_seconds)
+        metadata = await _patiently(lambda: working.load_metadata(pool, credential),
+                                    "loading the run's metadata", store_retry_seconds)
         ctx = context.TaskContext(pool=pool, run_id=run_id, attempt=attempt, secret=secret,
                                   namespace=run.namespace, payload=payload,
                                   recorded=recorded, retry_policy=policy,
                                   on_checkpoint=on_checkpoint, registry=registry,
                                   store_retry_seconds=store_retry_seconds,
-                                  task_id=run.task_id)
+                                  task_id=run.task_id, metadata=metadata)
         output = await _run_task(definition, ctx, payload)
         state = serializing.encode(ctx.state, "ctx.state at the end of the task")
         outcome = attempts.Outcome("succeeded", output=output)

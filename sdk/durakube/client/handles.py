@@ -61,6 +61,8 @@ class RunSummary:
     last_error: dict[str, Any] | None
     tags: list[str] = field(default_factory=list)
     source: Literal["api", "history"] = "api"
+    # The run's metadata (`ctx.update_metadata`); None when its task set none.
+    metadata: dict[str, Any] | None = None
 
     @property
     def handle(self) -> RunHandle:
@@ -73,7 +75,8 @@ class RunSummary:
                 "currentStep": self.current_step, "completedSteps": self.completed_steps,
                 "createdAt": _isoformat(self.created_at),
                 "finishedAt": _isoformat(self.finished_at), "output": self.output,
-                "lastError": self.last_error, "tags": self.tags, "source": self.source}
+                "lastError": self.last_error, "tags": self.tags, "source": self.source,
+                "metadata": self.metadata}
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ def summarize_taskrun(body: dict[str, Any]) -> RunSummary:
         created_at=_parse_time(meta.get("creationTimestamp")),
         finished_at=_parse_time(status.get("completionTime")), output=status.get("output"),
         last_error=status.get("lastError"), tags=manifests.read_tags(meta.get("labels") or {}),
-        source="api")
+        source="api", metadata=status.get("metadata"))
 
 
 def summarize_history(record: Any) -> RunSummary:
@@ -165,7 +168,7 @@ def summarize_history(record: Any) -> RunSummary:
         output=record["output"],
         last_error=({"type": error.get("type"), "message": error.get("message")}
                     if isinstance(error, dict) else None),
-        tags=[], source="history")
+        tags=[], source="history", metadata=record["metadata"])
 
 
 def summarize_step(step: Any) -> StepSummary:

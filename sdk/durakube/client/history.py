@@ -41,7 +41,8 @@ HISTORY_COLUMNS = """
     END AS phase,
     (SELECT count(*) FROM durakube.steps s WHERE s.run_id = r.run_id) AS completed_steps,
     (SELECT s.name FROM durakube.steps s WHERE s.run_id = r.run_id
-     ORDER BY s.seq DESC LIMIT 1) AS last_step
+     ORDER BY s.seq DESC LIMIT 1) AS last_step,
+    (SELECT m.metadata FROM durakube.run_metadata m WHERE m.run_id = r.run_id) AS metadata
 """
 
 

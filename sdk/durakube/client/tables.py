@@ -7,6 +7,7 @@ functions: callers pass `now`, so output is testable.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -67,6 +68,7 @@ def format_run(run: handles.RunSummary, now: datetime) -> str:
         ("Age", format_age(run.created_at, now)),
         ("Finished", run.finished_at.isoformat() if run.finished_at else ""),
         ("Tags", ", ".join(run.tags)),
+        ("Metadata", json.dumps(run.metadata, sort_keys=True)[:200] if run.metadata else ""),
         ("Last error", f"{error.get('type')}: {error.get('message')}" if error else ""),
         ("Output", handles.preview(run.output, 200)), ("Source", run.source),
     ]

@@ -475,6 +475,70 @@ ATTEMPT_LOGS_SQL = f"""
               for signature in LOG_WORKER_FUNCTIONS)
 
 
+# What a run's metadata may weigh, as JSON text (`ctx.update_metadata`).
+METADATA_BYTES = 4096
+
+# The worker functions of migration 20, executable by durakube_worker too.
+METADATA_WORKER_FUNCTIONS: tuple[str, ...] = (
+    "worker_load_metadata(text, integer, text)",
+    "worker_update_metadata(text, integer, text, jsonb)",
+)
+
+METADATA_SQL = f"""
+    -- A run's metadata: a small JSON object its task updates as it runs (progress, the
+    -- item being worked on), mirrored to the TaskRun's status. A table of its own, not a
+    -- column of runs (see migration 12).
+    CREATE TABLE durakube.run_metadata (
+        run_id      text PRIMARY KEY,
+        metadata    jsonb NOT NULL DEFAULT '{{}}'::jsonb
+                    CHECK (octet_length(metadata::text) <= {METADATA_BYTES}),
+        updated_at  timestamptz NOT NULL DEFAULT now()
+    );
+
+    CREATE FUNCTION durakube.worker_load_metadata(p_run_id text, p_attempt integer, p_secret text)
+    RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        RETURN coalesce((SELECT metadata FROM durakube.run_metadata WHERE run_id = p_run_id),
+                        '{{}}'::jsonb);
+    END
+    $fn$;
+
+    -- Merges `p_patch` (an object) into the run's metadata, a key set to JSON null
+    -- removing that key; returns the result. Refused past {METADATA_BYTES} bytes.
+    CREATE FUNCTION durakube.worker_update_metadata(
+        p_run_id text, p_attempt integer, p_secret text, p_patch jsonb)
+    RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    DECLARE
+        merged jsonb;
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        IF jsonb_typeof(p_patch) <> 'object' THEN
+            RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        SELECT (coalesce(m.metadata, '{{}}'::jsonb) || p_patch)
+               - coalesce(ARRAY(SELECT e.key FROM jsonb_each(p_patch) e
+                                WHERE e.value = 'null'::jsonb), ARRAY[]::text[])
+        INTO merged
+        FROM (SELECT 1) one
+        LEFT JOIN durakube.run_metadata m ON m.run_id = p_run_id;
+        IF octet_length(merged::text) > {METADATA_BYTES} THEN
+            RAISE EXCEPTION 'the metadata of run % would be % bytes, over the limit of {METADATA_BYTES}',
+                p_run_id, octet_length(merged::text) USING ERRCODE = 'program_limit_exceeded';
+        END IF;
+        INSERT INTO durakube.run_metadata (run_id, metadata) VALUES (p_run_id, merged)
+        ON CONFLICT (run_id) DO UPDATE SET metadata = EXCLUDED.metadata, updated_at = now();
+        RETURN merged;
+    END
+    $fn$;
+""" + "".join(f"""
+    REVOKE ALL ON FUNCTION durakube.{signature} FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION durakube.{signature} TO durakube_worker;"""
+              for signature in METADATA_WORKER_FUNCTIONS)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, steps and attempts", """
         CREATE TABLE durakube.runs (
@@ -785,6 +849,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX attempt_keys_free_idx ON durakube.attempt_keys (namespace, ring, slot)
             WHERE run_id IS NULL;
     """),
+    Migration(20, "run metadata", METADATA_SQL),
 )
 
 

@@ -54,17 +54,22 @@ async def load_steps(db: pools.Database, run_id: str) -> list[Step]:
 class Progress:
     completed: int
     last_name: str | None
+    # The run's metadata (`ctx.update_metadata`); None when its task never set any.
+    metadata: dict[str, Any] | None = None
 
 
 async def summarize_steps(db: pools.Database, run_id: str) -> Progress:
-    """How many steps the run has recorded and the name of the latest (for its status)."""
+    """How many steps the run has recorded, the name of the latest and the run's metadata
+    (for its status)."""
     async with pools.connection(db) as conn:
         record = await conn.fetchrow("""
             SELECT count(*) AS completed,
                    (SELECT name FROM durakube.steps WHERE run_id = $1
-                    ORDER BY seq DESC LIMIT 1) AS last_name
+                    ORDER BY seq DESC LIMIT 1) AS last_name,
+                   (SELECT metadata FROM durakube.run_metadata WHERE run_id = $1) AS metadata
             FROM durakube.steps WHERE run_id = $1""", run_id)
-    return Progress(completed=int(record["completed"]), last_name=record["last_name"])
+    return Progress(completed=int(record["completed"]), last_name=record["last_name"],
+                    metadata=record["metadata"])
 
 
 async def attempt_step_durations(db: pools.Database, run_id: str, attempt: int) -> list[float]:

@@ -179,3 +179,21 @@ async def append_log(db: pools.Database, credential: Credential, data: bytes) ->
     async with _refusals(credential), pools.connection(db) as conn:
         return int(await conn.fetchval("SELECT durakube.worker_append_log($1, $2, $3, $4)",
                                        *credential.args, data))
+
+
+async def load_metadata(db: pools.Database, credential: Credential) -> dict[str, Any]:
+    """The run's metadata (`ctx.metadata`), as its previous attempts left it."""
+    async with _refusals(credential), pools.connection(db) as conn:
+        return dict(await conn.fetchval("SELECT durakube.worker_load_metadata($1, $2, $3)",
+                                        *credential.args))
+
+
+async def update_metadata(db: pools.Database, credential: Credential,
+                          patch: dict[str, Any]) -> dict[str, Any]:
+    """Merges `patch` into the run's metadata (None removes a key); the result."""
+    async with _refusals(credential), pools.connection(db) as conn:
+        try:
+            return dict(await conn.fetchval(
+                "SELECT durakube.worker_update_metadata($1, $2, $3, $4)", *credential.args, patch))
+        except asyncpg.ProgramLimitExceededError as error:
+            raise errors.ValueRefused("ctx.update_metadata", str(error)) from None

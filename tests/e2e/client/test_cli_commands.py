@@ -133,3 +133,16 @@ def test_send_event_refuses_a_child_result_key(durakube, namespace: str) -> None
                       '{"phase": "Succeeded", "output": "forged"}', check=False)
     assert forged.returncode == 1
     assert "is reserved" in forged.stderr and "only the operator sends" in forged.stderr
+
+
+def test_a_tasks_metadata_reaches_the_taskrun_and_durakube_get(
+        durakube, custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+    install_task(custom, namespace, "report-progress", "report-progress", "behaviours")
+    name = json.loads(durakube("trigger", "report-progress", "-o", "json").stdout)["name"]
+    run = wait_for_phase(custom, namespace, name, {"Succeeded", "Failed"}, timeout=60)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    # The last update removed "last": the status holds the merged result, not a history.
+    assert run["status"]["metadata"] == {"done": 3, "of": 3}
+    shown = json.loads(durakube("get", name, "-o", "json").stdout)
+    assert shown["metadata"] == {"done": 3, "of": 3}
+    assert 'Metadata:' in durakube("get", name).stdout

@@ -37,6 +37,29 @@ async def flaky(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str,
     return {"attempt": ctx.attempt}
 
 
+@durakube.task(id="hold")
+async def hold(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Holds its first attempt's pod in a step for `payload["seconds"]` (no durable
+    sleep: the pod stays); a later attempt returns at once (the resume benchmark)."""
+
+    async def wait() -> int:
+        if ctx.attempt == 1:
+            await asyncio.sleep(float(payload["seconds"]))
+        return ctx.attempt
+
+    return {"attempt": await ctx.step("hold", wait)}
+
+
+@durakube.task(id="report-progress")
+async def report_progress(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Three steps, saying in the run's metadata how far it got."""
+    for index in range(1, 4):
+        await ctx.step(f"part-{index}", count, ctx, f"part-{index}")
+        await ctx.update_metadata(done=index, of=3, last=f"part-{index}")
+    await ctx.update_metadata(last=None)
+    return {"parts": 3}
+
+
 @durakube.task(id="hungry")
 async def hungry(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """A step, then a step that fills `payload["mb"]` MiB of memory (written, so resident):

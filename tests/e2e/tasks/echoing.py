@@ -1,10 +1,8 @@
-"""Tasks of the client's end-to-end tests and the benchmarks: an echo (payloads in,
-outputs out, any size), a greeting typed with pydantic models on both sides, and a
-hold that keeps its first attempt's pod busy."""
+"""Tasks of the client's end-to-end tests: an echo (payloads in, outputs out, any size)
+and a greeting typed with pydantic models on both sides."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,19 +19,6 @@ async def echo(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, 
 
     await ctx.step("measure", measure)
     return payload
-
-
-@durakube.task(id="hold")
-async def hold(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """Holds its first attempt's pod in a step for `payload["seconds"]` (no durable
-    sleep: the pod stays); a later attempt returns at once."""
-
-    async def wait() -> int:
-        if ctx.attempt == 1:
-            await asyncio.sleep(float(payload["seconds"]))
-        return ctx.attempt
-
-    return {"attempt": await ctx.step("hold", wait)}
 
 
 class Greeting(BaseModel):
