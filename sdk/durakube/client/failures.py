@@ -50,6 +50,19 @@ class TaskRunNotFound(errors.RunNotFound, LookupError):
         self.namespace = namespace
 
 
+class StepNotRecorded(errors.DurakubeError, ValueError):
+    """A fork was asked from a step the run did not record."""
+
+    def __init__(self, run: str, step: int, recorded: list[int]) -> None:
+        shown = f"steps {recorded[0]} to {recorded[-1]}" if recorded else "no steps"
+        super().__init__(
+            f"run {run!r} recorded {shown}: cannot fork from step {step} (give a recorded "
+            "step; `durakube steps RUN` lists them)")
+        self.run = run
+        self.step = step
+        self.recorded = recorded
+
+
 class PermissionDenied(errors.DurakubeError, PermissionError):
     """The Kubernetes API refused a request (403): the RBAC message says which rule."""
 

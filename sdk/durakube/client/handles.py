@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from durakube import durations
+from durakube import durations, resources
 from durakube.client import manifests
 
 # What names a task in a trigger: its id (the Task object's name), or the @task function.
@@ -61,6 +61,10 @@ class RunSummary:
     last_error: dict[str, Any] | None
     tags: list[str] = field(default_factory=list)
     source: Literal["api", "history"] = "api"
+    # The run a replay or fork started from: {"run", "runId", "fromStep"?, "latest"?}.
+    replay_of: dict[str, Any] | None = None
+    # The image the run's attempts run, as pinned (with its digest once known).
+    pinned_image: str | None = None
 
     @property
     def handle(self) -> RunHandle:
@@ -73,7 +77,8 @@ class RunSummary:
                 "currentStep": self.current_step, "completedSteps": self.completed_steps,
                 "createdAt": _isoformat(self.created_at),
                 "finishedAt": _isoformat(self.finished_at), "output": self.output,
-                "lastError": self.last_error, "tags": self.tags, "source": self.source}
+                "lastError": self.last_error, "tags": self.tags, "source": self.source,
+                "replayOf": self.replay_of, "pinnedImage": self.pinned_image}
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,14 @@ def summarize_taskrun(body: dict[str, Any]) -> RunSummary:
         created_at=_parse_time(meta.get("creationTimestamp")),
         finished_at=_parse_time(status.get("completionTime")), output=status.get("output"),
         last_error=status.get("lastError"), tags=manifests.read_tags(meta.get("labels") or {}),
-        source="api")
+        source="api", replay_of=spec.get("replayOf"), pinned_image=_pinned_image(status))
+
+
+def _pinned_image(status: dict[str, Any]) -> str | None:
+    pinned = status.get("pinned")
+    if not isinstance(pinned, dict) or not pinned.get("image"):
+        return None
+    return resources.pinned_image(str(pinned["image"]), pinned.get("imageDigest"))
 
 
 def summarize_history(record: Any) -> RunSummary:
