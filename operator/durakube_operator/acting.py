@@ -15,7 +15,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from durakube.store import attempts, logs, pools, queues, retention, runs, schema, steps
+from durakube.store import (
+    attempts,
+    logs,
+    pools,
+    queues,
+    retention,
+    runs,
+    schema,
+    steps,
+    waitpoints,
+)
 from durakube_operator import actions, caching, children, keying, kubeapi, metrics, pods, recording
 from durakube_operator import settings as settings_module
 
@@ -90,6 +100,8 @@ class Actor:
             # With the registration: no attempt starts before the reused steps are there.
             await steps.copy_steps_txn(conn, action.fork.source_run_id, action.run_id,
                                        action.namespace, action.fork.from_step)
+            await waitpoints.copy_tokens_txn(conn, action.fork.source_run_id, action.run_id,
+                                             action.namespace, action.fork.from_step)
 
     async def _enqueue_txn(self, conn: pools.Database, action: actions.Enqueue) -> None:
         await queues.enqueue_run_txn(conn, run_id=action.run_id, queue=action.queue,

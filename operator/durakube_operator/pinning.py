@@ -75,7 +75,7 @@ async def read_pin_source(api: caching.CachedReads,
 
 async def fork_problem(db: pools.Database, run: resources.TaskRun) -> str | None:
     """Why the run's fork cannot be made (None: not a fork, or it can): the run it forks
-    must be a run of the same namespace that recorded step `fromStep`."""
+    must be a run of the same namespace that recorded step `fromStep` (`steps.fork_refusal`)."""
     origin = run.spec.replay_of
     if origin is None or origin.from_step is None:
         return None
@@ -83,10 +83,9 @@ async def fork_problem(db: pools.Database, run: resources.TaskRun) -> str | None
     if source is None or source.namespace != run.metadata.namespace:
         return (f"spec.replayOf names run {origin.run_id}, which is not a run of namespace "
                 f"{run.metadata.namespace!r}")
-    recorded = await steps.recorded_seqs(db, origin.run_id)
-    if origin.from_step not in recorded:
-        shown = f"steps {recorded[0]} to {recorded[-1]}" if recorded else "no steps"
-        return (f"cannot fork {origin.run!r} from step {origin.from_step}: it recorded {shown}")
+    refused = steps.fork_refusal(await steps.load_steps(db, origin.run_id), origin.from_step)
+    if refused is not None:
+        return f"cannot fork {origin.run!r} from step {origin.from_step}: {refused}"
     return None
 
 

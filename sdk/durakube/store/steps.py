@@ -15,6 +15,7 @@ or a connection; none commits on behalf of a caller's transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -83,6 +84,34 @@ async def recorded_seqs(db: pools.Database, run_id: str) -> list[int]:
         records = await conn.fetch(
             "SELECT seq FROM durakube.steps WHERE run_id = $1 ORDER BY seq", run_id)
     return [int(record["seq"]) for record in records]
+
+
+def fork_refusal(recorded: Sequence[Step], from_step: int) -> str | None:
+    """Why a run whose recorded steps are `recorded` cannot be forked from `from_step`
+    (None: it can). The step must be one it recorded; and a child run triggered before
+    it must not be waited for from it on: the fork reuses the trigger (the child is not
+    triggered again) and the child's end was already delivered to the forked run."""
+    seqs = [step.seq for step in recorded]
+    if from_step not in seqs:
+        shown = f"steps {seqs[0]} to {seqs[-1]}" if seqs else "no steps"
+        return (f"it recorded {shown}, not step {from_step} (`durakube steps RUN` lists "
+                "them)")
+    triggered = {step.result: step.seq for step in recorded
+                 if step.seq < from_step and step.name.startswith(TRIGGER_PREFIX)
+                 and isinstance(step.result, str)}
+    for step in recorded:
+        child = step.name.removeprefix(WAIT_FOR_RUN_PREFIX)
+        if step.seq >= from_step and step.name.startswith(WAIT_FOR_RUN_PREFIX) \
+                and child in triggered:
+            return (f"step {step.seq} waits for child run {child}, which step "
+                    f"{triggered[child]} triggered before step {from_step}: fork from step "
+                    f"{triggered[child]} (a new child is triggered) or after step {step.seq}")
+    return None
+
+
+# The names `ctx.trigger` and `ctx.wait_for_run` give their steps (`triggering`).
+TRIGGER_PREFIX = "trigger:"
+WAIT_FOR_RUN_PREFIX = "wait-for-run:"
 
 
 async def copy_steps_txn(conn: pools.Database, source_run_id: str, run_id: str, namespace: str,
