@@ -17,6 +17,7 @@ is built on `Client`.
 
 from durakube.client.clients import AsyncClient, BatchItem, Client, ProgressCallback, RunRef
 from durakube.client.failures import (
+    CannotFork,
     DatabaseNotConfigured,
     DatabaseUnreachable,
     NotSupported,
@@ -24,7 +25,6 @@ from durakube.client.failures import (
     RunFailed,
     RunNotFinished,
     RunWaitTimedOut,
-    StepNotRecorded,
     TaskRunNotFound,
     UnknownTask,
     UnregisteredFunction,
@@ -42,6 +42,7 @@ __all__ = [
     "AsyncClient",
     "AttemptLog",
     "BatchItem",
+    "CannotFork",
     "Client",
     "DatabaseNotConfigured",
     "DatabaseUnreachable",
@@ -55,7 +56,6 @@ __all__ = [
     "RunRef",
     "RunSummary",
     "RunWaitTimedOut",
-    "StepNotRecorded",
     "StepSummary",
     "TaskRunNotFound",
     "TriggerRequest",

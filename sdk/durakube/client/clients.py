@@ -179,7 +179,7 @@ class AsyncClient:
         policy, timeout and pod template), unless `latest` asks for the Task as it is now.
         With `from_step`, a fork: the steps the run recorded before that one (results and
         `ctx.state`) are copied into the new run, which runs step `from_step` onwards again
-        (`StepNotRecorded` if the run did not record that step; needs the database)."""
+        (`CannotFork` if the run did not record that step; needs the database)."""
         return await managing.replay(self._session, run, latest=latest, from_step=from_step)
 
     async def steps(self, run: RunRef) -> builtins.list[handles.StepSummary]:

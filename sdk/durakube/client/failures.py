@@ -50,17 +50,14 @@ class TaskRunNotFound(errors.RunNotFound, LookupError):
         self.namespace = namespace
 
 
-class StepNotRecorded(errors.DurakubeError, ValueError):
-    """A fork was asked from a step the run did not record."""
+class CannotFork(errors.DurakubeError, ValueError):
+    """A fork was asked from a step it cannot start from (`store.steps.fork_refusal`)."""
 
-    def __init__(self, run: str, step: int, recorded: list[int]) -> None:
-        shown = f"steps {recorded[0]} to {recorded[-1]}" if recorded else "no steps"
-        super().__init__(
-            f"run {run!r} recorded {shown}: cannot fork from step {step} (give a recorded "
-            "step; `durakube steps RUN` lists them)")
+    def __init__(self, run: str, step: int, reason: str) -> None:
+        super().__init__(f"cannot fork run {run!r} from step {step}: {reason}")
         self.run = run
         self.step = step
-        self.recorded = recorded
+        self.reason = reason
 
 
 class PermissionDenied(errors.DurakubeError, PermissionError):

@@ -110,12 +110,12 @@ async def replay(session: sessions.Session, run: sessions.RunRef, *, latest: boo
 
 
 async def check_fork(session: sessions.Session, name: str, run_id: str, from_step: int) -> None:
-    """`StepNotRecorded` unless the run recorded step `from_step` (the operator checks
-    again, and copies the steps before it when it registers the new run)."""
+    """`CannotFork` unless the run can be forked from `from_step` (`steps.fork_refusal`;
+    the operator checks again, and copies the steps before it when it registers the fork)."""
     db = await session.database("forking a run from a step")
-    recorded = [step.seq for step in await steps.load_steps(db, run_id)]
-    if from_step not in recorded:
-        raise failures.StepNotRecorded(name, from_step, recorded)
+    refused = steps.fork_refusal(await steps.load_steps(db, run_id), from_step)
+    if refused is not None:
+        raise failures.CannotFork(name, from_step, refused)
 
 
 async def list_steps(session: sessions.Session,

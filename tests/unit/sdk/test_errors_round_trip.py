@@ -27,7 +27,6 @@ SAMPLES: dict[Any, Any] = {
     bool: True,
     datetime: datetime(2030, 5, 1, 12, tzinfo=UTC),
     list[str]: ["b", "a"],
-    list[int]: [1, 2, 3],
 }
 
 
