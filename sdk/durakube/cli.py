@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "since; --latest runs the Task as it is now. --from-step N forks: the steps RUN "
         "recorded before step N (their results and ctx.state) are copied into the new run, "
         "which runs step N and everything after it again (see `durakube steps RUN`).")
-    replay.add_argument("run")
+    replay.add_argument("run", help="the TaskRun name (or namespace/name, or a run id)")
     replay.add_argument("--latest", action="store_true",
                         help="run the current Task, not the code RUN was pinned to")
     replay.add_argument("--from-step", type=int, metavar="N",
