@@ -28,7 +28,9 @@ result. A caller's event id makes sending idempotent within (namespace, key) onl
 so one sender's id never swallows another's event.
 
 A token is a secret: `Waitpoint.describe()` (what a TaskRun's status shows) leaves
-it out, and errors carry its first characters only.
+it out, and errors carry its first characters only. A fork gets the token waitpoints
+its run created before its step under new tokens (`copy_tokens_txn`), never the
+original's token.
 """
 
 from __future__ import annotations
