@@ -15,7 +15,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from durakube.store import attempts, logs, pools, queues, retention, runs, schema
+from durakube.store import (
+    attempts,
+    logs,
+    pools,
+    queues,
+    retention,
+    runs,
+    schema,
+    steps,
+    waitpoints,
+)
 from durakube_operator import (
     actions,
     caching,
@@ -89,10 +99,19 @@ class Actor:
     async def _register_and_enqueue(self, register: actions.RegisterRun,
                                     enqueue: actions.Enqueue) -> queues.Place | None:
         async with pools.transaction(self.db) as conn:
-            await runs.register_run_txn(conn, register.run_id, register.namespace, register.name,
-                                        register.task_id, register.payload, register.queue)
+            await self._register_txn(conn, register)
             await self._enqueue_txn(conn, enqueue)
         return await self._admit(enqueue)
+
+    async def _register_txn(self, conn: pools.Database, action: actions.RegisterRun) -> None:
+        await runs.register_run_txn(conn, action.run_id, action.namespace, action.name,
+                                    action.task_id, action.payload, action.queue)
+        if action.fork is not None:
+            # With the registration: no attempt starts before the reused steps are there.
+            await steps.copy_steps_txn(conn, action.fork.source_run_id, action.run_id,
+                                       action.namespace, action.fork.from_step)
+            await waitpoints.copy_tokens_txn(conn, action.fork.source_run_id, action.run_id,
+                                             action.namespace, action.fork.from_step)
 
     async def _enqueue_txn(self, conn: pools.Database, action: actions.Enqueue) -> None:
         await queues.enqueue_run_txn(conn, run_id=action.run_id, queue=action.queue,
@@ -110,9 +129,8 @@ class Actor:
     async def _perform(self, action: actions.Action) -> queues.Place | None:
         match action:
             case actions.RegisterRun():
-                await runs.register_run(self.db, run_id=action.run_id, namespace=action.namespace,
-                                        name=action.name, task_id=action.task_id,
-                                        payload=action.payload, queue=action.queue)
+                async with pools.transaction(self.db) as conn:
+                    await self._register_txn(conn, action)
             case actions.Warn(body=body, reason=reason, message=message):
                 self.events.record(body, "TaskRun", reason, message, "Warning")
             case actions.Enqueue():

@@ -28,10 +28,20 @@ class _OfRun:
 
 @dataclass(frozen=True, kw_only=True)
 class RegisterRun(_OfRun):
-    """Records the run and its payload in Postgres (idempotent)."""
+    """Records the run and its payload in Postgres, with a fork's copied steps (idempotent)."""
 
     task_id: str
     payload: Any
+    # A fork: the run whose steps before `from_step` are copied with the registration.
+    fork: Fork | None = None
+
+
+@dataclass(frozen=True)
+class Fork:
+    """Where a forked run starts: the steps of `source_run_id` before `from_step`."""
+
+    source_run_id: str
+    from_step: int
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,7 +26,7 @@ import pydantic
 
 from durakube import durations, errors, resources, retry
 from durakube.store import attempts, queues
-from durakube_operator import actions, conditions, observing, pods, reasons, retaining
+from durakube_operator import actions, conditions, observing, pinning, pods, reasons, retaining
 from durakube_operator import settings as settings_module
 
 Phase = resources.Phase
@@ -161,11 +161,16 @@ class _Deciding:
             return Decision(self.transition(
                 status, Phase.FAILED, reasons.INVALID,
                 f"spec.payloadRef {run.spec.payload_ref} names no stored payload"))
+        if seen.fork_problem is not None and run.status.phase is None:
+            return Decision(self.transition(status, Phase.FAILED, reasons.INVALID, seen.fork_problem))
         task = seen.task
         if run.status.phase is None:
+            origin = run.spec.replay_of
+            fork = None if origin is None or origin.from_step is None else \
+                actions.Fork(source_run_id=origin.run_id, from_step=origin.from_step)
             todo.append(actions.RegisterRun(run_id=self.uid, namespace=self.namespace,
                                             name=run.metadata.name, task_id=task.spec.entrypoint,
-                                            payload=seen.payload, queue=seen.queue))
+                                            payload=seen.payload, queue=seen.queue, fork=fork))
             if seen.undefined_queue is not None:
                 todo.append(actions.Warn(seen.body, reasons.QUEUE_NOT_DEFINED, (
                     f"no TaskQueue {seen.undefined_queue!r} exists in namespace "
@@ -197,6 +202,21 @@ class _Deciding:
         if seen.place.holds_slot:
             # A slot first: the pod of an attempt exists only while its run holds one.
             attempt = status.attempt + 1
+            if status.pinned is None:
+                # The first attempt pins the code every later attempt and resume runs.
+                if seen.pin_source is None and pinning.keeps_source_pin(run):
+                    todo.append(actions.Warn(seen.body, reasons.PIN_NOT_FOUND, (
+                        f"the replayed run {run.spec.replay_of.run if run.spec.replay_of else ''!r} "
+                        "has no pinned code to keep (gone, or started before pinning): "
+                        "this run is pinned to the current Task")))
+                status = status.model_copy(update={
+                    "pinned": pinning.snapshot(run, task, seen.pin_source)})
+            assert status.pinned is not None
+            task = status.pinned.task(task.metadata.name, task)
+            if seen.task_deleted:
+                todo.append(actions.Warn(seen.body, reasons.TASK_DELETED, (
+                    f"Task {run.spec.task_ref.name!r} was deleted: attempt {attempt} runs "
+                    "from the run's pinned snapshot of it")))
             manifest = pods.build_attempt_pod(run, task, attempt, self.settings, status.oom_kills)
             pod_name = manifest["metadata"]["name"]
             resumed = status.phase == Phase.SUSPENDED
@@ -234,6 +254,12 @@ class _Deciding:
         seen = self.seen
         pod = seen.pod
         status = _with_progress(status, seen)
+        if pod is not None and status.pinned is not None and status.pinned.image_digest is None:
+            # The digest the pinned image resolved to, once the kubelet reports it.
+            digest = pinning.pod_image_digest(pod, status.pinned.image)
+            if digest is not None:
+                status = status.model_copy(update={
+                    "pinned": status.pinned.model_copy(update={"image_digest": digest})})
         if pod is not None and not observing.pod_finished(pod) and node_loss(pod) is None:
             return Decision(status, tuple(todo), self.settings.resync_seconds)
         # A pod on a lost node never finishes on its own (no kubelet confirms its deletion):

@@ -1,8 +1,9 @@
 """Observing one TaskRun: everything a decision about it needs, read into one value.
 
 The first of the reconciler's four stages (observe -> decide -> act -> publish).
-Reads the TaskRun, its Task and the attempt's pod (by its deterministic name), as
-the watches delivered them (`caching`), then from Postgres the run's place in its
+Reads the TaskRun, its Task (as the run pinned it once its first attempt started,
+`pinning`) and the attempt's pod (by its deterministic name), as the watches
+delivered them (`caching`), then from Postgres the run's place in its
 queue, the attempt's outcome (with its steps' durations, for the metrics), the
 steps recorded so far and whether a wait is over, each only when the run's status
 says it can matter.
@@ -22,7 +23,7 @@ import pydantic
 
 from durakube import resources
 from durakube.store import attempts, payloads, pools, queues, steps, waitpoints
-from durakube_operator import caching, children, validating
+from durakube_operator import caching, children, pinning, validating
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,13 @@ class Observation:
     step_durations: tuple[float, ...] = ()
     # Read while suspended: whether the wait it suspended on has ended.
     wait_over: bool = False
+    # Read before the first attempt of a replay that keeps its run's code: that run's
+    # snapshot (None: none to keep, the current Task is pinned).
+    pin_source: resources.PinnedTask | None = None
+    # Whether the run's Task is gone (a pinned run goes on from its snapshot).
+    task_deleted: bool = False
+    # A fork that cannot be made (registration only): why.
+    fork_problem: str | None = None
 
     @property
     def created_at(self) -> datetime | None:
@@ -89,30 +97,35 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
                            task=_parsed_task(await api.get_task(namespace, run.spec.task_ref.name)))
 
     task_body = await api.get_task(namespace, run.spec.task_ref.name)
-    if task_body is None:
+    # A run that started keeps its snapshot of the Task (`pinning`), with or without it.
+    if task_body is None and status.pinned is None:
         return Observation(body=body, run=run, queue=unresolved)
     # The inputs are fixed once the first attempt started: check them until then.
-    if status.attempt == 0:
+    if status.attempt == 0 and task_body is not None:
         problem = await validating.check_run(run, task_body)
         if problem is not None:
             return Observation(body=body, run=run, problem=problem, queue=unresolved)
-    task = resources.Task.model_validate(task_body)
+    current = resources.Task.model_validate(task_body) if task_body is not None else None
+    task = pinning.pinned_task(run, current)
     named = run.spec.queue or task.spec.queue or default_queue
     undefined = None
     if named != default_queue and await api.get_taskqueue(namespace, named) is None:
         undefined, named = named, default_queue
     seen = Observation(body=body, run=run, queue=f"{namespace}/{named}", task=task,
-                       undefined_queue=undefined)
+                       undefined_queue=undefined, task_deleted=task_body is None)
     assert run.metadata.uid is not None
 
     if status.phase is None:
-        # The first pass registers the run with its payload.
+        # The first pass registers the run with its payload (and a fork's steps).
         payload: Any = run.spec.payload
         if run.spec.payload_ref is not None:
             payload = await payloads.get_payload(db, run.spec.payload_ref)
             if payload is None:
                 return dataclasses.replace(seen, payload_missing=True)
-        seen = dataclasses.replace(seen, payload=payload)
+        seen = dataclasses.replace(seen, payload=payload,
+                                   fork_problem=await pinning.fork_problem(db, run))
+    if status.pinned is None and status.attempt == 0:
+        seen = dataclasses.replace(seen, pin_source=await pinning.read_pin_source(api, run))
 
     # Only a running attempt has a pod worth reading (a cancel may have to stop it).
     pod = None

@@ -43,3 +43,5 @@ WORKER_CRASHED: Final = "WorkerCrashed"
 
 # Warnings that do not stop a run.
 QUEUE_NOT_DEFINED: Final = "QueueNotDefined"  # it waits in the namespace's default queue
+PIN_NOT_FOUND: Final = "PinNotFound"  # a replay's run has no snapshot to keep: the current Task runs
+TASK_DELETED: Final = "TaskDeleted"  # a pinned run goes on from its snapshot without its Task

@@ -119,9 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, handler, text in (("logs", run_logs, "print the logs of every attempt, in order"),
                                 ("steps", run_steps, "show the run's recorded steps"),
-                                ("cancel", run_cancel, "cancel the run"),
-                                ("replay", run_replay, "start a new run with the same task and payload")):
+                                ("cancel", run_cancel, "cancel the run")):
         command(name, handler, text).add_argument("run")
+
+    replay = command("replay", run_replay, "start a new run with the same task and payload")
+    replay.description = (
+        "Start a new run of RUN's task with its payload, queue, key, priority and tags. "
+        "The new run keeps the code RUN was pinned to when its first attempt started (image "
+        "and digest, modules, retry policy, timeout, pod template), even if the Task changed "
+        "since; --latest runs the Task as it is now. --from-step N forks: the steps RUN "
+        "recorded before step N (their results and ctx.state) are copied into the new run, "
+        "which runs step N and everything after it again (see `durakube steps RUN`).")
+    replay.add_argument("run", help="the TaskRun name (or namespace/name, or a run id)")
+    replay.add_argument("--latest", action="store_true",
+                        help="run the current Task, not the code RUN was pinned to")
+    replay.add_argument("--from-step", type=int, metavar="N",
+                        help="fork: reuse RUN's recorded steps before step N, run N onwards "
+                             "(needs the database)")
 
     wait = command("wait", run_wait, "wait for a run to finish, showing its steps")
     wait.add_argument("run")
@@ -227,9 +241,12 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        handle = client.replay(args.run)
+        handle = client.replay(args.run, latest=args.latest, from_step=args.from_step)
+    what = f"fork of {args.run} from step {args.from_step}" if args.from_step is not None \
+        else f"replay of {args.run}"
     _emit(args, {"name": handle.name, "namespace": handle.namespace, "runId": handle.run_id},
-          lambda: f"taskrun/{handle.name} created (replay of {args.run})")
+          lambda: f"taskrun/{handle.name} created ({what}"
+                  f"{', on the current Task' if args.latest else ''})")
     return 0
 
 

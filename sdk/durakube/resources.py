@@ -11,6 +11,7 @@ Pure data: no I/O here.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -124,10 +125,25 @@ class TaskRef(Resource):
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=253)]
 
 
+class ReplayOf(Resource):
+    """The run a replay or a fork starts from (set by `durakube replay`)."""
+
+    run: Annotated[str, Field(pattern=NAME_PATTERN, max_length=253,
+                              description="The TaskRun replayed, in the same namespace.")]
+    run_id: Annotated[str, Field(min_length=1, max_length=253,
+                                 description="Its run id (the TaskRun's uid).")]
+    from_step: Annotated[int | None, Field(ge=1, description=(
+        "Fork: the steps recorded before this one are copied into the new run, which "
+        "runs this step and the ones after it again."))] = None
+    latest: Annotated[bool, Field(description=(
+        "Run the Task as it is now; without it, the replay keeps the code the replayed "
+        "run was pinned to."))] = False
+
+
 # Every field of a TaskRun's spec but `cancel` is fixed at creation: what ran is what was
 # asked for, and a replay never meets different inputs. (Tekton's TaskRun does the same.)
 _FIXED_SPEC_FIELDS = ("taskRef", "payload", "payloadRef", "queue", "concurrencyKey", "priority",
-                      "delay", "ttl", "retry", "timeout", "ttlSecondsAfterFinished")
+                      "delay", "ttl", "retry", "timeout", "ttlSecondsAfterFinished", "replayOf")
 
 
 def _fixed(field: str) -> str:
@@ -162,6 +178,72 @@ class TaskRunSpec(Resource):
     ttl_seconds_after_finished: Annotated[int | None, Field(ge=0, description=(
         "Seconds after the run finishes before its TaskRun is deleted (its history stays in "
         "Postgres); overrides the Task's and the operator's default."))] = None
+    replay_of: ReplayOf | None = None
+
+
+class PinnedTask(Resource):
+    """What a run's pods take from its Task, snapshotted when its first attempt starts:
+    every later attempt and resume uses it, even once the Task changed or is gone."""
+
+    image: Annotated[str, Field(min_length=1)]
+    image_digest: Annotated[str | None, Field(description=(
+        "The digest the first attempt's image resolved to (its pod's imageID); later "
+        "attempts run image@digest when the image is a tag."))] = None
+    entrypoint: str
+    modules: list[str] | None = None
+    queue: str | None = None
+    retry: RetrySpec | None = None
+    timeout: Duration | None = None
+    infrastructure_retries: Annotated[int, Field(ge=0)] = 5
+    pod_template: PodTemplate | None = None
+    out_of_memory: OutOfMemory | None = None
+    task_generation: Annotated[int | None, Field(
+        description="The Task's metadata.generation when it was pinned.")] = None
+
+    @classmethod
+    def of(cls, task: Task) -> PinnedTask:
+        spec = task.spec
+        return cls(image=spec.image, entrypoint=spec.entrypoint, modules=spec.modules,
+                   queue=spec.queue, retry=spec.retry, timeout=spec.timeout,
+                   infrastructure_retries=spec.infrastructure_retries,
+                   pod_template=spec.pod_template, out_of_memory=spec.out_of_memory,
+                   task_generation=task.metadata.generation)
+
+    def task(self, name: str, current: Task | None) -> Task:
+        """The Task as pinned, named `name`; what is not pinned (the input schema,
+        retention) comes from the `current` Task when there is one."""
+        base = current.spec if current is not None else None
+        spec = TaskSpec(image=pinned_image(self.image, self.image_digest),
+                        entrypoint=self.entrypoint, modules=self.modules, queue=self.queue,
+                        retry=self.retry, timeout=self.timeout,
+                        infrastructure_retries=self.infrastructure_retries,
+                        pod_template=self.pod_template, out_of_memory=self.out_of_memory,
+                        ttl_seconds_after_finished=base.ttl_seconds_after_finished if base else None,
+                        history_retention=base.history_retention if base else None)
+        meta = current.metadata if current is not None else ObjectMeta(name=name)
+        return Task(metadata=meta, spec=spec)
+
+
+def pinned_image(image: str, digest: str | None) -> str:
+    """`image` held to `digest`: `repository@digest` for a tag (the tag is dropped, as a
+    digest names the content); an image already given by digest is kept as it is."""
+    if not digest or "@" in image:
+        return image
+    last = image.rsplit("/", 1)[-1]
+    repository = image[: len(image) - len(last)] + last.split(":", 1)[0]
+    return f"{repository}@{digest}"
+
+
+def image_digest(image_id: str | None) -> str | None:
+    """The digest in a container status's imageID ("repo@sha256:..." or "sha256:...")."""
+    if not image_id:
+        return None
+    digest = image_id.rsplit("@", 1)[-1]
+    return digest if _DIGEST.match(digest) else None
+
+
+# An OCI content digest: algorithm ":" encoded (opencontainers/image-spec, descriptor.md).
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
 
 
 class Phase(StrEnum):
@@ -227,6 +309,9 @@ class TaskRunStatus(Resource):
     output: Annotated[FreeObject | None, Field(description="A small preview of the output.")] = None
     metadata: Annotated[FreeObject | None, Field(description=(
         "The run's metadata, as its task last set it (ctx.update_metadata)."))] = None
+    pinned: Annotated[PinnedTask | None, Field(description=(
+        "What the run's pods take from its Task, as it was when the first attempt "
+        "started."))] = None
 
 
 class TaskQueueSpec(Resource):

@@ -17,6 +17,7 @@ is built on `Client`.
 
 from durakube.client.clients import AsyncClient, BatchItem, Client, ProgressCallback, RunRef
 from durakube.client.failures import (
+    CannotFork,
     DatabaseNotConfigured,
     DatabaseUnreachable,
     NotSupported,
@@ -41,6 +42,7 @@ __all__ = [
     "AsyncClient",
     "AttemptLog",
     "BatchItem",
+    "CannotFork",
     "Client",
     "DatabaseNotConfigured",
     "DatabaseUnreachable",

@@ -171,9 +171,16 @@ class AsyncClient:
         """Asks the operator to cancel the run (spec.cancel=true); returns it as patched."""
         return await managing.cancel(self._session, run)
 
-    async def replay(self, run: RunRef) -> handles.RunHandle:
-        """A new run of the same task with the same payload (and queue, key, priority, tags)."""
-        return await managing.replay(self._session, run)
+    async def replay(self, run: RunRef, *, latest: bool = False,
+                     from_step: int | None = None) -> handles.RunHandle:
+        """A new run of the same task with the same payload (and queue, key, priority, tags).
+
+        It runs the code the replayed run was pinned to (its image, digest, modules, retry
+        policy, timeout and pod template), unless `latest` asks for the Task as it is now.
+        With `from_step`, a fork: the steps the run recorded before that one (results and
+        `ctx.state`) are copied into the new run, which runs step `from_step` onwards again
+        (`CannotFork` if the run did not record that step; needs the database)."""
+        return await managing.replay(self._session, run, latest=latest, from_step=from_step)
 
     async def steps(self, run: RunRef) -> builtins.list[handles.StepSummary]:
         """The run's recorded steps, in order (from Postgres)."""
@@ -304,9 +311,10 @@ class Client:
         """See `AsyncClient.cancel`."""
         return self._call(self._client.cancel(run))
 
-    def replay(self, run: RunRef) -> handles.RunHandle:
+    def replay(self, run: RunRef, *, latest: bool = False,
+               from_step: int | None = None) -> handles.RunHandle:
         """See `AsyncClient.replay`."""
-        return self._call(self._client.replay(run))
+        return self._call(self._client.replay(run, latest=latest, from_step=from_step))
 
     def steps(self, run: RunRef) -> builtins.list[handles.StepSummary]:
         """See `AsyncClient.steps`."""

@@ -50,6 +50,16 @@ class TaskRunNotFound(errors.RunNotFound, LookupError):
         self.namespace = namespace
 
 
+class CannotFork(errors.DurakubeError, ValueError):
+    """A fork was asked from a step it cannot start from (`store.steps.fork_refusal`)."""
+
+    def __init__(self, run: str, step: int, reason: str) -> None:
+        super().__init__(f"cannot fork run {run!r} from step {step}: {reason}")
+        self.run = run
+        self.step = step
+        self.reason = reason
+
+
 class PermissionDenied(errors.DurakubeError, PermissionError):
     """The Kubernetes API refused a request (403): the RBAC message says which rule."""
 

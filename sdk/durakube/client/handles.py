@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from durakube import durations
+from durakube import durations, resources
 from durakube.client import manifests
 
 # What names a task in a trigger: its id (the Task object's name), or the @task function.
@@ -63,6 +63,10 @@ class RunSummary:
     source: Literal["api", "history"] = "api"
     # The run's metadata (`ctx.update_metadata`); None when its task set none.
     metadata: dict[str, Any] | None = None
+    # The run a replay or fork started from: {"run", "runId", "fromStep"?, "latest"?}.
+    replay_of: dict[str, Any] | None = None
+    # The image the run's attempts run, as pinned (with its digest once known).
+    pinned_image: str | None = None
 
     @property
     def handle(self) -> RunHandle:
@@ -76,7 +80,8 @@ class RunSummary:
                 "createdAt": _isoformat(self.created_at),
                 "finishedAt": _isoformat(self.finished_at), "output": self.output,
                 "lastError": self.last_error, "tags": self.tags, "source": self.source,
-                "metadata": self.metadata}
+                "metadata": self.metadata, "replayOf": self.replay_of,
+                "pinnedImage": self.pinned_image}
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,15 @@ def summarize_taskrun(body: dict[str, Any]) -> RunSummary:
         created_at=_parse_time(meta.get("creationTimestamp")),
         finished_at=_parse_time(status.get("completionTime")), output=status.get("output"),
         last_error=status.get("lastError"), tags=manifests.read_tags(meta.get("labels") or {}),
-        source="api", metadata=status.get("metadata"))
+        source="api", metadata=status.get("metadata"), replay_of=spec.get("replayOf"),
+        pinned_image=_pinned_image(status))
+
+
+def _pinned_image(status: dict[str, Any]) -> str | None:
+    pinned = status.get("pinned")
+    if not isinstance(pinned, dict) or not pinned.get("image"):
+        return None
+    return resources.pinned_image(str(pinned["image"]), pinned.get("imageDigest"))
 
 
 def summarize_history(record: Any) -> RunSummary:

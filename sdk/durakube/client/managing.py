@@ -61,8 +61,11 @@ async def cancel(session: sessions.Session, run: sessions.RunRef) -> handles.Run
     return handles.summarize_taskrun(body)
 
 
-async def replay(session: sessions.Session, run: sessions.RunRef) -> handles.RunHandle:
-    """A new run of the same task with the same payload (and queue, key, priority, tags)."""
+async def replay(session: sessions.Session, run: sessions.RunRef, *, latest: bool = False,
+                 from_step: int | None = None) -> handles.RunHandle:
+    """A new run of the same task with the same payload (and queue, key, priority, tags),
+    pinned to the replayed run's code unless `latest`; with `from_step`, a fork that
+    reuses the steps recorded before that one (see `AsyncClient.replay`)."""
     namespace, name = session.locate(run)
     body = await session.api.get_taskrun(namespace, name)
     options: dict[str, Any] = {"payload": None, "payload_ref": None, "queue": None,
@@ -72,6 +75,7 @@ async def replay(session: sessions.Session, run: sessions.RunRef) -> handles.Run
     if body is not None:
         spec = body.get("spec") or {}
         task_id = str(spec["taskRef"]["name"])
+        name, run_id = str(body["metadata"]["name"]), str(body["metadata"]["uid"])
         options.update(payload=spec.get("payload") if not spec.get("payloadRef") else None,
                        payload_ref=spec.get("payloadRef"), queue=spec.get("queue"),
                        concurrency_key=spec.get("concurrencyKey"),
@@ -84,7 +88,8 @@ async def replay(session: sessions.Session, run: sessions.RunRef) -> handles.Run
         record = await history.find_run(db, namespace, name)
         if record is None:
             raise failures.TaskRunNotFound(name, namespace)
-        stored = await history.read_payload(db, record["run_id"])
+        name, run_id = str(record["name"]), str(record["run_id"])
+        stored = await history.read_payload(db, run_id)
         task_id = manifests.task_object_name(record["task_id"])
         queue = record["queue"]
         options.update(queue=queue.split("/", 1)[1] if queue and "/" in queue else None)
@@ -92,8 +97,25 @@ async def replay(session: sessions.Session, run: sessions.RunRef) -> handles.Run
             options["payload"] = stored
         else:
             options["payload_ref"] = await payloads.put_payload(db, stored)
+    replay_of: dict[str, Any] = {"run": name, "runId": run_id}
+    if latest:
+        replay_of["latest"] = True
+    if from_step is not None:
+        await check_fork(session, name, run_id, from_step)
+        replay_of["fromStep"] = from_step
+    options["annotations"] = {REPLAY_OF_ANNOTATION: name}
     await session.read_task(namespace, task_id)
-    return await submitting.create(session, namespace, task_id, options, None)
+    return await submitting.create(session, namespace, task_id, {**options, "replay_of": replay_of},
+                                   None)
+
+
+async def check_fork(session: sessions.Session, name: str, run_id: str, from_step: int) -> None:
+    """`CannotFork` unless the run can be forked from `from_step` (`steps.fork_refusal`;
+    the operator checks again, and copies the steps before it when it registers the fork)."""
+    db = await session.database("forking a run from a step")
+    refused = steps.fork_refusal(await steps.load_steps(db, run_id), from_step)
+    if refused is not None:
+        raise failures.CannotFork(name, from_step, refused)
 
 
 async def list_steps(session: sessions.Session,

@@ -104,7 +104,8 @@ def build_taskrun(task: str, *, name: str | None, payload: dict[str, Any] | None
                   concurrency_key: str | None = None, priority: int | None = None,
                   idempotency_key: str | None = None, delay: durations.Duration | None = None,
                   ttl: durations.Duration | None = None, tags: Iterable[str] = (),
-                  annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  annotations: Mapping[str, str] | None = None,
+                  replay_of: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A TaskRun body, validated with `resources.TaskRun` (raises pydantic.ValidationError).
 
     Without a `name`, the body asks the API server to generate one (`generateName`).
@@ -118,6 +119,8 @@ def build_taskrun(task: str, *, name: str | None, payload: dict[str, Any] | None
                 "delay": None if delay is None else format_duration(delay),
                 "ttl": None if ttl is None else format_duration(ttl)}
     spec.update({key: value for key, value in optional.items() if value is not None})
+    if replay_of is not None:
+        spec["replayOf"] = dict(replay_of)
     labels = label_tags(tags)
     if idempotency_key is not None:
         labels[IDEMPOTENCY_KEY_LABEL] = key_digest(idempotency_key)

@@ -72,6 +72,13 @@ def format_run(run: handles.RunSummary, now: datetime) -> str:
         ("Last error", f"{error.get('type')}: {error.get('message')}" if error else ""),
         ("Output", handles.preview(run.output, 200)), ("Source", run.source),
     ]
+    if run.pinned_image:
+        fields.append(("Pinned image", run.pinned_image))
+    if run.replay_of:
+        origin = run.replay_of
+        fork = f" from step {origin['fromStep']}" if origin.get("fromStep") else ""
+        latest = " (on the current Task)" if origin.get("latest") else ""
+        fields.append(("Fork of" if fork else "Replay of", f"{origin.get('run')}{fork}{latest}"))
     width = max(len(key) for key, _ in fields) + 1
     return "\n".join(f"{(key + ':').ljust(width)}  {value or EMPTY}" for key, value in fields)
 

@@ -28,7 +28,9 @@ result. A caller's event id makes sending idempotent within (namespace, key) onl
 so one sender's id never swallows another's event.
 
 A token is a secret: `Waitpoint.describe()` (what a TaskRun's status shows) leaves
-it out, and errors carry its first characters only.
+it out, and errors carry its first characters only. A fork gets the token waitpoints
+its run created before its step under new tokens (`copy_tokens_txn`), never the
+original's token.
 """
 
 from __future__ import annotations
@@ -298,3 +300,29 @@ async def mark_resumed(db: pools.Database, run_ids: list[str]) -> None:
             UPDATE durakube.waitpoints SET resumed_at = now()
             WHERE run_id = ANY($1::text[]) AND completed_at IS NOT NULL AND resumed_at IS NULL""",
             run_ids)
+
+
+async def copy_tokens_txn(conn: pools.Database, source_run_id: str, run_id: str, namespace: str,
+                          before_seq: int) -> int:
+    """Gives a fork the token waitpoints its run created before `before_seq`, each under a
+    new token (a token completes one wait of one run), completed as the original was, so
+    the fork's replay of `create-token` finds its waitpoint; returns how many.
+
+    From a run of the same `namespace` only; idempotent; does not commit (the caller
+    registers the fork in the same transaction: see `steps.copy_steps_txn`)."""
+    records = await conn.fetch("""
+        SELECT w.seq FROM durakube.waitpoints w JOIN durakube.runs r ON r.run_id = w.run_id
+        WHERE w.run_id = $1 AND r.namespace = $2 AND w.seq < $3 AND w.kind = 'token'
+        ORDER BY w.seq""", source_run_id, namespace, before_seq)
+    copied = 0
+    for record in records:
+        inserted = await conn.fetchval("""
+            INSERT INTO durakube.waitpoints (run_id, seq, kind, key, token, wake_at, data,
+                                             completed_at, timed_out, resumed_at)
+            SELECT $2, seq, kind, key, $4, wake_at, data, completed_at, timed_out,
+                   CASE WHEN completed_at IS NOT NULL THEN now() END
+            FROM durakube.waitpoints WHERE run_id = $1 AND seq = $3
+            ON CONFLICT (run_id, seq) DO NOTHING
+            RETURNING seq""", source_run_id, run_id, record["seq"], new_token())
+        copied += inserted is not None
+    return copied

@@ -129,6 +129,19 @@ async def await_event(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dic
     return {"timedOut": False, "data": data}
 
 
+@durakube.task(id="sum-steps")
+async def sum_steps(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Three counted steps that add 1, 2 and 3 to `ctx.state["total"]` as they run: a fork
+    shows which steps ran again and which state it started from."""
+    for index in (1, 2, 3):
+        async def add(index: int = index) -> int:
+            ctx.state["total"] = ctx.state.get("total", 0) + index
+            return await count(ctx, f"step-{index}")
+
+        await ctx.step(f"step-{index}", add)
+    return {"total": ctx.state["total"], "attempt": ctx.attempt}
+
+
 @durakube.task(id="square")
 async def square(ctx: durakube.TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """A child: squares a number after a short nap, or fails when asked to."""

@@ -53,3 +53,19 @@ def test_dashboard_without_its_extra_says_how_to_install_it(
     monkeypatch.delattr(durakube, "dashboard", raising=False)
     assert cli.main(["dashboard"]) == 1
     assert "pip install 'durakube[dashboard]'" in capsys.readouterr().err
+
+
+def test_replay_takes_a_fork_step_and_the_latest_task() -> None:
+    args = cli.build_parser().parse_args(["replay", "r-1"])
+    assert (args.run, args.latest, args.from_step) == ("r-1", False, None)
+    args = cli.build_parser().parse_args(["replay", "r-1", "--from-step", "3", "--latest"])
+    assert (args.run, args.latest, args.from_step) == ("r-1", True, 3)
+
+
+def test_replay_help_says_what_is_pinned_and_what_a_fork_reuses(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["replay", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--latest" in shown and "--from-step N" in shown
+    assert "pinned" in shown and "ctx.state" in shown
