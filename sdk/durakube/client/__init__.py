@@ -33,6 +33,7 @@ from durakube.client.handles import (
     EventDelivery,
     RunHandle,
     RunSummary,
+    ScheduleSummary,
     StepSummary,
     TriggerRequest,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "RunRef",
     "RunSummary",
     "RunWaitTimedOut",
+    "ScheduleSummary",
     "StepSummary",
     "TaskRunNotFound",
     "TriggerRequest",
