@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
 from durakube import resources
 from durakube_operator import timetables
@@ -156,3 +158,13 @@ def test_payload_template_gets_the_time_and_the_schedule() -> None:
     template = {"day": "$(scheduledTime)", "by": ["$(scheduleName)", 3], "$(scheduleName)": True}
     assert timetables.render_payload(template, "nightly", NOW) == {
         "day": "2026-06-01T12:00:00Z", "by": ["nightly", 3], "nightly": True}
+
+
+def test_the_example_schedule_is_valid() -> None:
+    path = Path(__file__).resolve().parents[3] / "examples" / "morning-digest-schedule.yaml"
+    schedule = resources.TaskSchedule.model_validate(yaml.safe_load(path.read_text()))
+    timetable = timetables.parse(schedule.spec)
+    assert timetables.check_windows(schedule.spec) == (1800, 30)
+    # Monday 2026-03-30, the first weekday after Paris moved to summer time: 07:30 is 05:30 UTC.
+    assert timetable.next_after(datetime(2026, 3, 28, tzinfo=UTC)) == datetime(2026, 3, 30, 5, 30,
+                                                                               tzinfo=UTC)
