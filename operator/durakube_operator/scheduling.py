@@ -124,14 +124,15 @@ class SchedulingLoop(looping.PokedLoop):
                 status.scheduled_until = now.replace(microsecond=0)
             status.next_schedule_time, status.queued_time = None, None
             status.active = active
-            await self._publish(body, before, _with_ready(status, reasons.PAUSED, "spec.paused is set",
-                                                          schedule.metadata.generation, now))
-            await self._prune(schedule, runs)
+            if await self._publish(body, before, _with_ready(
+                    status, reasons.PAUSED, "spec.paused is set", schedule.metadata.generation, now)):
+                await self._prune(schedule, runs)
             return
 
         cursor = status.scheduled_until or schedule.metadata.creation_timestamp or now
-        if _reason(before) == reasons.PAUSED:
-            cursor = max(cursor, now.replace(microsecond=0))  # no catching up on a pause
+        if _reason(before) in (reasons.PAUSED, reasons.INVALID_SCHEDULE):
+            # No catching up on a pause, nor on the times of a schedule that could not run.
+            cursor = max(cursor, now.replace(microsecond=0))
         firing = _Firing(self, schedule, runs, active, status)
         if status.queued_time is not None and not active:
             queued, status.queued_time = status.queued_time, None

@@ -177,3 +177,19 @@ async def test_pause_skips_the_paused_times_and_an_invalid_schedule_is_reported(
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSchedule")
     assert "Bad hour" in ready["message"] and "InvalidSchedule" in events.reasons
     assert "nextScheduleTime" not in api.schedule["status"]
+
+
+async def test_a_fixed_schedule_does_not_catch_up_the_times_it_was_invalid() -> None:
+    api, clock = FakeApi(), Clock()
+    new_schedule(api, jitter="1500")  # no unit: refused by the model (and by the CRD's schema)
+    loop, events = operator(api, clock)
+    clock.now = START + timedelta(seconds=5)
+    await loop.run_pass()
+    ready = api.schedule["status"]["conditions"][0]
+    assert ready["reason"] == "InvalidSchedule" and ready["message"].startswith("spec.jitter")
+    clock.now = START + timedelta(seconds=42)
+    loop.schedule_changed(api.edit_spec(taskRef={"name": "nap"}, interval="10s"), deleted=False)
+    await loop.run_pass()
+    assert not api.runs
+    assert api.schedule["status"]["nextScheduleTime"] == "2026-06-01T12:00:50Z"
+    assert events.reasons == ["InvalidSchedule"]
