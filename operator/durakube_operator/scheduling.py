@@ -28,7 +28,7 @@ from typing import Any
 import pydantic
 
 from durakube import resources
-from durakube_operator import caching, kubeapi, looping, pods, reasons, recording, timetables
+from durakube_operator import caching, kubeapi, looping, metrics, pods, reasons, recording, timetables
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ class SchedulingLoop(looping.PokedLoop):
         if plan.missed_until is not None:
             cursor = plan.missed_until
             status.missed += plan.missed
+            metrics.SCHEDULED_TIMES.labels(namespace=namespace, outcome="missed").inc(plan.missed)
             self.events.record(body, "TaskSchedule", reasons.RUNS_MISSED,
                                f"{plan.missed}{'+' if plan.missed >= timetables.COUNT_LIMIT else ''} "
                                f"scheduled time(s) up to {timetables.format_time(cursor)} were "
@@ -241,10 +242,12 @@ class _Firing:
             await self.fire(moment, now)
         elif decision == timetables.Decision.QUEUE:
             self.status.queued_time = moment
+            self._count("queued")
             self._event(reasons.RUN_QUEUED, f"the run for {stamp} waits for {', '.join(sorted(self.active))} "
                                     "to end (overlapPolicy QueueOne)")
         else:
             self.status.skipped += 1
+            self._count("skipped")
             self._event(reasons.RUN_SKIPPED, f"skipped the run for {stamp}: "
                                      f"{', '.join(sorted(self.active))} is still active "
                                      f"(overlapPolicy {self.schedule.spec.overlap_policy})")
@@ -263,11 +266,13 @@ class _Firing:
             refused = kubeapi.refusal(error)
             if refused is None:
                 raise
+            self._count("refused")
             self._event(reasons.RUN_REFUSED, f"the API server refused the run for "
                                      f"{timetables.format_time(moment)}: {refused}", "Warning")
             return
         self._fired(name, moment)
         if created:
+            self._count("created")
             self._event(reasons.RUN_CREATED, f"created TaskRun {name} for {timetables.format_time(moment)}")
 
     def _fired(self, name: str, moment: datetime, active: bool = True) -> None:
@@ -276,6 +281,10 @@ class _Firing:
         self.status.runs += 1
         if self.status.last_schedule_time is None or moment >= self.status.last_schedule_time:
             self.status.last_schedule_time, self.status.last_run_name = moment, name
+
+    def _count(self, outcome: str) -> None:
+        metrics.SCHEDULED_TIMES.labels(namespace=self.schedule.metadata.namespace or "",
+                                       outcome=outcome).inc()
 
     def _event(self, reason: str, message: str, kind: str = "Normal") -> None:
         if self.body is not None:

@@ -10,6 +10,8 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import prometheus_client
+
 from durakube_operator import scheduling
 
 START = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -118,7 +120,13 @@ async def test_a_time_fired_before_a_crash_is_not_fired_again() -> None:
     assert status["nextScheduleTime"] == "2026-06-01T12:00:30Z"
 
 
+def counted(outcome: str) -> float:
+    return prometheus_client.REGISTRY.get_sample_value(
+        "durakube_scheduled_times_total", {"namespace": "ns", "outcome": outcome}) or 0.0
+
+
 async def test_queue_one_runs_the_waiting_time_once_the_active_run_ends() -> None:
+    before = {outcome: counted(outcome) for outcome in ("created", "queued", "skipped")}
     api, clock = FakeApi(), Clock()
     new_schedule(api, overlapPolicy="QueueOne")
     loop, events = operator(api, clock)
@@ -135,6 +143,8 @@ async def test_queue_one_runs_the_waiting_time_once_the_active_run_ends() -> Non
     assert sorted(api.runs) == ["tick-1780315210", "tick-1780315220"]
     assert "queuedTime" not in api.schedule["status"]
     assert events.reasons.count("RunCreated") == 2 and "RunQueued" in events.reasons
+    assert {outcome: counted(outcome) - before[outcome] for outcome in before} == {
+        "created": 2, "queued": 1, "skipped": 1}
 
 
 async def test_finished_runs_are_pruned_only_after_their_time_is_recorded() -> None:
