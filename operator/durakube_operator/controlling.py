@@ -29,6 +29,7 @@ from durakube_operator import (
     reconciling,
     recording,
     retaining,
+    scheduling,
     tracing,
     waking,
     workqueue,
@@ -56,6 +57,7 @@ class Controller:
         self.reads = caching.CachedReads(api, settings.resync_seconds)
         self.keys = keying.KeyRings(api, db, settings)
         self.retention = retaining.RetentionLoop(db, api, self.reads, settings, self.keys)
+        self.scheduling = scheduling.SchedulingLoop(api, events)
         actor = acting.Actor(api=api, events=events, keys=self.keys, reads=self.reads, db=db,
                              settings=settings,
                              clock=conditions.now,
@@ -75,11 +77,19 @@ class Controller:
         # The watch echoing the status a pass just patched changes nothing: no pass for it.
         if self.reads.taskruns.record(body):
             self.queue.add((body["metadata"]["namespace"], body["metadata"]["name"]))
+        # Even the echo of the reconciler's own patch: a schedule's overlap policy and
+        # history limits follow its runs' phases.
+        schedule = scheduling.owning_schedule(body)
+        if schedule is not None:
+            self.scheduling.run_changed(body["metadata"]["namespace"], schedule)
 
-    async def taskrun_deleted(self, namespace: str, name: str, run_id: str) -> None:
+    async def taskrun_deleted(self, namespace: str, name: str, run_id: str,
+                              schedule: str | None = None) -> None:
         """Its pods go with it (owner references); its slot and place in line go now, and
         its history's retention counts from now if it had not finished."""
         self.reads.taskruns.forget(namespace, name)
+        if schedule is not None:
+            self.scheduling.run_changed(namespace, schedule)
         if await queues.release(self.db, run_id):
             self.admission.poke()
         await retention.mark_taskruns_gone(self.db, [retention.DueTaskRun(run_id, namespace, name)],
@@ -119,6 +129,10 @@ class Controller:
                                       paused=spec.paused)
         # A raised limit admits waiting runs at once; a lowered one never stops running pods.
         self.admission.poke(queue)
+
+    def schedule_changed(self, body: caching.Body, deleted: bool) -> None:
+        """A TaskSchedule was created, changed or deleted (its runs go with it)."""
+        self.scheduling.schedule_changed(body, deleted)
 
     async def task_event_created(self, namespace: str, name: str, uid: str,
                                  spec: resources.TaskEventSpec) -> None:
@@ -180,6 +194,7 @@ class Controller:
         controller._tasks.append(asyncio.create_task(controller.waking.run()))
         controller._tasks.append(asyncio.create_task(controller.submitting.run()))
         controller._tasks.append(asyncio.create_task(controller.retention.run()))
+        controller._tasks.append(asyncio.create_task(controller.scheduling.run()))
         for index in range(settings.workers):
             controller._tasks.append(asyncio.create_task(controller._work(), name=f"worker-{index}"))
         return controller

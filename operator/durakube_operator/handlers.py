@@ -22,7 +22,7 @@ import kopf
 
 from durakube import resources
 from durakube.store import pools
-from durakube_operator import controlling, pods
+from durakube_operator import controlling, pods, scheduling
 from durakube_operator import settings as settings_module
 
 
@@ -87,7 +87,8 @@ async def taskrun_changed(type: str, name: str, namespace: str | None, uid: str,
     if namespace is None:
         return
     if type == "DELETED":
-        await memo.controller.taskrun_deleted(namespace, name, uid)
+        await memo.controller.taskrun_deleted(namespace, name, uid,
+                                              scheduling.owning_schedule(_plain(body)))
     else:
         memo.controller.taskrun_changed(_plain(body))
 
@@ -112,6 +113,13 @@ async def attempt_pod_changed(type: str, meta: kopf.Meta, namespace: str | None,
     for owner in meta.get("ownerReferences") or []:
         if owner.get("controller") and owner.get("kind") == "TaskRun" and namespace:
             memo.controller.attempt_pod_changed(_plain(body), type == "DELETED", owner["name"])
+
+
+@kopf.on.event(resources.GROUP, resources.VERSION, "taskschedules")
+async def taskschedule_changed(type: str, namespace: str | None, body: kopf.Body, memo: Memo,
+                               **_: Any) -> None:
+    if namespace is not None:
+        memo.controller.schedule_changed(_plain(body), deleted=type == "DELETED")
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "taskevents")

@@ -247,6 +247,18 @@ class KubeApi:
                 raise
         return None
 
+    async def list_taskruns(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """The TaskRuns of a namespace that carry the labels of `label_selector`."""
+        await self.limiter.acquire()
+        path = _custom(namespace, "taskruns")
+        request = await self.client.param_serialize(
+            method="GET", resource_path=path, query_params=[("labelSelector", label_selector)],
+            header_params={"Accept": JSON}, auth_settings=["BearerToken"])
+        response, data = await self._send(request, "list", path)
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
+        return list(json.loads(data).get("items") or [])
+
     async def create_taskrun(self, namespace: str, body: dict[str, Any]) -> bool:
         """Creates a TaskRun; False when one of that name exists already."""
         return await self._create(_custom(namespace, "taskruns"), body) is not None

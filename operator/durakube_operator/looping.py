@@ -1,8 +1,8 @@
 """The operator's own background loops: a pass when poked, or every `interval` seconds.
 
-Admission, waking, child submission and retention each decide across many objects at
-once, which kopf cannot (one handler per object, no cross-object lock), so each runs
-as one loop started by the controller. A pass that fails is logged and tried again at the next
+Admission, waking, child submission, retention and schedules each decide across many
+objects at once, which kopf cannot (one handler per object, no cross-object lock), so
+each runs as one loop started by the controller. A pass that fails is logged and tried again at the next
 round (Postgres may be restarting; its data is intact); cancellation ends the loop.
 """
 

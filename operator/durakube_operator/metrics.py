@@ -111,6 +111,11 @@ API_REQUESTS = Counter(
     "error when no answer came).", ["verb", "resource", "code"])
 EVENTS_DROPPED = Counter("durakube_events_dropped_total",
                          "Kubernetes Events not recorded because too many were waiting to be sent.")
+SCHEDULED_TIMES = Counter(
+    "durakube_scheduled_times_total",
+    "Scheduled times of TaskSchedules, by what became of them: created (a run), skipped "
+    "(overlap), queued (QueueOne), missed (older than the catch-up window), refused (the API "
+    "server refused the run).", ["namespace", "outcome"])
 KEY_RINGS_CREATED = Counter("durakube_key_rings_created_total",
                             "Attempt key rings made (a Secret of attempt secrets each).")
 KEY_RINGS_DELETED = Counter("durakube_key_rings_deleted_total",

@@ -4,8 +4,9 @@ Every replica connects to Postgres (migrating the schema under the migrations'
 advisory lock, as the schema's owner), serves metrics, the probes and the webhooks
 (`serving`), and stands for election on a Lease (`leading`). Only the replica
 holding the Lease runs kopf, whose start-up handler builds the controller: the work
-queue, the reconciler and the admission, waking, spawning and retention loops. A
-standby keeps nothing warm but its connections; taking over costs kopf's first listing of the watched objects.
+queue, the reconciler and the admission, waking, spawning, retention and scheduling
+loops. A standby keeps nothing warm but its connections; taking over costs kopf's first
+listing of the watched objects.
 
 A leader that cannot renew its Lease within the renew deadline stops at once and
 exits with code 1, as controller-runtime's managers do: it must stop writing before

@@ -45,3 +45,14 @@ WORKER_CRASHED: Final = "WorkerCrashed"
 QUEUE_NOT_DEFINED: Final = "QueueNotDefined"  # it waits in the namespace's default queue
 PIN_NOT_FOUND: Final = "PinNotFound"  # a replay's run has no snapshot to keep: the current Task runs
 TASK_DELETED: Final = "TaskDeleted"  # a pinned run goes on from its snapshot without its Task
+
+# A TaskSchedule's Ready condition (True: Scheduled; False: Paused or InvalidSchedule)
+# and its Events.
+SCHEDULED: Final = "Scheduled"
+PAUSED: Final = "Paused"
+INVALID_SCHEDULE: Final = "InvalidSchedule"  # a bad cron expression, time zone or interval
+RUN_CREATED: Final = "RunCreated"
+RUN_SKIPPED: Final = "RunSkipped"  # a run of the schedule was still active (overlapPolicy)
+RUN_QUEUED: Final = "RunQueued"  # overlapPolicy QueueOne: it runs when the active run ends
+RUNS_MISSED: Final = "RunsMissed"  # older than the catch-up window after a downtime
+RUN_REFUSED: Final = "RunRefused"  # the API server refused the TaskRun as written

@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--tag", action="append", default=[], dest="tags")
     listing.add_argument("--limit", type=int, default=100)
 
+    command("schedules", run_schedules, "list the TaskSchedules with their last and next times")
+
     for name, handler, text in (("logs", run_logs, "print the logs of every attempt, in order"),
                                 ("steps", run_steps, "show the run's recorded steps"),
                                 ("cancel", run_cancel, "cancel the run")):
@@ -205,6 +207,14 @@ def run_list(args: argparse.Namespace) -> int:
         runs = client.list(task=args.task, queue=args.queue, phase=args.phase, tags=args.tags,
                            limit=args.limit)
     _emit(args, [run.to_json() for run in runs], lambda: tables.format_runs(runs, _now()))
+    return 0
+
+
+def run_schedules(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        schedules = client.schedules()
+    _emit(args, [schedule.to_json() for schedule in schedules],
+          lambda: tables.format_schedules(schedules, _now()))
     return 0
 
 

@@ -155,6 +155,21 @@ def definitions() -> dict[str, dict[str, Any]]:
                 _column("Delivered To", ".status.deliveredTo", "integer"),
                 age,
             ]),
+        "taskschedules.durakube.io.yaml": _definition(
+            "TaskSchedule", "taskschedules", ["tsch"], resources.TaskScheduleSpec,
+            resources.TaskScheduleStatus, [
+                _column("Schedule", ".spec.schedule"),
+                _column("Interval", ".spec.interval"),
+                _column("Time Zone", ".spec.timeZone", priority=1),
+                _column("Task", ".spec.taskRef.name"),
+                _column("Paused", ".spec.paused", "boolean"),
+                _column("Last", ".status.lastScheduleTime", "date"),
+                # A string, not a date: kubectl shows a future date as "<invalid>".
+                _column("Next", ".status.nextScheduleTime"),
+                _column("Last Run", ".status.lastRunName"),
+                _column("Ready", '.status.conditions[?(@.type=="Ready")].reason', priority=1),
+                age,
+            ]),
         "taskruns.durakube.io.yaml": _definition(
             "TaskRun", "taskruns", ["tr", "dtr"], resources.TaskRunSpec, resources.TaskRunStatus, [
                 _column("Phase", ".status.phase"),

@@ -1,4 +1,4 @@
-"""The custom resources' shapes (Task, TaskRun) as pydantic models.
+"""The custom resources' shapes (Task, TaskRun, TaskSchedule, ...) as pydantic models.
 
 These models are the single source of the CRDs: `durakube.crds` turns them into
 the structural OpenAPI schemas in `crds/`, and a test proves the files are
@@ -364,6 +364,97 @@ class TaskEventStatus(Resource):
     message: str = ""
 
 
+class OverlapPolicy(StrEnum):
+    """What a TaskSchedule does when a time comes while its previous run is still active."""
+
+    SKIP = "Skip"  # that time is skipped (and counted)
+    QUEUE_ONE = "QueueOne"  # it runs when the active run ends; at most one waits, later ones skip
+    ALLOW = "Allow"  # it runs at once, beside the active run
+
+
+# A cron expression: five fields (minute hour day-of-month month day-of-week) or a macro.
+# The fields' values are checked by the operator's cron parser; this shape is what the API
+# server can check at `kubectl apply`.
+CRON_PATTERN = (r"^\s*(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+                r"[-0-9A-Za-z*/,?#]+(\s+[-0-9A-Za-z*/,?#]+){4})\s*$")
+# An IANA time zone name ("Europe/Paris", "America/Argentina/Buenos_Aires", "UTC").
+TIME_ZONE_PATTERN = r"^[A-Za-z][-A-Za-z0-9_+]*(/[-A-Za-z0-9_+]+)*$"
+
+
+class TaskScheduleSpec(Resource):
+    """Runs of a task at the times of a cron expression or of a fixed interval."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.schedule) != has(self.interval)",
+         "message": "give exactly one of spec.schedule (a cron expression) and spec.interval"},
+        {"rule": "!has(self.timeZone) || has(self.schedule)",
+         "message": "spec.timeZone applies to spec.schedule only; an interval counts from the "
+                    "Unix epoch"}]})
+
+    schedule: Annotated[str | None, Field(
+        max_length=200,
+        description=("A cron expression of five fields (minute hour day-of-month month "
+                     "day-of-week), or @yearly, @monthly, @weekly, @daily or @hourly."),
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": f"self.matches('{CRON_PATTERN.replace(chr(92), chr(92) * 2)}')",
+            "message": ("spec.schedule must be a cron expression of five fields (minute hour "
+                        "day-of-month month day-of-week) or a macro such as @hourly; "
+                        "give the time zone in spec.timeZone, not as TZ= or CRON_TZ=")}]})] = None
+    time_zone: Annotated[str | None, Field(
+        max_length=64, pattern=TIME_ZONE_PATTERN,
+        description="The IANA time zone of spec.schedule (default UTC), e.g. Europe/Paris.")] = None
+    interval: Annotated[Duration | None, Field(description=(
+        "Instead of a cron expression: a run every this long (whole seconds, at least 1s), at "
+        "the multiples of it since the Unix epoch."))] = None
+    task_ref: TaskRef
+    payload: Annotated[FreeObject, Field(description=(
+        "The payload of every run; in its strings, $(scheduledTime) becomes the run's scheduled "
+        "time (RFC 3339, UTC) and $(scheduleName) the TaskSchedule's name."))] = {}
+    queue: Annotated[str | None, Field(pattern=NAME_PATTERN, max_length=63)] = None
+    concurrency_key: Annotated[str | None, Field(max_length=253)] = None
+    priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    timeout: Annotated[Duration | None, Field(description="Overrides the task's attempt timeout.")] = None
+    overlap_policy: Annotated[OverlapPolicy, Field(description=(
+        "When a time comes while a run of this schedule is still active: Skip it, QueueOne "
+        "(run it when the active run ends; at most one waits) or Allow it to run beside."))] = (
+        OverlapPolicy.SKIP)
+    catchup_window: Annotated[Duration, Field(description=(
+        "After the operator was down, the times missed within this window run once each; "
+        "older ones are skipped and counted in status.missed."))] = "1h"
+    jitter: Annotated[Duration | None, Field(description=(
+        "Delay each run by up to this long, the same for a given time (spreads the load of "
+        "many schedules firing at once); keep it shorter than the time between runs."))] = None
+    paused: Annotated[bool, Field(description=(
+        "Create no runs; the times that pass while paused are not caught up."))] = False
+    successful_runs_history_limit: Annotated[int, Field(ge=0, le=1000, description=(
+        "Succeeded TaskRuns of this schedule to keep; older ones are deleted (their history "
+        "stays in Postgres)."))] = 3
+    failed_runs_history_limit: Annotated[int, Field(ge=0, le=1000, description=(
+        "Failed, timed out, canceled or expired TaskRuns of this schedule to keep."))] = 1
+
+
+class TaskScheduleStatus(Resource):
+    """What the operator reports of a TaskSchedule: its times, its runs, its counts."""
+
+    last_schedule_time: Annotated[datetime | None, Field(
+        description="The scheduled time of the latest run created.")] = None
+    next_schedule_time: Annotated[datetime | None, Field(
+        description="The next time a run is due (none while paused or invalid).")] = None
+    last_run_name: Annotated[str | None, Field(description="The latest TaskRun created.")] = None
+    scheduled_until: Annotated[datetime | None, Field(description=(
+        "Every scheduled time up to this one was handled: run, skipped or missed."))] = None
+    queued_time: Annotated[datetime | None, Field(description=(
+        "With overlapPolicy QueueOne: the time waiting for the active run to end."))] = None
+    active: Annotated[list[str], Field(description="The TaskRuns of this schedule still active.")] = []
+    runs: Annotated[int, Field(ge=0, description="Runs created.")] = 0
+    skipped: Annotated[int, Field(ge=0, description=(
+        "Times skipped because a run was still active (overlapPolicy)."))] = 0
+    missed: Annotated[int, Field(ge=0, description=(
+        "Times missed while the operator was down, older than the catch-up window."))] = 0
+    conditions: list[Condition] = []
+    observed_generation: int | None = None
+
+
 class ObjectMeta(BaseModel):
     """The part of metadata the models read; the apiserver owns the rest."""
 
@@ -398,3 +489,11 @@ class TaskRun(Resource):
     metadata: ObjectMeta
     spec: TaskRunSpec
     status: TaskRunStatus = TaskRunStatus()
+
+
+class TaskSchedule(Resource):
+    api_version: str = API_VERSION
+    kind: str = "TaskSchedule"
+    metadata: ObjectMeta
+    spec: TaskScheduleSpec
+    status: TaskScheduleStatus = TaskScheduleStatus()

@@ -34,6 +34,7 @@ from durakube.client.handles import (
     EventDelivery,
     RunHandle,
     RunSummary,
+    ScheduleSummary,
     StepSummary,
     TriggerRequest,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "RunRef",
     "RunSummary",
     "RunWaitTimedOut",
+    "ScheduleSummary",
     "StepSummary",
     "TaskRunNotFound",
     "TriggerRequest",

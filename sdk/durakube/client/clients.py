@@ -167,6 +167,10 @@ class AsyncClient:
         return await managing.list_runs(self._session, task=task, queue=queue, phase=phase,
                                         tags=tags, limit=limit)
 
+    async def schedules(self) -> builtins.list[handles.ScheduleSummary]:
+        """The TaskSchedules of the namespace with their last and next times."""
+        return await managing.list_schedules(self._session)
+
     async def cancel(self, run: RunRef) -> handles.RunSummary:
         """Asks the operator to cancel the run (spec.cancel=true); returns it as patched."""
         return await managing.cancel(self._session, run)
@@ -306,6 +310,10 @@ class Client:
         """See `AsyncClient.list`."""
         return self._call(self._client.list(task=task, queue=queue, phase=phase, tags=tags,
                                             limit=limit))
+
+    def schedules(self) -> builtins.list[handles.ScheduleSummary]:
+        """See `AsyncClient.schedules`."""
+        return self._call(self._client.schedules())
 
     def cancel(self, run: RunRef) -> handles.RunSummary:
         """See `AsyncClient.cancel`."""

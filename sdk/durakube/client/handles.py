@@ -1,4 +1,4 @@
-"""What the client hands back: run handles, run and step summaries, event deliveries.
+"""What the client hands back: run handles, run, step and schedule summaries, event deliveries.
 
 A `RunHandle` names one run (namespace, TaskRun name, run id = the TaskRun's uid)
 and is what every managing call of the client accepts besides a plain name. A
@@ -85,6 +85,34 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
+class ScheduleSummary:
+    """One TaskSchedule: when it runs, when it ran and will run next, and its last run."""
+
+    name: str
+    namespace: str
+    task: str
+    schedule: str  # the cron expression, or "every <interval>"
+    time_zone: str | None
+    paused: bool
+    last_schedule_time: datetime | None
+    next_schedule_time: datetime | None
+    last_run_name: str | None
+    runs: int
+    skipped: int
+    missed: int
+    ready: str | None  # the Ready condition's reason: Scheduled, Paused, InvalidSchedule
+    message: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace, "task": self.task,
+                "schedule": self.schedule, "timeZone": self.time_zone, "paused": self.paused,
+                "lastScheduleTime": _isoformat(self.last_schedule_time),
+                "nextScheduleTime": _isoformat(self.next_schedule_time),
+                "lastRunName": self.last_run_name, "runs": self.runs, "skipped": self.skipped,
+                "missed": self.missed, "ready": self.ready, "message": self.message}
+
+
+@dataclass(frozen=True)
 class StepSummary:
     seq: int
     name: str
@@ -167,6 +195,24 @@ def _pinned_image(status: dict[str, Any]) -> str | None:
     if not isinstance(pinned, dict) or not pinned.get("image"):
         return None
     return resources.pinned_image(str(pinned["image"]), pinned.get("imageDigest"))
+
+
+def summarize_schedule(body: dict[str, Any]) -> ScheduleSummary:
+    """A summary of a TaskSchedule object as the API returns it (a dict)."""
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    status = body.get("status") or {}
+    ready: dict[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return ScheduleSummary(
+        name=str(meta.get("name", "")), namespace=str(meta.get("namespace", "")),
+        task=str((spec.get("taskRef") or {}).get("name", "")),
+        schedule=spec.get("schedule") or f"every {spec.get('interval', '?')}",
+        time_zone=spec.get("timeZone"), paused=bool(spec.get("paused")),
+        last_schedule_time=_parse_time(status.get("lastScheduleTime")),
+        next_schedule_time=_parse_time(status.get("nextScheduleTime")),
+        last_run_name=status.get("lastRunName"), runs=int(status.get("runs") or 0),
+        skipped=int(status.get("skipped") or 0), missed=int(status.get("missed") or 0),
+        ready=ready.get("reason"), message=ready.get("message"))
 
 
 def summarize_history(record: Any) -> RunSummary:

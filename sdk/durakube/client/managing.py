@@ -1,4 +1,5 @@
-"""Managing runs that exist: read, list, cancel, replay; steps, outputs, logs; events.
+"""Managing runs that exist: read, list, cancel, replay; steps, outputs, logs; events;
+and listing the TaskSchedules that create runs.
 
 Called by `AsyncClient`. A run is read from its live TaskRun first and from the
 run history in Postgres (`history`) once the TaskRun is gone. Outputs, steps,
@@ -50,6 +51,13 @@ async def list_runs(session: sessions.Session, *, task: str | None = None,
         open_db if session.database_url is not None else None, session.namespace,
         found.get("items", []), task=task, queue=queue, phase=phase, tagged=bool(wanted_tags),
         limit=limit)
+
+
+async def list_schedules(session: sessions.Session) -> list[handles.ScheduleSummary]:
+    """The TaskSchedules of the namespace, by name."""
+    found = await session.api.list_custom("TaskSchedules", "taskschedules", session.namespace)
+    return sorted((handles.summarize_schedule(body) for body in found.get("items", [])),
+                  key=lambda schedule: schedule.name)
 
 
 async def cancel(session: sessions.Session, run: sessions.RunRef) -> handles.RunSummary:

@@ -57,6 +57,19 @@ def format_runs(runs: Sequence[handles.RunSummary], now: datetime) -> str:
                         rows)
 
 
+def format_schedules(schedules: Sequence[handles.ScheduleSummary], now: datetime) -> str:
+    """`durakube schedules`: when each schedule ran last and runs next ("in 42s")."""
+    rows = [[schedule.name, schedule.schedule + (f" ({schedule.time_zone})" if schedule.time_zone else ""),
+             schedule.task, "yes" if schedule.paused else "no",
+             format_age(schedule.last_schedule_time, now) + " ago" if schedule.last_schedule_time
+             else EMPTY,
+             "in " + format_age(now, schedule.next_schedule_time) if schedule.next_schedule_time
+             else EMPTY,
+             schedule.last_run_name or "", schedule.ready or ""] for schedule in schedules]
+    return format_table(["NAME", "SCHEDULE", "TASK", "PAUSED", "LAST", "NEXT", "LAST RUN", "READY"],
+                        rows)
+
+
 def format_run(run: handles.RunSummary, now: datetime) -> str:
     """One run as `key: value` lines (what `durakube get RUN` prints)."""
     error = run.last_error or {}

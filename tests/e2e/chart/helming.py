@@ -22,7 +22,8 @@ from devcluster import cluster as devcluster_cluster
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "durakube"
 PERMISSIONS = yaml.safe_load((CHART / "permissions.yaml").read_text())
-CRD_NAMES = [f"{plural}.durakube.io" for plural in ("tasks", "taskruns", "taskqueues", "taskevents")]
+CRD_NAMES = [f"{plural}.durakube.io" for plural in ("tasks", "taskruns", "taskqueues", "taskevents",
+                                                         "taskschedules")]
 # A database URL the operator would use; the tests never start it (replicaCount=0).
 DATABASE_URL = "postgresql://durakube@127.0.0.1:5432/durakube"
 

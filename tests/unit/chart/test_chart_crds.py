@@ -18,7 +18,7 @@ def test_rendered_crds_are_those_of_the_crds_folder() -> None:
     rendered = _crds()
     committed = {crd["metadata"]["name"]: crd for crd in
                  (yaml.safe_load(path.read_text()) for path in sorted((ROOT / "crds").glob("*.yaml")))}
-    assert set(rendered) == set(committed) and len(rendered) == 4
+    assert set(rendered) == set(committed) and len(rendered) == 5
     for name, crd in rendered.items():
         assert crd["apiVersion"] == committed[name]["apiVersion"]
         assert crd["spec"] == committed[name]["spec"], f"{name} renders another spec than crds/"

@@ -22,7 +22,7 @@ from charting import (
 )
 
 MONITORING = ("monitoring.coreos.com/v1",)
-CRDS = ["CustomResourceDefinition"] * 4
+CRDS = ["CustomResourceDefinition"] * 5
 
 
 @pytest.mark.parametrize("values", GOOD_VALUES, ids=lambda path: path.stem)

@@ -63,3 +63,24 @@ def test_one_run_as_key_value_lines() -> None:
                                      tags=["nightly"]), NOW)
     assert "Name:        ns/r-1" in text
     assert "Last error:  E: m" in text and "Tags:        nightly" in text
+
+
+def test_schedules_show_the_last_and_next_times_from_now() -> None:
+    bodies = [
+        {"metadata": {"name": "nightly", "namespace": "ns"},
+         "spec": {"schedule": "0 2 * * *", "timeZone": "Europe/Paris", "taskRef": {"name": "report"}},
+         "status": {"lastScheduleTime": "2025-01-01T11:00:00Z", "nextScheduleTime": (
+             NOW + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "lastRunName": "nightly-1767229200", "runs": 4,
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "Scheduled"}]}},
+        {"metadata": {"name": "poll", "namespace": "ns"},
+         "spec": {"interval": "30s", "taskRef": {"name": "poll"}, "paused": True}},
+    ]
+    schedules = [handles.summarize_schedule(body) for body in bodies]
+    lines = tables.format_schedules(schedules, NOW).splitlines()
+    assert lines[0].split() == ["NAME", "SCHEDULE", "TASK", "PAUSED", "LAST", "NEXT", "LAST", "RUN",
+                                "READY"]
+    assert "0 2 * * * (Europe/Paris)" in lines[1] and "60m ago" in lines[1] and "in 5m" in lines[1]
+    assert "nightly-1767229200" in lines[1] and lines[1].endswith("Scheduled")
+    assert lines[2].split()[:5] == ["poll", "every", "30s", "poll", "yes"]
+    assert schedules[0].to_json()["runs"] == 4 and schedules[1].to_json()["ready"] is None
