@@ -106,6 +106,10 @@ class Actor:
     async def _register_txn(self, conn: pools.Database, action: actions.RegisterRun) -> None:
         await runs.register_run_txn(conn, action.run_id, action.namespace, action.name,
                                     action.task_id, action.payload, action.queue)
+        if action.debounce is not None:
+            entry = action.debounce
+            await runs.register_debounce_txn(conn, action.run_id, action.namespace, entry.task,
+                                             entry.key, entry.created_at, entry.created_version)
         if action.fork is not None:
             # With the registration: no attempt starts before the reused steps are there.
             await steps.copy_steps_txn(conn, action.fork.source_run_id, action.run_id,

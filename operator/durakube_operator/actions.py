@@ -34,6 +34,19 @@ class RegisterRun(_OfRun):
     payload: Any
     # A fork: the run whose steps before `from_step` are copied with the registration.
     fork: Fork | None = None
+    # spec.debounce: recorded with the registration.
+    debounce: DebounceEntry | None = None
+
+
+@dataclass(frozen=True)
+class DebounceEntry:
+    """A run with spec.debounce, as its registration orders it among the runs of its key:
+    the Task's name, the key, and when and at which resourceVersion its TaskRun was made."""
+
+    task: str
+    key: str
+    created_at: datetime
+    created_version: int | None
 
 
 @dataclass(frozen=True)

@@ -168,9 +168,19 @@ class _Deciding:
             origin = run.spec.replay_of
             fork = None if origin is None or origin.from_step is None else \
                 actions.Fork(source_run_id=origin.run_id, from_step=origin.from_step)
+            debounce = None
+            if run.spec.debounce is not None:
+                # Unchanged since its creation (this pass writes its first status): the
+                # version it was made with, which orders creations within a second.
+                version = str(seen.body["metadata"].get("resourceVersion") or "")
+                debounce = actions.DebounceEntry(
+                    task=run.spec.task_ref.name, key=run.spec.debounce.key,
+                    created_at=seen.created_at or self.now,
+                    created_version=int(version) if version.isdigit() else None)
             todo.append(actions.RegisterRun(run_id=self.uid, namespace=self.namespace,
                                             name=run.metadata.name, task_id=task.spec.entrypoint,
-                                            payload=seen.payload, queue=seen.queue, fork=fork))
+                                            payload=seen.payload, queue=seen.queue, fork=fork,
+                                            debounce=debounce))
             if seen.undefined_queue is not None:
                 todo.append(actions.Warn(seen.body, reasons.QUEUE_NOT_DEFINED, (
                     f"no TaskQueue {seen.undefined_queue!r} exists in namespace "
@@ -198,6 +208,13 @@ class _Deciding:
         due = status.next_attempt_at or self.first_attempt_due()
         if due is not None and due > self.now:
             return Decision(status, tuple(todo), (due - self.now).total_seconds())
+        if seen.superseded_by is not None and run.spec.debounce is not None:
+            # Debounced: a newer run with its key came within its delay and runs instead.
+            return Decision(self.transition(
+                status, Phase.CANCELED, reasons.DEBOUNCED,
+                f"run {seen.superseded_by} came with the same debounce key "
+                f"{run.spec.debounce.key!r} within {run.spec.debounce.delay}: it runs instead"),
+                tuple(todo))
         assert seen.place is not None, "observed while the run may start"
         if seen.place.holds_slot:
             # A slot first: the pod of an attempt exists only while its run holds one.
@@ -386,11 +403,14 @@ class _Deciding:
         return self.transition(status, Phase.CANCELED, reasons.CANCELED, "canceled by spec.cancel")
 
     def first_attempt_due(self) -> datetime | None:
-        """When `spec.delay` lets the first attempt start (None: at once)."""
-        created = self.seen.created_at
-        if self.run.status.attempt or not self.run.spec.delay or created is None:
+        """When `spec.delay` and `spec.debounce.delay` (the longer) let the first attempt
+        start (None: at once)."""
+        created, spec = self.seen.created_at, self.run.spec
+        delays = [durations.parse_duration(value) for value in
+                  (spec.delay, spec.debounce.delay if spec.debounce else None) if value]
+        if self.run.status.attempt or not delays or created is None:
             return None
-        return created + timedelta(seconds=durations.parse_duration(self.run.spec.delay))
+        return created + timedelta(seconds=max(delays))
 
 
 def _describe_resources(worker: dict[str, Any] | None) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import pydantic
 
 from durakube import resources
-from durakube.store import attempts, payloads, pools, queues, steps, waitpoints
+from durakube.store import attempts, payloads, pools, queues, runs, steps, waitpoints
 from durakube_operator import caching, children, pinning, validating
 
 
@@ -63,6 +63,9 @@ class Observation:
     task_deleted: bool = False
     # A fork that cannot be made (registration only): why.
     fork_problem: str | None = None
+    # Read before the first attempt of a run with spec.debounce: the newest run registered
+    # after it with the same Task and key (None: none, it may start).
+    superseded_by: str | None = None
 
     @property
     def created_at(self) -> datetime | None:
@@ -139,6 +142,9 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
         if not seen.wait_over:
             return seen
     if status.attempt == 0 or status.phase in WAITING_PHASES:
+        if status.attempt == 0 and run.spec.debounce is not None and status.phase is not None:
+            seen = dataclasses.replace(
+                seen, superseded_by=await runs.newer_debounced_run(db, run.metadata.uid))
         return dataclasses.replace(seen, place=await queues.place(db, run.metadata.uid))
     # An attempt is under way or has ended.
     progress = await steps.summarize_steps(db, run.metadata.uid)

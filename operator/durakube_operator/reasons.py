@@ -24,6 +24,7 @@ RETRIES_EXHAUSTED: Final = "RetriesExhausted"  # retryable errors used up maxAtt
 INFRASTRUCTURE_FAILED: Final = "InfrastructureFailed"  # pods kept dying without an outcome
 TIMED_OUT: Final = "TimedOut"  # the last attempt ran past its timeout
 CANCELED: Final = "Canceled"
+DEBOUNCED: Final = "Debounced"  # a newer run with the same debounce key came within its delay
 EXPIRED: Final = "Expired"  # still queued when its ttl ran out
 INVALID: Final = "Invalid"  # the TaskRun cannot run as written
 TASK_NOT_FOUND: Final = "TaskNotFound"

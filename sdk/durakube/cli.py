@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("--delay", help="start no sooner than this (e.g. 30s, 10m)")
     trigger.add_argument("--ttl", help="expire if still queued after this long")
     trigger.add_argument("--tag", action="append", default=[], dest="tags", help="a tag (repeat)")
+    trigger.add_argument("--debounce", metavar="KEY",
+                         help="of the runs of the task with this key, only the last of a "
+                              "burst runs (with --debounce-delay)")
+    trigger.add_argument("--debounce-delay", metavar="DURATION",
+                         help="how long a debounced run waits for a newer one (e.g. 30s)")
     trigger.add_argument("--wait", action="store_true", help="wait and print the output")
     trigger.add_argument("--timeout", type=float, help="seconds to wait (with --wait)")
 
@@ -174,11 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_trigger(args: argparse.Namespace) -> int:
     payload = _load_payload(args)
+    if (args.debounce is None) != (args.debounce_delay is None):
+        raise ValueError("give --debounce and --debounce-delay together")
+    debounce = None if args.debounce is None else (args.debounce, args.debounce_delay)
     with _client(args) as client:
         handle = client.trigger(
             args.task, payload, queue=args.queue, concurrency_key=args.concurrency_key,
             priority=args.priority, idempotency_key=args.idempotency_key, delay=args.delay,
-            ttl=args.ttl, tags=args.tags)
+            ttl=args.ttl, tags=args.tags, debounce=debounce)
         if not args.wait:
             _emit(args, {"name": handle.name, "namespace": handle.namespace, "runId": handle.run_id,
                          "created": handle.created},

@@ -140,6 +140,16 @@ class ReplayOf(Resource):
         "run was pinned to."))] = False
 
 
+class Debounce(Resource):
+    """Of the runs of one Task in a namespace that share a key, only the last of a burst
+    runs: each waits `delay`, and starts only if no newer run with its key came meanwhile."""
+
+    key: Annotated[str, Field(min_length=1, max_length=253, description=(
+        "Runs of the same Task and namespace with this key debounce each other."))]
+    delay: Annotated[Duration, Field(description=(
+        "How long the run waits for a newer one with its key before it starts."))]
+
+
 # Every field of a TaskRun's spec but `cancel` is fixed at creation: what ran is what was
 # asked for, and a replay never meets different inputs. (Tekton's TaskRun does the same.)
 _FIXED_SPEC_FIELDS = ("taskRef", "payload", "payloadRef", "queue", "concurrencyKey", "priority",
@@ -175,6 +185,7 @@ class TaskRunSpec(Resource):
     retry: RetrySpec | None = None
     timeout: Annotated[Duration | None, Field(description="Overrides the task's attempt timeout.")] = None
     cancel: Annotated[bool, Field(description="Set to true to cancel the run.")] = False
+    debounce: Debounce | None = None
     ttl_seconds_after_finished: Annotated[int | None, Field(ge=0, description=(
         "Seconds after the run finishes before its TaskRun is deleted (its history stays in "
         "Postgres); overrides the Task's and the operator's default."))] = None

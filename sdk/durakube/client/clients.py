@@ -79,7 +79,8 @@ class AsyncClient:
                       idempotency_ttl: durations.Duration | None = None,
                       delay: durations.Duration | None = None,
                       ttl: durations.Duration | None = None,
-                      tags: Iterable[str] | None = None) -> handles.RunHandle:
+                      tags: Iterable[str] | None = None,
+                      debounce: tuple[str, durations.Duration] | None = None) -> handles.RunHandle:
         """Creates a TaskRun of `task` (a task id, or the @task function) with `payload`.
 
         Raises `UnknownTask` when no Task of that name exists, `InvalidPayload` when
@@ -88,12 +89,15 @@ class AsyncClient:
         `payloads.INLINE_LIMIT_BYTES` are stored in Postgres and referenced. With an
         `idempotency_key`, every trigger with that key returns the one run
         (`RunHandle.created` False but for the first), for as long as its TaskRun
-        exists or for `idempotency_ttl` after its creation.
+        exists or for `idempotency_ttl` after its creation. With `debounce=(key, delay)`
+        the run waits `delay` and starts only if no newer run of the task came with the
+        same key meanwhile (else it ends Canceled, reason Debounced): of a burst, the last
+        runs, once.
         """
         return await submitting.trigger(
             self._session, task, payload, queue=queue, concurrency_key=concurrency_key,
             priority=priority, idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl,
-            delay=delay, ttl=ttl, tags=tags)
+            delay=delay, ttl=ttl, tags=tags, debounce=debounce)
 
     async def batch_trigger(self, items: Iterable[BatchItem], *,
                             concurrency: int = 16) -> list[handles.RunHandle]:
@@ -262,12 +266,13 @@ class Client:
                 priority: int | None = None, idempotency_key: str | None = None,
                 idempotency_ttl: durations.Duration | None = None,
                 delay: durations.Duration | None = None, ttl: durations.Duration | None = None,
-                tags: Iterable[str] | None = None) -> handles.RunHandle:
+                tags: Iterable[str] | None = None,
+                debounce: tuple[str, durations.Duration] | None = None) -> handles.RunHandle:
         """See `AsyncClient.trigger`."""
         return self._call(self._client.trigger(
             task, payload, queue=queue, concurrency_key=concurrency_key, priority=priority,
             idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl, delay=delay,
-            ttl=ttl, tags=tags))
+            ttl=ttl, tags=tags, debounce=debounce))
 
     def batch_trigger(self, items: Iterable[BatchItem], *,
                       concurrency: int = 16) -> list[handles.RunHandle]:

@@ -105,7 +105,8 @@ def build_taskrun(task: str, *, name: str | None, payload: dict[str, Any] | None
                   idempotency_key: str | None = None, delay: durations.Duration | None = None,
                   ttl: durations.Duration | None = None, tags: Iterable[str] = (),
                   annotations: Mapping[str, str] | None = None,
-                  replay_of: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  replay_of: Mapping[str, Any] | None = None,
+                  debounce: tuple[str, durations.Duration] | None = None) -> dict[str, Any]:
     """A TaskRun body, validated with `resources.TaskRun` (raises pydantic.ValidationError).
 
     Without a `name`, the body asks the API server to generate one (`generateName`).
@@ -121,6 +122,9 @@ def build_taskrun(task: str, *, name: str | None, payload: dict[str, Any] | None
     spec.update({key: value for key, value in optional.items() if value is not None})
     if replay_of is not None:
         spec["replayOf"] = dict(replay_of)
+    if debounce is not None:
+        key, wait = debounce
+        spec["debounce"] = {"key": key, "delay": format_duration(wait)}
     labels = label_tags(tags)
     if idempotency_key is not None:
         labels[IDEMPOTENCY_KEY_LABEL] = key_digest(idempotency_key)

@@ -46,7 +46,8 @@ async def trigger(session: sessions.Session, task: handles.TaskLike, payload: An
                   priority: int | None = None, idempotency_key: str | None = None,
                   idempotency_ttl: durations.Duration | None = None,
                   delay: durations.Duration | None = None, ttl: durations.Duration | None = None,
-                  tags: Iterable[str] | None = None) -> handles.RunHandle:
+                  tags: Iterable[str] | None = None,
+                  debounce: tuple[str, durations.Duration] | None = None) -> handles.RunHandle:
     """Creates a TaskRun of `task` with `payload`; see `AsyncClient.trigger`."""
     task_id, data = prepare(session, task, payload)
     namespace = session.namespace
@@ -62,7 +63,7 @@ async def trigger(session: sessions.Session, task: handles.TaskLike, payload: An
         "payload": data if inline else None, "payload_ref": payload_ref, "queue": queue,
         "concurrency_key": concurrency_key, "priority": priority,
         "idempotency_key": idempotency_key, "delay": delay, "ttl": ttl,
-        "tags": tuple(tags or ())}
+        "tags": tuple(tags or ()), "debounce": debounce}
     return await create(session, namespace, task_id, options, idempotency_ttl)
 
 

@@ -66,6 +66,34 @@ async def register_run_txn(conn: pools.Database, run_id: str, namespace: str, na
     return Run.from_record(record)
 
 
+async def register_debounce_txn(conn: pools.Database, run_id: str, namespace: str, task: str,
+                                key: str, created_at: datetime, created_version: int | None) -> None:
+    """Records the run among those with its debounce key, in the order of its creation
+    (idempotent)."""
+    await conn.execute("""
+        INSERT INTO durakube.run_debounce (run_id, namespace, task, key, created_at, created_version)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (run_id) DO NOTHING""", run_id, namespace, task, key, created_at, created_version)
+
+
+async def newer_debounced_run(db: pools.Database, run_id: str) -> str | None:
+    """The name of the newest run created after `run_id` with the same Task and debounce
+    key (None: it is the newest, or gave no key)."""
+    async with pools.connection(db) as conn:
+        name = await conn.fetchval("""
+            SELECT r.name FROM durakube.run_debounce mine
+            JOIN durakube.run_debounce later
+              ON (later.namespace, later.task, later.key) = (mine.namespace, mine.task, mine.key)
+             AND (later.created_at, coalesce(later.created_version, 0), later.registered_at)
+                 > (mine.created_at, coalesce(mine.created_version, 0), mine.registered_at)
+            JOIN durakube.runs r ON r.run_id = later.run_id
+            WHERE mine.run_id = $1
+            ORDER BY later.created_at DESC, later.created_version DESC NULLS LAST,
+                     later.registered_at DESC
+            LIMIT 1""", run_id)
+    return None if name is None else str(name)
+
+
 async def load_run(db: pools.Database, run_id: str) -> Run | None:
     """The run's row, or None when no run has this id."""
     async with pools.connection(db) as conn:

@@ -850,6 +850,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE run_id IS NULL;
     """),
     Migration(20, "run metadata", METADATA_SQL),
+    Migration(21, "debounced runs", """
+        -- The runs that gave spec.debounce, in the order their TaskRuns were created:
+        -- creationTimestamp (whole seconds), then the resourceVersion the TaskRun was
+        -- created with (etcd's revision, which orders creations within a second), then
+        -- the registration's time. A run due to start gives way to any created after it
+        -- with the same Task and key.
+        CREATE TABLE durakube.run_debounce (
+            run_id            text PRIMARY KEY,
+            namespace         text NOT NULL,
+            task              text NOT NULL,
+            key               text NOT NULL,
+            created_at        timestamptz NOT NULL,
+            created_version   numeric,
+            registered_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        CREATE INDEX run_debounce_key_idx ON durakube.run_debounce (namespace, task, key);
+    """),
 )
 
 

@@ -224,3 +224,21 @@ def test_unreachable_database_names_host_and_port_but_not_the_password(
     assert "127.0.0.1:1/runs" in str(caught.value)
     assert "s3cret-pw" not in str(caught.value)
     assert "s3cret-pw" not in yaml.safe_dump(caught.value.to_json())
+
+
+def test_a_burst_of_debounced_triggers_runs_once_with_the_last_payload(
+        client: Client, custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+    install_tasks(custom, namespace, "echoing")
+    burst = []
+    for index in range(4):
+        burst.append(client.trigger("echo", {"n": index}, debounce=("inbox-7", "3s")))
+        time.sleep(0.3)
+    apart = client.trigger("echo", {"n": 99}, debounce=("inbox-8", "3s"))
+    ended = {handle.name: client.wait(handle, timeout=90) for handle in [*burst, apart]}
+    *superseded, last = [ended[handle.name] for handle in burst]
+    assert (last.phase, last.output) == ("Succeeded", {"n": 3})
+    for summary in superseded:
+        assert (summary.phase, summary.reason, summary.attempt) == ("Canceled", "Debounced", 0)
+        assert f"run {last.name} came with the same debounce key 'inbox-7'" in (summary.message or "")
+    # Another key is another line: it runs whatever the burst did.
+    assert (ended[apart.name].phase, ended[apart.name].output) == ("Succeeded", {"n": 99})

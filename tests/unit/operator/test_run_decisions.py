@@ -182,6 +182,13 @@ def worker_resources_are(expected: dict[str, Any]) -> Callable[[resources.TaskRu
     return check
 
 
+def registered_debounce(decision: deciding.Decision, task: str, key: str) -> None:
+    register = next(a for a in decision.actions if isinstance(a, actions.RegisterRun))
+    assert register.debounce is not None
+    assert (register.debounce.task, register.debounce.key) == (task, key)
+    assert register.debounce.created_at == CREATED_AT
+
+
 CREATED_AT = datetime(2026, 3, 1, 11, 59, tzinfo=UTC)
 BACKING_OFF = status(RUNNING, phase="BackingOff", nextAttemptAt="2026-03-01T11:59:30Z",
                      lastError={"type": "ValueError", "message": "boom", "retryable": True})
@@ -219,6 +226,20 @@ CASES = [
          actions=("RegisterRun",), requeue=(CREATED_AT + timedelta(minutes=5) - NOW).total_seconds()),
     Case("delay-over-joins-the-line", spec="delay: 30s", phase="Pending",
          actions=("RegisterRun", "Enqueue"), requeue=30.0),
+    Case("debounced-run-registers-its-key-and-waits-its-delay",
+         spec="debounce: {key: user-7, delay: 5m}", phase="Pending", actions=("RegisterRun",),
+         requeue=(CREATED_AT + timedelta(minutes=5) - NOW).total_seconds(),
+         check=lambda after, decision: registered_debounce(decision, "work", "user-7")),
+    Case("debounce-and-delay-wait-the-longer", spec="{delay: 30s, debounce: {key: k, delay: 2m}}",
+         phase="Pending", actions=("RegisterRun",),
+         requeue=(CREATED_AT + timedelta(minutes=2) - NOW).total_seconds()),
+    Case("debounced-run-with-a-newer-one-of-its-key-ends-debounced", status=PENDING,
+         spec="debounce: {key: user-7, delay: 30s}", seen={"superseded_by": "report-newer"},
+         phase="Canceled", reason="Debounced", actions=("ReleaseSlot", "MirrorPhase"),
+         check=message_has("run report-newer came with the same debounce key 'user-7' within 30s")),
+    Case("debounced-run-without-a-newer-one-starts", status=PENDING,
+         spec="debounce: {key: user-7, delay: 30s}", seen={"place": ADMITTED}, phase="Running",
+         actions=("StartAttempt", "MirrorPhase")),
     Case("ttl-passed-while-queued-expires", status=QUEUED, spec="ttl: 1m", seen={"place": IN_LINE},
          phase="Expired", reason="Expired", actions=("ReleaseSlot", "MirrorPhase"),
          check=fields(completion_time=NOW.replace(microsecond=0))),
