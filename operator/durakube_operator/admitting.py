@@ -9,7 +9,9 @@ their pods.
 
 `select_runs` is pure: priority first, then fairness across concurrency keys
 (round-robin by when each key was last served), then FIFO by creation time within
-a key, within the queue's limit and its per-key limit.
+a key, within the queue's limit and its per-key limit, and within what its rate
+limits leave (sliding windows over the admissions Postgres records). A run held back
+by a rate limit is admitted by the loop's periodic pass once its window frees up.
 """
 
 from __future__ import annotations
@@ -26,14 +28,20 @@ _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 def select_runs(waiting: Sequence[queues.Waiting], *, limit: int, per_key_limit: int | None,
-                running: dict[str, int], last_served: dict[str, datetime]) -> list[queues.Waiting]:
+                running: dict[str, int], last_served: dict[str, datetime],
+                rate: queues.RateRoom | None = None) -> list[queues.Waiting]:
     """The runs to admit now, in admission order.
 
     `waiting` is ordered by priority (highest first) then creation time (oldest
     first); `running` counts slots in use per concurrency key ("" for runs without
-    one); `last_served` is when each key last got a slot.
+    one); `last_served` is when each key last got a slot; `rate` is what the queue's
+    rate limits leave to admit, in all and per key.
     """
+    rate = rate or queues.RateRoom()
     capacity = limit - sum(running.values())
+    if rate.queue is not None:
+        capacity = min(capacity, rate.queue)
+    admitted_now: dict[str, int] = {}
     lines: dict[str, list[queues.Waiting]] = {}
     for run in waiting:
         lines.setdefault(run.concurrency_key, []).append(run)
@@ -46,7 +54,8 @@ def select_runs(waiting: Sequence[queues.Waiting], *, limit: int, per_key_limit:
     while capacity > 0:
         candidates = [key for key, line in lines.items() if line and (
             # The per-key limit applies to runs that name a key; keyless runs share the queue.
-            per_key_limit is None or key == "" or in_use.get(key, 0) < per_key_limit)]
+            per_key_limit is None or key == "" or in_use.get(key, 0) < per_key_limit) and (
+            (room := rate.for_key(key)) is None or admitted_now.get(key, 0) < room)]
         if not candidates:
             break
         # Highest waiting priority first; among equals, the key served longest ago.
@@ -54,6 +63,7 @@ def select_runs(waiting: Sequence[queues.Waiting], *, limit: int, per_key_limit:
         run = lines[key].pop(0)
         admitted.append(run)
         in_use[key] = in_use.get(key, 0) + 1
+        admitted_now[key] = admitted_now.get(key, 0) + 1
         turn += 1
         order[key] = (1, _EPOCH, turn)
         capacity -= 1
@@ -69,11 +79,14 @@ async def admit_next_runs(db: pools.Database, queue: str) -> list[queues.Waiting
         running = await queues.running_per_key_txn(conn, queue)
         if sum(running.values()) >= settings.concurrency_limit:
             return []
+        rate = await queues.rate_room_txn(conn, settings) if settings.rate_limited else None
+        if rate is not None and rate.queue == 0:
+            return []  # the window frees up by itself: the loop's next pass looks again
         waiting = await queues.waiting_txn(conn, queue)
         chosen = select_runs(waiting, limit=settings.concurrency_limit,
                              per_key_limit=settings.concurrency_limit_per_key, running=running,
-                             last_served=await queues.last_served_txn(conn, queue))
-        await queues.grant_slots_txn(conn, queue, chosen)
+                             last_served=await queues.last_served_txn(conn, queue), rate=rate)
+        await queues.grant_slots_txn(conn, queue, chosen, rate_limited=settings.rate_limited)
     if chosen:
         faults.reach("slot-granted", chosen[0].namespace)
     now = datetime.now(UTC)

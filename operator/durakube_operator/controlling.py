@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 
-from durakube import errors, resources
+from durakube import durations, errors, resources
 from durakube.store import pools, queues, retention
 from durakube_operator import (
     acting,
@@ -126,7 +126,8 @@ class Controller:
         else:
             await queues.define_queue(self.db, queue, concurrency_limit=spec.concurrency_limit,
                                       concurrency_limit_per_key=spec.concurrency_limit_per_key,
-                                      paused=spec.paused)
+                                      paused=spec.paused, rate=_rate(spec.rate_limit),
+                                      key_rate=_rate(spec.rate_limit_per_key))
         # A raised limit admits waiting runs at once; a lowered one never stops running pods.
         self.admission.poke(queue)
 
@@ -237,3 +238,10 @@ def _error_reason(error: BaseException) -> str:
     if isinstance(error, errors.DurakubeError):
         return str(error.code)
     return type(error).__name__
+
+
+def _rate(limit: resources.RateLimit | None) -> tuple[int, float] | None:
+    """A TaskQueue's rate limit as (starts, seconds)."""
+    if limit is None:
+        return None
+    return limit.starts, durations.parse_duration(limit.period)

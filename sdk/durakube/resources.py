@@ -325,8 +325,15 @@ class TaskRunStatus(Resource):
         "started."))] = None
 
 
+class RateLimit(Resource):
+    """At most `starts` runs admitted in any `period` (a sliding window)."""
+
+    starts: Annotated[int, Field(ge=1, le=1_000_000, description="Runs admitted per period.")]
+    period: Annotated[Duration, Field(description="The sliding window, e.g. 1m or 1h.")]
+
+
 class TaskQueueSpec(Resource):
-    """How many runs of a queue execute at once."""
+    """How many runs of a queue execute at once, and how many may start per period."""
 
     concurrency_limit: Annotated[int, Field(
         ge=0, le=100_000, description="Runs executing at once; 0 admits nothing (paused).")]
@@ -334,6 +341,11 @@ class TaskQueueSpec(Resource):
         ge=1, le=100_000,
         description="Runs executing at once per concurrencyKey (e.g. per tenant).")] = None
     paused: Annotated[bool, Field(description="Admit nothing new; running pods go on.")] = False
+    rate_limit: Annotated[RateLimit | None, Field(description=(
+        "Runs of the queue admitted per period, beside the concurrency limit."))] = None
+    rate_limit_per_key: Annotated[RateLimit | None, Field(description=(
+        "Runs admitted per period per concurrencyKey (runs without a key share the "
+        "queue's limits only)."))] = None
 
 
 class TaskQueueStatus(Resource):

@@ -27,6 +27,30 @@ class Queue:
     concurrency_limit_per_key: int | None
     paused: bool
     defined: bool
+    # Rate limits: at most `*_starts` admissions in any `*_seconds` (None: no limit).
+    rate_starts: int | None = None
+    rate_seconds: float | None = None
+    key_rate_starts: int | None = None
+    key_rate_seconds: float | None = None
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.rate_starts is not None or self.key_rate_starts is not None
+
+
+@dataclass(frozen=True)
+class RateRoom:
+    """How many more runs the queue's rate limits admit now: in all (None: no limit) and
+    per concurrency key (`key_starts` minus each key's admissions in its window)."""
+
+    queue: int | None = None
+    key_starts: int | None = None
+    per_key: dict[str, int] | None = None
+
+    def for_key(self, key: str) -> int | None:
+        if self.key_starts is None or key == "":
+            return None
+        return self.key_starts - (self.per_key or {}).get(key, 0)
 
 
 @dataclass(frozen=True)
@@ -51,18 +75,28 @@ class Slot:
 
 
 async def define_queue(db: pools.Database, queue: str, *, concurrency_limit: int,
-                       concurrency_limit_per_key: int | None, paused: bool) -> None:
-    """Records a TaskQueue's settings (from its custom resource)."""
+                       concurrency_limit_per_key: int | None, paused: bool,
+                       rate: tuple[int, float] | None = None,
+                       key_rate: tuple[int, float] | None = None) -> None:
+    """Records a TaskQueue's settings (from its custom resource); `rate` and `key_rate`
+    are (starts, seconds)."""
+    rate_starts, rate_seconds = rate or (None, None)
+    key_starts, key_seconds = key_rate or (None, None)
     async with pools.connection(db) as conn:
         await conn.execute("""
             INSERT INTO durakube.queues (queue, concurrency_limit, concurrency_limit_per_key,
-                                         paused, defined, updated_at)
-            VALUES ($1, $2, $3, $4, true, now())
+                                         paused, defined, updated_at, rate_starts, rate_seconds,
+                                         key_rate_starts, key_rate_seconds)
+            VALUES ($1, $2, $3, $4, true, now(), $5, $6, $7, $8)
             ON CONFLICT (queue) DO UPDATE SET
                 concurrency_limit = EXCLUDED.concurrency_limit,
                 concurrency_limit_per_key = EXCLUDED.concurrency_limit_per_key,
-                paused = EXCLUDED.paused, defined = true, updated_at = now()""",
-            queue, concurrency_limit, concurrency_limit_per_key, paused)
+                paused = EXCLUDED.paused, defined = true, updated_at = now(),
+                rate_starts = EXCLUDED.rate_starts, rate_seconds = EXCLUDED.rate_seconds,
+                key_rate_starts = EXCLUDED.key_rate_starts,
+                key_rate_seconds = EXCLUDED.key_rate_seconds""",
+            queue, concurrency_limit, concurrency_limit_per_key, paused, rate_starts, rate_seconds,
+            key_starts, key_seconds)
 
 
 async def undefine_queue(db: pools.Database, queue: str, default_limit: int) -> None:
@@ -70,7 +104,9 @@ async def undefine_queue(db: pools.Database, queue: str, default_limit: int) -> 
     async with pools.connection(db) as conn:
         await conn.execute("""
             UPDATE durakube.queues SET concurrency_limit = $2, concurrency_limit_per_key = NULL,
-                                       paused = false, defined = false, updated_at = now()
+                                       paused = false, defined = false, updated_at = now(),
+                                       rate_starts = NULL, rate_seconds = NULL,
+                                       key_rate_starts = NULL, key_rate_seconds = NULL
             WHERE queue = $1""", queue, default_limit)
 
 
@@ -186,9 +222,35 @@ async def load_waiting(db: pools.Database) -> list[Waiting]:
 async def lock_queue_txn(conn: Any, queue: str) -> Queue | None:
     """Locks the queue's row until the transaction ends; None if the queue is unknown."""
     record = await conn.fetchrow("""
-        SELECT queue, concurrency_limit, concurrency_limit_per_key, paused, defined
+        SELECT queue, concurrency_limit, concurrency_limit_per_key, paused, defined,
+               rate_starts, rate_seconds, key_rate_starts, key_rate_seconds
         FROM durakube.queues WHERE queue = $1 FOR UPDATE""", queue)
     return None if record is None else Queue(**dict(record))
+
+
+async def rate_room_txn(conn: Any, settings: Queue) -> RateRoom:
+    """What the queue's rate limits leave to admit now, counting the admissions of their
+    sliding windows; forgets admissions older than the longest window."""
+    longest = max(settings.rate_seconds or 0.0, settings.key_rate_seconds or 0.0)
+    await conn.execute("""
+        DELETE FROM durakube.queue_admissions
+        WHERE queue = $1 AND admitted_at < clock_timestamp() - make_interval(secs => $2)""",
+        settings.queue, longest)
+    room = RateRoom()
+    if settings.rate_starts is not None and settings.rate_seconds is not None:
+        recent = await conn.fetchval("""
+            SELECT count(*) FROM durakube.queue_admissions
+            WHERE queue = $1 AND admitted_at >= clock_timestamp() - make_interval(secs => $2)""",
+            settings.queue, settings.rate_seconds)
+        room = RateRoom(queue=max(0, settings.rate_starts - int(recent)))
+    if settings.key_rate_starts is not None and settings.key_rate_seconds is not None:
+        records = await conn.fetch("""
+            SELECT concurrency_key, count(*) AS admitted FROM durakube.queue_admissions
+            WHERE queue = $1 AND admitted_at >= clock_timestamp() - make_interval(secs => $2)
+            GROUP BY 1""", settings.queue, settings.key_rate_seconds)
+        room = RateRoom(queue=room.queue, key_starts=settings.key_rate_starts,
+                        per_key={r["concurrency_key"]: int(r["admitted"]) for r in records})
+    return room
 
 
 async def running_per_key_txn(conn: Any, queue: str) -> dict[str, int]:
@@ -217,10 +279,16 @@ async def last_served_txn(conn: Any, queue: str) -> dict[str, datetime]:
     return {r["concurrency_key"]: r["last_admitted_at"] for r in records}
 
 
-async def grant_slots_txn(conn: Any, queue: str, granted: list[Waiting]) -> None:
-    """Moves `granted` from the line into the ledger and notes when each key was served."""
+async def grant_slots_txn(conn: Any, queue: str, granted: list[Waiting],
+                          rate_limited: bool = False) -> None:
+    """Moves `granted` from the line into the ledger and notes when each key was served
+    (and, for a rate-limited queue, each admission, which its windows count)."""
     if not granted:
         return
+    if rate_limited:
+        await conn.executemany("""
+            INSERT INTO durakube.queue_admissions (queue, concurrency_key, run_id)
+            VALUES ($1, $2, $3)""", [(queue, w.concurrency_key, w.run_id) for w in granted])
     await conn.executemany("""
         INSERT INTO durakube.queue_slots (queue, run_id, namespace, name, concurrency_key)
         VALUES ($1, $2, $3, $4, $5)""",

@@ -867,6 +867,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX run_debounce_key_idx ON durakube.run_debounce (namespace, task, key);
     """),
+    Migration(22, "queue rate limits", """
+        -- A TaskQueue's rate limits (spec.rateLimit, spec.rateLimitPerKey): at most
+        -- *_starts admissions in any *_seconds.
+        ALTER TABLE durakube.queues
+            ADD COLUMN rate_starts          integer CHECK (rate_starts >= 1),
+            ADD COLUMN rate_seconds         double precision CHECK (rate_seconds > 0),
+            ADD COLUMN key_rate_starts      integer CHECK (key_rate_starts >= 1),
+            ADD COLUMN key_rate_seconds     double precision CHECK (key_rate_seconds > 0);
+        -- The admissions of rate-limited queues, kept for their longest period: what the
+        -- sliding windows count. Written in the transaction that grants the slots.
+        CREATE TABLE durakube.queue_admissions (
+            queue            text NOT NULL,
+            concurrency_key  text NOT NULL,
+            run_id           text NOT NULL,
+            admitted_at      timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        CREATE INDEX queue_admissions_window_idx
+            ON durakube.queue_admissions (queue, admitted_at);
+    """),
 )
 
 

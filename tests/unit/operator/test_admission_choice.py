@@ -72,3 +72,20 @@ def test_per_key_limit(running: dict[str, int], expected: list[str]) -> None:
 def test_runs_without_a_key_share_the_queue_limit_only() -> None:
     runs = [waiting(f"r{i}", age=i) for i in range(4)]
     assert choose(runs, limit=3, per_key=1) == ["r0", "r1", "r2"]
+
+
+def test_a_rate_limit_admits_no_more_than_its_window_leaves() -> None:
+    runs = [waiting(f"r{i}", age=i) for i in range(8)]
+    chosen = admitting.select_runs(ordered(runs), limit=10, per_key_limit=None, running={},
+                                   last_served={}, rate=queues.RateRoom(queue=2))
+    assert [r.name for r in chosen] == ["r0", "r1"]
+
+
+def test_a_per_key_rate_limit_holds_back_a_busy_key_only() -> None:
+    runs = [waiting("a1", "a", age=1), waiting("a2", "a", age=2), waiting("a3", "a", age=3),
+            waiting("b1", "b", age=4), waiting("free", "", age=5)]
+    # Key a was admitted twice in its window already, b never; keyless runs have no key limit.
+    room = queues.RateRoom(key_starts=3, per_key={"a": 2})
+    chosen = admitting.select_runs(ordered(runs), limit=10, per_key_limit=None, running={},
+                                   last_served={}, rate=room)
+    assert sorted(r.name for r in chosen) == ["a1", "b1", "free"]

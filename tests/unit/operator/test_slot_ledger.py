@@ -112,3 +112,28 @@ async def test_runs_joining_at_once_share_admission_passes(
         assert slots == set(ids) | set(more)  # the two older ones in line first, FIFO
     finally:
         await pool.close()
+
+
+async def test_a_rate_limit_counts_admissions_over_its_sliding_window(database_dsn: str) -> None:
+    pool = await pools.connect(database_dsn, max_size=4)
+    try:
+        await _fill(pool, "ns/rated", 5, limit=10)
+        await queues.define_queue(pool, "ns/rated", concurrency_limit=10,
+                                  concurrency_limit_per_key=None, paused=False, rate=(2, 60.0))
+        assert len(await admitting.admit_next_runs(pool, "ns/rated")) == 2
+        # The slots are given back at once: the rate limit, not the concurrency, holds.
+        for slot in await queues.load_slots(pool):
+            await queues.release(pool, slot.run_id)
+        assert await admitting.admit_next_runs(pool, "ns/rated") == []
+        async with pools.connection(pool) as conn:
+            # A minute passes for the window: the admissions are moved back past it.
+            await conn.execute("""
+                UPDATE durakube.queue_admissions SET admitted_at = admitted_at - interval '61 s'
+                WHERE queue = 'ns/rated'""")
+        assert len(await admitting.admit_next_runs(pool, "ns/rated")) == 2
+        # Without its rate limit the queue admits the rest at once.
+        await queues.define_queue(pool, "ns/rated", concurrency_limit=10,
+                                  concurrency_limit_per_key=None, paused=False)
+        assert len(await admitting.admit_next_runs(pool, "ns/rated")) == 1
+    finally:
+        await pool.close()
