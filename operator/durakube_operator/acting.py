@@ -106,6 +106,8 @@ class Actor:
     async def _register_txn(self, conn: pools.Database, action: actions.RegisterRun) -> None:
         await runs.register_run_txn(conn, action.run_id, action.namespace, action.name,
                                     action.task_id, action.payload, action.queue)
+        if action.tags:
+            await runs.register_tags_txn(conn, action.run_id, list(action.tags))
         if action.debounce is not None:
             entry = action.debounce
             await runs.register_debounce_txn(conn, action.run_id, action.namespace, entry.task,

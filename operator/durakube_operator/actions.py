@@ -36,6 +36,8 @@ class RegisterRun(_OfRun):
     fork: Fork | None = None
     # spec.debounce: recorded with the registration.
     debounce: DebounceEntry | None = None
+    # The TaskRun's tags (its durakube.io/tag-* labels), for the history.
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

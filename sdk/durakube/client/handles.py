@@ -227,7 +227,7 @@ def summarize_history(record: Any) -> RunSummary:
         output=record["output"],
         last_error=({"type": error.get("type"), "message": error.get("message")}
                     if isinstance(error, dict) else None),
-        tags=[], source="history", metadata=record["metadata"])
+        tags=list(record["tags"] or []), source="history", metadata=record["metadata"])
 
 
 def summarize_step(step: Any) -> StepSummary:

@@ -42,7 +42,8 @@ HISTORY_COLUMNS = """
     (SELECT count(*) FROM durakube.steps s WHERE s.run_id = r.run_id) AS completed_steps,
     (SELECT s.name FROM durakube.steps s WHERE s.run_id = r.run_id
      ORDER BY s.seq DESC LIMIT 1) AS last_step,
-    (SELECT m.metadata FROM durakube.run_metadata m WHERE m.run_id = r.run_id) AS metadata
+    (SELECT m.metadata FROM durakube.run_metadata m WHERE m.run_id = r.run_id) AS metadata,
+    ARRAY(SELECT t.tag FROM durakube.run_tags t WHERE t.run_id = r.run_id ORDER BY t.tag) AS tags
 """
 
 
@@ -89,8 +90,9 @@ async def find_run(db: pools.Database, namespace: str, run: str) -> Any | None:
 
 async def list_runs(db: pools.Database, namespace: str, *, task: str | None = None,
                     queue: str | None = None, exclude: list[str] | None = None,
-                    limit: int = 100) -> list[Any]:
-    """History rows of `namespace`, newest first, without the run ids in `exclude`.
+                    tags: list[str] | None = None, limit: int = 100) -> list[Any]:
+    """History rows of `namespace`, newest first, without the run ids in `exclude`, with
+    every one of `tags`.
 
     `queue` is the queue's name as the TaskRun names it (rows store "<ns>/<queue>").
     Phases are filtered by the caller (the phase is derived, see the module notes).
@@ -102,8 +104,10 @@ async def list_runs(db: pools.Database, namespace: str, *, task: str | None = No
               AND ($2::text IS NULL OR r.task_id = $2)
               AND ($3::text IS NULL OR r.queue = $1 || '/' || $3)
               AND NOT (r.run_id = ANY($4::text[]))
+              AND (SELECT count(*) FROM durakube.run_tags t
+                   WHERE t.run_id = r.run_id AND t.tag = ANY($6::text[])) = cardinality($6::text[])
             ORDER BY r.created_at DESC LIMIT $5""",
-            namespace, task, queue, exclude or [], limit))
+            namespace, task, queue, exclude or [], limit, tags or []))
 
 
 async def read_output(db: pools.Database, run_id: str) -> tuple[bool, Any]:
@@ -131,13 +135,14 @@ async def read_payload(db: pools.Database, run_id: str) -> Any:
 
 async def merge_runs(open_db: Callable[[], Awaitable[pools.Database]] | None, namespace: str,
                      live_items: Iterable[dict[str, Any]], *, task: str | None = None,
-                     queue: str | None = None, phase: str | None = None, tagged: bool = False,
+                     queue: str | None = None, phase: str | None = None,
+                     tags: list[str] | None = None,
                      limit: int | None = 100) -> list[handles.RunSummary]:
     """Live TaskRuns (`live_items`, filtered here) newest first, then history, newest first.
 
-    `task` is the task id. History fills what `limit` leaves, read from the pool
-    `open_db` gives (opened only when needed); `open_db` None (no database) or
-    `tagged` (history rows carry no tags) lists live runs only.
+    `task` is the task id; `tags` must all be on a history row (live items were selected
+    by them already). History fills what `limit` leaves, read from the pool `open_db`
+    gives (opened only when needed); `open_db` None (no database) lists live runs only.
     """
     items = list(live_items)
     task_name = manifests.task_object_name(task) if task is not None else None
@@ -148,12 +153,12 @@ async def merge_runs(open_db: Callable[[], Awaitable[pools.Database]] | None, na
             and (phase is None or _same_phase(s.phase, phase))]
     live.sort(key=lambda s: (s.created_at is not None, s.created_at), reverse=True)
     room = None if limit is None else limit - len(live)
-    if open_db is None or tagged or (room is not None and room <= 0):
+    if open_db is None or (room is not None and room <= 0):
         return live if limit is None else live[:limit]
     db = await open_db()
     known = [str(item["metadata"]["uid"]) for item in items]
     # Phases are derived in SQL but filtered here: read enough rows to fill the room.
-    rows = await list_runs(db, namespace, task=task, queue=queue, exclude=known,
+    rows = await list_runs(db, namespace, task=task, queue=queue, exclude=known, tags=tags,
                            limit=HISTORY_ROWS_READ if phase or room is None else room)
     old = [handles.summarize_history(row) for row in rows]
     if phase is not None:

@@ -49,7 +49,7 @@ async def list_runs(session: sessions.Session, *, task: str | None = None,
 
     return await history.merge_runs(
         open_db if session.database_url is not None else None, session.namespace,
-        found.get("items", []), task=task, queue=queue, phase=phase, tagged=bool(wanted_tags),
+        found.get("items", []), task=task, queue=queue, phase=phase, tags=wanted_tags,
         limit=limit)
 
 

@@ -94,6 +94,13 @@ async def newer_debounced_run(db: pools.Database, run_id: str) -> str | None:
     return None if name is None else str(name)
 
 
+async def register_tags_txn(conn: pools.Database, run_id: str, tags: list[str]) -> None:
+    """Records the run's tags (idempotent)."""
+    await conn.execute("""
+        INSERT INTO durakube.run_tags (run_id, tag) SELECT $1, unnest($2::text[])
+        ON CONFLICT DO NOTHING""", run_id, tags)
+
+
 async def load_run(db: pools.Database, run_id: str) -> Run | None:
     """The run's row, or None when no run has this id."""
     async with pools.connection(db) as conn:

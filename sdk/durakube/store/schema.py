@@ -886,6 +886,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX queue_admissions_window_idx
             ON durakube.queue_admissions (queue, admitted_at);
     """),
+    Migration(23, "run tags", """
+        -- A run's tags (its TaskRun's durakube.io/tag-* labels), recorded at its
+        -- registration: the history lists runs by tag once their TaskRuns are gone.
+        CREATE TABLE durakube.run_tags (
+            run_id  text NOT NULL,
+            tag     text NOT NULL,
+            PRIMARY KEY (run_id, tag)
+        );
+        CREATE INDEX run_tags_tag_idx ON durakube.run_tags (tag);
+    """),
 )
 
 

@@ -28,8 +28,9 @@ DURAKUBE = str(Path(sys.executable).parent / "durakube")
 
 
 def create_run(custom: kubernetes.client.CustomObjectsApi, namespace: str, name: str, task: str,
-               **spec: Any) -> str:
-    body = {"apiVersion": "durakube.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name},
+               labels: dict[str, str] | None = None, **spec: Any) -> str:
+    body = {"apiVersion": "durakube.io/v1alpha1", "kind": "TaskRun",
+            "metadata": {"name": name, "labels": labels or {}},
             "spec": {"taskRef": {"name": task}, "payload": {"word": name}, **spec}}
     created = custom.create_namespaced_custom_object("durakube.io", "v1alpha1", namespace,
                                                      "taskruns", body)
@@ -78,7 +79,8 @@ def test_expired_taskruns_are_deleted_and_their_history_is_still_shown(
                 "ttlSecondsAfterFinished": 0}}
     custom.create_namespaced_custom_object("durakube.io", "v1alpha1", namespace, "tasks", task)
 
-    expiring = create_run(custom, namespace, "expiring", "echo", ttlSecondsAfterFinished=0)
+    expiring = create_run(custom, namespace, "expiring", "echo", ttlSecondsAfterFinished=0,
+                          labels={"durakube.io/tag-nightly": "true"})
     by_task = create_run(custom, namespace, "by-task", "echo-brief")
     kept = create_run(custom, namespace, "kept", "echo")
     kept_by_run = create_run(custom, namespace, "kept-by-run", "echo-brief",
@@ -116,6 +118,10 @@ def test_expired_taskruns_are_deleted_and_their_history_is_still_shown(
     assert {"expiring", "by-task", "kept", "kept-by-run"} <= set(listed)
     assert (listed["by-task"]["phase"], listed["by-task"]["source"]) == ("Succeeded", "history")
     assert listed["kept"]["source"] == "api"
+    # Its tags outlive the TaskRun: the history lists it by tag.
+    tagged = json.loads(durakube("list", "--tag", "nightly", "-o", "json"))
+    assert [(run["name"], run["source"], run["tags"]) for run in tagged] == \
+        [("expiring", "history", ["nightly"])]
     # Logs are read through the run's history too (no pod is left to read them from).
     durakube("logs", "expiring")
 
