@@ -18,7 +18,6 @@ choices, the result); tests/chaos/conftest.py prints them as a table at the end.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import threading
@@ -28,9 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import kubernetes
-from helpers import InstalledOperator, get_taskrun
+from helpers import InstalledOperator, get_taskrun, query
 
 from devcluster import cluster as devcluster_cluster
 
@@ -208,17 +206,6 @@ def run_problems(runs: dict[str, dict[str, Any]], names: list[str],
             status = runs[name].get("status") or {}
             found.append(f"run {name} ended {got}, not {expected}: {status.get('lastError')}")
     return found
-
-
-def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-    async def read() -> list[dict[str, Any]]:
-        connection = await asyncpg.connect(database_url)
-        try:
-            return [dict(row) for row in await connection.fetch(sql, *args)]
-        finally:
-            await connection.close()
-
-    return asyncio.run(read())
 
 
 def step_problems(database_url: str, run_ids: list[str]) -> list[str]:

@@ -260,6 +260,18 @@ def attempt_pods(core: kubernetes.client.CoreV1Api, namespace: str) -> list[Any]
         namespace, label_selector="app.kubernetes.io/managed-by=durakube").items)
 
 
+def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """The rows of one statement against the test bed's Postgres, as dicts."""
+    async def read() -> list[dict[str, Any]]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return [dict(row) for row in await connection.fetch(sql, *args)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(read())
+
+
 def effects(database_url: str, run_id: str) -> dict[str, int]:
     async def read() -> dict[str, int]:
         connection = await asyncpg.connect(database_url)

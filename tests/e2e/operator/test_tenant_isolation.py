@@ -8,28 +8,15 @@ or to have a child created in B is refused, and B's run finishes as if alone.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import asyncpg
 import kubernetes
 import pytest
-from helpers import InstalledOperator, get_taskrun, wait_for, wait_for_phase
+from helpers import InstalledOperator, get_taskrun, query, wait_for, wait_for_phase
 from test_taskrun_lifecycle import create, effects, run_manifest, task_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
-
-
-def rows(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-    async def read() -> list[dict[str, Any]]:
-        connection = await asyncpg.connect(database_url)
-        try:
-            return [dict(row) for row in await connection.fetch(sql, *args)]
-        finally:
-            await connection.close()
-
-    return asyncio.run(read())
 
 
 def test_a_task_cannot_reach_another_namespaces_run(
@@ -48,7 +35,7 @@ def test_a_task_cannot_reach_another_namespaces_run(
 
     run = wait_for_phase(custom, intruder_ns, "intruder", {"Succeeded", "Failed"}, timeout=180)
     assert run["status"]["phase"] == "Succeeded", run["status"]
-    report = json.loads(rows(operator.database_url,
+    report = json.loads(query(operator.database_url,
                              "SELECT output FROM durakube.runs WHERE run_id = $1",
                              run["metadata"]["uid"])[0]["output"])
     assert int(report.pop("dsns-seen")) >= 1, "the pod sees its database URL"
@@ -65,7 +52,7 @@ def test_a_task_cannot_reach_another_namespaces_run(
     taskruns = custom.list_namespaced_custom_object("durakube.io", "v1alpha1", victim_ns,
                                                     "taskruns")["items"]
     assert [item["metadata"]["name"] for item in taskruns] == ["victim"]
-    [request] = rows(operator.database_url,
+    [request] = query(operator.database_url,
                      "SELECT rejected FROM durakube.child_runs WHERE parent_run_id = $1",
                      run["metadata"]["uid"])
     assert "invalid child options" in request["rejected"]
@@ -75,7 +62,7 @@ def test_a_task_cannot_reach_another_namespaces_run(
     assert victim["status"]["phase"] == "Succeeded", victim["status"]
     assert victim["status"]["output"] == {"attempt": 1}
     assert effects(operator.database_url, victim_id) == {"first": 1, "second": 1}
-    steps = rows(operator.database_url,
+    steps = query(operator.database_url,
                  "SELECT seq, name, attempt FROM durakube.steps WHERE run_id = $1 ORDER BY seq",
                  victim_id)
     assert [(s["seq"], s["name"], s["attempt"]) for s in steps] == [(1, "first", 1), (2, "second", 1)]
@@ -104,7 +91,7 @@ def test_an_attempts_secret_dies_with_it_and_spent_key_rings_go(
     assert len(rings) == 2
     # Postgres no longer accepts what they hold: every attempt is over.
     for run in finished:
-        [attempt] = rows(operator.database_url,
+        [attempt] = query(operator.database_url,
                          "SELECT secret_hash FROM durakube.attempts WHERE run_id = $1",
                          run["metadata"]["uid"])
         assert attempt["secret_hash"] is None
