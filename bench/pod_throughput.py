@@ -146,17 +146,14 @@ class Client:
         return self.request("GET", "/metrics", accept="text/plain").decode()
 
 
-class PodWatch:
-    """The pods of one namespace that carry a label, as a watch sees them: the time each
-    one's first event arrived, keyed by the label's value (its Job or TaskRun).
-
-    The watch is open when the constructor returns, so no pod created later is missed."""
+class PodStream:
+    """The events of the pods of one namespace that carry a label, as a watch delivers
+    them: each goes to `on_event` with the time it arrived (in the stream's thread), and
+    `on_end` once the stream ends. The watch is open when the constructor returns, so no
+    pod created later is missed; subclasses set their fields before calling it."""
 
     def __init__(self, client: Client, namespace: str, label: str, timeout: float) -> None:
         self.label = label
-        self.seen: dict[str, float] = {}
-        self.expected = 0
-        self.enough = threading.Event()
         listing = client.core.list_namespaced_pod(namespace, label_selector=label)
         self._response = client.core.list_namespaced_pod(
             namespace, label_selector=label, watch=True, resource_version=listing.metadata.resource_version,
@@ -168,31 +165,52 @@ class PodWatch:
         try:
             for line in kubewatch.iter_resp_lines(self._response):
                 received = time.monotonic()
-                if not line:
-                    continue
-                event = json.loads(line)
-                if event["type"] not in ("ADDED", "MODIFIED"):
-                    continue
-                key = (event["object"]["metadata"].get("labels") or {}).get(self.label)
-                if key and key not in self.seen:
-                    self.seen[key] = received
-                    if self.expected and len(self.seen) >= self.expected:
-                        self.enough.set()
+                if line:
+                    self.on_event(json.loads(line), received)
         except Exception:  # the stream was shut down, or timed out: the phase reads what it saw
             pass
         finally:
-            self.enough.set()
+            self.on_end()
+
+    def on_event(self, event: dict[str, Any], received: float) -> None:
+        raise NotImplementedError
+
+    def on_end(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._response.shutdown()
+        self._response.release_conn()
+        self._thread.join(timeout=5)
+
+
+class PodWatch(PodStream):
+    """The time each pod's first event arrived, keyed by the label's value (its Job or
+    TaskRun)."""
+
+    def __init__(self, client: Client, namespace: str, label: str, timeout: float) -> None:
+        self.seen: dict[str, float] = {}
+        self.expected = 0
+        self.enough = threading.Event()
+        super().__init__(client, namespace, label, timeout)
+
+    def on_event(self, event: dict[str, Any], received: float) -> None:
+        if event["type"] not in ("ADDED", "MODIFIED"):
+            return
+        key = (event["object"]["metadata"].get("labels") or {}).get(self.label)
+        if key and key not in self.seen:
+            self.seen[key] = received
+            if self.expected and len(self.seen) >= self.expected:
+                self.enough.set()
+
+    def on_end(self) -> None:
+        self.enough.set()
 
     def wait(self, count: int, timeout: float) -> None:
         self.expected = count
         if len(self.seen) >= count:
             return
         self.enough.wait(timeout)
-
-    def close(self) -> None:
-        self._response.shutdown()
-        self._response.release_conn()
-        self._thread.join(timeout=5)
 
 
 def operator_counters() -> dict[str, float]:

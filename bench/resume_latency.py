@@ -37,7 +37,6 @@ from typing import Any
 
 import beds  # bench/beds.py: run as a script, bench/ is on the path
 import pod_throughput
-from kubernetes.watch import watch as kubewatch
 
 HOLD_SECONDS = 600
 TASK = {"apiVersion": "durakube.io/v1alpha1", "kind": "Task", "metadata": {"name": "hold"},
@@ -70,51 +69,32 @@ RUNS = Side("Durakube", "/apis/durakube.io/v1alpha1/namespaces/{namespace}/taskr
             pod_throughput.RUN_LABEL)
 
 
-class Pods:
+class Pods(pod_throughput.PodStream):
     """Every pod of a namespace as a watch sees it: when each pod name was first seen and
     first seen ended (phase Failed or Succeeded: the node has reported the kill), and the
     owner (Job or TaskRun) it belongs to."""
 
     def __init__(self, client: pod_throughput.Client, namespace: str, label: str) -> None:
-        self.label = label
         self.first_seen: dict[str, float] = {}
         self.ended: dict[str, float] = {}
         self.owner: dict[str, str] = {}
         self.changed = threading.Condition()
-        listing = client.core.list_namespaced_pod(namespace, label_selector=label)
-        self._response = client.core.list_namespaced_pod(
-            namespace, label_selector=label, watch=True, timeout_seconds=1800,
-            resource_version=listing.metadata.resource_version, _preload_content=False)
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
+        super().__init__(client, namespace, label, 1800)
 
-    def _read(self) -> None:
-        try:
-            for line in kubewatch.iter_resp_lines(self._response):
-                received = time.monotonic()
-                if not line:
-                    continue
-                event = json.loads(line)
-                meta = event["object"]["metadata"]
-                with self.changed:
-                    if meta["name"] not in self.first_seen:
-                        self.first_seen[meta["name"]] = received
-                        self.owner[meta["name"]] = (meta.get("labels") or {}).get(self.label, "")
-                    phase = (event["object"].get("status") or {}).get("phase")
-                    if phase in ("Failed", "Succeeded") and meta["name"] not in self.ended:
-                        self.ended[meta["name"]] = received
-                    self.changed.notify_all()
-        except Exception:  # shut down, or timed out: the phase reads what it saw
-            pass
+    def on_event(self, event: dict[str, Any], received: float) -> None:
+        meta = event["object"]["metadata"]
+        with self.changed:
+            if meta["name"] not in self.first_seen:
+                self.first_seen[meta["name"]] = received
+                self.owner[meta["name"]] = (meta.get("labels") or {}).get(self.label, "")
+            phase = (event["object"].get("status") or {}).get("phase")
+            if phase in ("Failed", "Succeeded") and meta["name"] not in self.ended:
+                self.ended[meta["name"]] = received
+            self.changed.notify_all()
 
     def of(self, owner: str) -> list[str]:
         with self.changed:
             return [name for name, held in self.owner.items() if held == owner]
-
-    def close(self) -> None:
-        self._response.shutdown()
-        self._response.release_conn()
-        self._thread.join(timeout=5)
 
 
 def running(client: pod_throughput.Client, namespace: str, label: str) -> dict[str, str]:
