@@ -116,7 +116,8 @@ async def test_only_the_worker_functions_are_executable_by_workers(owner: Any) -
             WHERE n.nspname = 'durakube'""")
     executable = {row["proname"] for row in rows if row["worker"]}
     assert executable == {signature.split("(")[0] for signature in
-                          (*schema.WORKER_FUNCTIONS, *schema.LOG_WORKER_FUNCTIONS)}
+                          (*schema.WORKER_FUNCTIONS, *schema.LOG_WORKER_FUNCTIONS,
+                           *schema.COMPENSATION_WORKER_FUNCTIONS)}
     assert not any(row["operator"] for row in rows)
     for row in rows:
         # Each runs as the owner, on a search path no caller can put a table of its own on.
