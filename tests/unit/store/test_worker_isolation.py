@@ -62,6 +62,13 @@ async def every_call(worker: Any, credential: working.Credential) -> dict[str, A
         "request_child_run": lambda: working.request_child_run(
             worker, credential, seq=6, task="t", payload={}, options={}),
         "append_log": lambda: working.append_log(worker, credential, b"forged line\n"),
+        "record_compensation": lambda: working.record_compensation(
+            worker, credential, step_seq=1, position=0, name="m:undo", args={}),
+        "load_compensations": lambda: working.load_compensations(worker, credential),
+        "finish_compensation": lambda: working.finish_compensation(
+            worker, credential, step_seq=1, position=0),
+        "end_compensating": lambda: working.end_compensating(
+            worker, credential, attempts.Outcome("succeeded")),
     }
 
 
