@@ -24,7 +24,7 @@ from typing import Any
 
 import pydantic
 
-from durakube import durations, errors, resources, retry
+from durakube import compensating, durations, errors, resources, retry
 from durakube.store import attempts, queues
 from durakube_operator import actions, conditions, observing, pods, reasons, retaining
 from durakube_operator import settings as settings_module
@@ -37,12 +37,9 @@ INFRASTRUCTURE_RETRY = retry.Retry(max_attempts=1000, factor=2.0, min_timeout=1.
                                    max_timeout=30.0, randomize=True)
 # Output preview kept in the CR; the full output lives in Postgres.
 PREVIEW_BYTES = 1024
-# Attempts in compensation mode a run gets before it ends with compensations left
-# undone (each attempt runs every pending compensation, newest first, until one fails),
-# and their back-off: a compensation must eventually run, so the budget is generous.
-COMPENSATION_ATTEMPTS = 10
-COMPENSATION_RETRY = retry.Retry(max_attempts=COMPENSATION_ATTEMPTS, factor=2.0, min_timeout=1.0,
-                                 max_timeout=60.0, randomize=True)
+# Attempts in compensation mode and their back-off (`durakube.compensating`).
+COMPENSATION_ATTEMPTS = compensating.ATTEMPTS
+COMPENSATION_RETRY = compensating.RETRY
 # The ends of a run that its compensations run before (a cancel does not compensate).
 COMPENSATED_PHASES = frozenset({Phase.FAILED, Phase.TIMED_OUT})
 

@@ -39,10 +39,18 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from durakube import blocking, errors, serializing
+from durakube import blocking, errors, retry, serializing
 from durakube.store import attempts, compensations, pools, working
 
 log = logging.getLogger("durakube.compensating")
+
+# Attempts in compensation mode a run gets before it ends with compensations left undone
+# (each runs every pending compensation, newest first, until one fails), and the back-off
+# between them: an undo must eventually run, so the budget is generous. The operator and
+# the local runner both apply them.
+ATTEMPTS = 10
+RETRY = retry.Retry(max_attempts=ATTEMPTS, factor=2.0, min_timeout=1.0, max_timeout=60.0,
+                    randomize=True)
 
 
 def import_name(fn: Callable[..., Any]) -> str:

@@ -16,6 +16,7 @@ from attempting import run_attempt, start_attempt
 
 from durakube import compensating, context, errors, tasks
 from durakube.store import attempts, compensations, runs, working
+from durakube.testing import AsyncLocalRunner
 
 # What the undos did, in order: (name, arguments).
 UNDONE: list[tuple[str, Any]] = []
@@ -192,3 +193,19 @@ async def test_only_a_completed_step_can_have_a_compensation(pool: Any, new_run:
     with pytest.raises(asyncpg.InvalidParameterValueError, match="has not completed"):
         await working.record_compensation(pool, credential, step_seq=1, position=0,
                                           name="m:undo", args={"args": [], "kwargs": {}})
+
+
+async def test_the_local_runner_compensates_a_failed_run(
+        database_dsn: str, registry: tasks.Registry) -> None:
+    FAILURES_LEFT["cancel_flight"] = 1
+    async with AsyncLocalRunner(database_dsn, registry=registry) as runner:
+        result = await runner.run("trip", {"city": "Kyiv"})
+    assert result.phase == "Failed" and result.error is not None
+    assert "no car left in Kyiv" in result.error["message"]
+    assert UNDONE == [("cancel_flight", ("F-Kyiv", True)),
+                      ("cancel_hotel", ({"hotel": "H-Kyiv"}, "Kyiv"))]
+    assert [(c.name.split(":")[1], c.status, c.tries) for c in result.compensations] == [
+        ("cancel_flight", "completed", 2), ("cancel_hotel", "completed", 1)]
+    # The task's attempt, then two in compensation mode: the first failed on the flight.
+    assert [attempt.outcome for attempt in result.attempts] == ["failed", "retry", "succeeded"]
+    assert len(result.backoffs) == 1
