@@ -39,7 +39,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from durakube import blocking, errors, retry, serializing
+from durakube import blocking, capturing, errors, retry, serializing
 from durakube.store import attempts, compensations, pools, working
 
 log = logging.getLogger("durakube.compensating")
@@ -88,36 +88,49 @@ def encode_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
 
 async def run_compensations(pool: pools.Database, run_id: str, attempt: int, *, secret: str,
                             pod_name: str | None = None,
-                            import_error: Exception | None = None) -> attempts.Outcome:
+                            import_error: Exception | None = None,
+                            output: capturing.Output | None = None) -> attempts.Outcome:
     """Runs the run's pending compensations newest first, checkpointing each; records the
     attempt's outcome ("succeeded": none left; "retry": the first that failed) and
-    returns it. Raises like `worker.run_attempt` when nothing could be recorded."""
+    returns it. What `output` captures is the attempt's stored log, as in a task's
+    attempt. Raises like `worker.run_attempt` when nothing could be recorded."""
     credential = working.Credential(run_id, attempt, secret)
     await working.start_attempt(pool, credential, pod_name)
+    shipper = None
+    if output is not None:
+        shipper = capturing.Shipper(pool, credential, output.buffer)
+        shipper.start()
+    try:
+        outcome = await _run_pending(pool, credential, import_error)
+    finally:
+        if shipper is not None:
+            # The outcome revokes the secret: the output goes first, all of it.
+            assert output is not None
+            await output.stop()
+            await shipper.close()
+    await working.end_compensating(pool, credential, outcome)
+    return outcome
+
+
+async def _run_pending(pool: pools.Database, credential: working.Credential,
+                       import_error: Exception | None) -> attempts.Outcome:
+    """The attempt's outcome once the pending compensations ran or one failed."""
     if import_error is not None:
         # The task modules would not import: no undo could be found. Tried again later.
-        outcome = attempts.Outcome("retry", error=errors.describe_exception(import_error,
-                                                                            retryable=True))
-        await working.end_compensating(pool, credential, outcome)
-        return outcome
+        return attempts.Outcome("retry", error=errors.describe_exception(import_error,
+                                                                         retryable=True))
     recorded = await working.load_compensations(pool, credential)
     pending = [item for item in recorded if item.status == "pending"]
     done = len(recorded) - len(pending)
     for item in pending:
         error = await _compensate(item)
-        if error is not None:
-            await working.finish_compensation(pool, credential, step_seq=item.step_seq,
-                                              position=item.position, error=error)
-            outcome = attempts.Outcome("retry", output={"completed": done, "total": len(recorded)},
-                                       error=error)
-            await working.end_compensating(pool, credential, outcome)
-            return outcome
         await working.finish_compensation(pool, credential, step_seq=item.step_seq,
-                                          position=item.position)
+                                          position=item.position, error=error)
+        if error is not None:
+            return attempts.Outcome("retry", output={"completed": done, "total": len(recorded)},
+                                    error=error)
         done += 1
-    outcome = attempts.Outcome("succeeded", output={"completed": done, "total": len(recorded)})
-    await working.end_compensating(pool, credential, outcome)
-    return outcome
+    return attempts.Outcome("succeeded", output={"completed": done, "total": len(recorded)})
 
 
 async def _compensate(item: compensations.Compensation) -> dict[str, Any] | None:

@@ -397,7 +397,7 @@ async def _attempt(settings: Settings, output: capturing.Output | None,
         if settings.compensating:
             outcome = await compensating.run_compensations(
                 pool, settings.run_id, settings.attempt, secret=settings.attempt_secret,
-                pod_name=settings.pod_name, import_error=import_error)
+                pod_name=settings.pod_name, import_error=import_error, output=output)
         elif import_error is not None:
             outcome = await record_failure(pool, settings.run_id, settings.attempt, import_error,
                                            secret=settings.attempt_secret,

@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 from attempting import run_attempt, start_attempt
 
-from durakube import compensating, context, errors, tasks
-from durakube.store import attempts, compensations, runs, working
+from durakube import capturing, compensating, context, errors, tasks
+from durakube.store import attempts, compensations, logs, runs, working
 from durakube.testing import AsyncLocalRunner
 
 # What the undos did, in order: (name, arguments).
@@ -145,6 +145,20 @@ async def test_a_replayed_step_records_its_compensation_once(
                                                                               (1, 0, 1)]
     await compensate(pool, run_id, 3)
     assert [name for name, _ in UNDONE] == ["cancel_flight", "cancel_hotel"]
+
+
+async def test_what_a_compensating_attempt_writes_is_its_stored_log(
+        pool: Any, new_run: Any, registry: tasks.Registry) -> None:
+    run_id = await new_run("trip", {"city": "Oslo"})
+    await run_attempt(pool, run_id, 1, registry)
+    output = capturing.Output()
+    FAILURES_LEFT["cancel_hotel"] = 1
+    secret = await start_attempt(pool, run_id, 2)
+    output.buffer.write(b"compensating\n")
+    outcome = await compensating.run_compensations(pool, run_id, 2, secret=secret, output=output)
+    assert outcome.kind == "retry"
+    stored = {log.attempt: log.text for log in await logs.read_logs(pool, run_id)}
+    assert stored[2] == "compensating\n"
 
 
 async def compensate_first(ctx: context.TaskContext, payload: dict[str, Any]) -> None:
