@@ -189,6 +189,12 @@ class _Deciding:
             # No pod, no slot, no timer of its own: the waking loop or an event brings it back.
             return Decision(status, tuple(todo))
         if status.phase == Phase.COMPENSATING:
+            if status.compensation is None:
+                # Only this operator writes the status; a status without its compensation
+                # cannot say how the run failed: it ends rather than loops.
+                return Decision(self.transition(status, Phase.FAILED, reasons.FAILED,
+                                                "Compensating without status.compensation"),
+                                tuple(todo))
             if observing.compensation_waiting(status):
                 return self.start_or_wait(status, task, todo)
             return self.observe_compensation(status, task, todo)

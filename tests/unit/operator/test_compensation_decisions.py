@@ -203,6 +203,9 @@ CASES = [
          seen={"pod": pod("Succeeded", "report-2"), "compensation_summary": ALL_DONE,
                "outcome": outcome("succeeded")},
          phase="TimedOut", reason="TimedOut", actions=("ReleaseSlot", "MirrorPhase"), requeue=0.0),
+    Case("compensating-without-its-status-ends-failed",
+         status=compensating("Waiting", compensation=None), phase="Failed", reason="Failed",
+         actions=("ReleaseSlot", "MirrorPhase"), check=message_has("without status.compensation")),
 ]
 
 
