@@ -161,6 +161,33 @@ async def test_what_a_compensating_attempt_writes_is_its_stored_log(
     assert stored[2] == "compensating\n"
 
 
+def return_car(booking: str, city: str) -> None:
+    _undo("return_car", booking, city)
+
+
+@tasks.step(compensate=return_car)
+def rent_car_blocking(city: str) -> str:
+    return f"C-{city}"
+
+
+def trip_in_a_thread(ctx: Any, payload: dict[str, Any]) -> None:
+    """A `def` task: its `def` step's undo and `ctx.compensate` are blocking calls."""
+    rent_car_blocking(payload["city"])
+    ctx.step("book_flight", book_flight, payload["city"])
+    ctx.compensate(cancel_flight, "F-1", refund=False)
+    raise ValueError("the trip is off")
+
+
+async def test_a_def_task_registers_compensations_as_an_async_one_does(
+        pool: Any, new_run: Any) -> None:
+    registry = tasks.Registry()
+    tasks.task(id="trip-in-a-thread", registry=registry)(trip_in_a_thread)
+    run_id = await new_run("trip-in-a-thread", {"city": "Bern"})
+    assert (await run_attempt(pool, run_id, 1, registry)).kind == "failed"
+    assert (await compensate(pool, run_id, 2)).kind == "succeeded"
+    assert UNDONE == [("cancel_flight", ("F-1", False)), ("return_car", ("C-Bern", "Bern"))]
+
+
 async def compensate_first(ctx: context.TaskContext, payload: dict[str, Any]) -> None:
     await ctx.compensate(cancel_car, "C-1")
 
