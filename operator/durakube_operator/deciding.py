@@ -24,7 +24,7 @@ from typing import Any
 
 import pydantic
 
-from durakube import durations, errors, resources, retry
+from durakube import compensating, durations, errors, resources, retry
 from durakube.store import attempts, queues
 from durakube_operator import actions, conditions, observing, pinning, pods, reasons, retaining
 from durakube_operator import settings as settings_module
@@ -37,6 +37,11 @@ INFRASTRUCTURE_RETRY = retry.Retry(max_attempts=1000, factor=2.0, min_timeout=1.
                                    max_timeout=30.0, randomize=True)
 # Output preview kept in the CR; the full output lives in Postgres.
 PREVIEW_BYTES = 1024
+# Attempts in compensation mode and their back-off (`durakube.compensating`).
+COMPENSATION_ATTEMPTS = compensating.ATTEMPTS
+COMPENSATION_RETRY = compensating.RETRY
+# The ends of a run that its compensations run before (a cancel does not compensate).
+COMPENSATED_PHASES = frozenset({Phase.FAILED, Phase.TIMED_OUT})
 
 
 @dataclass(frozen=True)
@@ -198,9 +203,19 @@ class _Deciding:
         if status.phase == Phase.SUSPENDED and not seen.wait_over:
             # No pod, no slot, no timer of its own: the waking loop or an event brings it back.
             return Decision(status, tuple(todo))
+        if status.phase == Phase.COMPENSATING:
+            if status.compensation is None:
+                # Only this operator writes the status; a status without its compensation
+                # cannot say how the run failed: it ends rather than loops.
+                return Decision(self.transition(status, Phase.FAILED, reasons.FAILED,
+                                                "Compensating without status.compensation"),
+                                tuple(todo))
+            if observing.compensation_waiting(status):
+                return self.start_or_wait(status, task, todo)
+            return self.observe_compensation(status, task, todo)
         if status.attempt == 0 or status.phase in observing.WAITING_PHASES:
             return self.start_or_wait(status, task, todo)
-        return self.observe_attempt(status, task, todo)
+        return self.then_compensate(self.observe_attempt(status, task, todo))
 
     def start_or_wait(self, status: resources.TaskRunStatus, task: resources.Task,
                       todo: list[actions.Action]) -> Decision:
@@ -216,6 +231,8 @@ class _Deciding:
                 f"{run.spec.debounce.key!r} within {run.spec.debounce.delay}: it runs instead"),
                 tuple(todo))
         assert seen.place is not None, "observed while the run may start"
+        if seen.place.holds_slot and status.phase == Phase.COMPENSATING:
+            return self.start_compensating(status, task, todo)
         if seen.place.holds_slot:
             # A slot first: the pod of an attempt exists only while its run holds one.
             attempt = status.attempt + 1
@@ -348,6 +365,110 @@ class _Deciding:
             reason = reasons.FAILED
         return self.transition(status, Phase.FAILED, reason,
                                f"{last_error.type}: {last_error.message}"), []
+
+    def then_compensate(self, decision: Decision) -> Decision:
+        """`decision`, unless it ends the run Failed or TimedOut while compensations are
+        pending: then the run enters the Compensating phase instead, remembering the end
+        it takes once they ran (a retry, a cancel or a success never compensates)."""
+        ended = decision.status
+        summary = self.seen.compensation_summary
+        if ended.phase not in COMPENSATED_PHASES or summary.pending == 0:
+            return decision
+        failed = conditions.succeeded(ended)
+        assert ended.phase is not None and failed is not None
+        compensation = resources.CompensationStatus(
+            state=resources.CompensationState.WAITING, end_phase=ended.phase,
+            reason=failed.reason, message=failed.message, total=summary.total,
+            completed=summary.completed, failed=summary.failing)
+        status = ended.model_copy(update={"compensation": compensation, "completion_time": None,
+                                          "next_attempt_at": None})
+        status = self.transition(status, Phase.COMPENSATING, reasons.COMPENSATING,
+                                 f"{failed.reason}: {failed.message}; running "
+                                 f"{summary.pending} compensation(s), newest first")
+        return Decision(status, decision.actions, 0.0)
+
+    def start_compensating(self, status: resources.TaskRunStatus, task: resources.Task,
+                           todo: list[actions.Action]) -> Decision:
+        """Starts an attempt in compensation mode: the run holds a slot for its pod only."""
+        assert status.compensation is not None
+        run = self.run
+        attempt = status.attempt + 1
+        manifest = pods.build_attempt_pod(run, task, attempt, self.settings, status.oom_kills,
+                                          compensating=True)
+        pod_name = manifest["metadata"]["name"]
+        todo.append(actions.StartAttempt(run_id=self.uid, namespace=self.namespace,
+                                         name=run.metadata.name, queue=self.seen.queue,
+                                         attempt=attempt, pod=manifest, due_since=None))
+        compensation = status.compensation.model_copy(update={
+            "state": resources.CompensationState.RUNNING,
+            "attempts": status.compensation.attempts + 1})
+        status = status.model_copy(update={"attempt": attempt, "pod_name": pod_name,
+                                           "next_attempt_at": None, "queue_position": None,
+                                           "compensation": compensation})
+        return Decision(self.transition(
+            status, Phase.COMPENSATING, reasons.COMPENSATING,
+            f"compensating in pod {pod_name} (attempt {compensation.attempts} of at most "
+            f"{COMPENSATION_ATTEMPTS}): {compensation.total - compensation.completed} "
+            f"compensation(s) left"), tuple(todo))
+
+    def observe_compensation(self, status: resources.TaskRunStatus, task: resources.Task,
+                             todo: list[actions.Action]) -> Decision:
+        """An attempt in compensation mode: running, done (the run ends as it failed), or
+        ended with a compensation failed or no outcome (retried within the budget)."""
+        seen, pod = self.seen, self.seen.pod
+        compensation = status.compensation
+        assert compensation is not None
+        if pod is not None and not observing.pod_finished(pod) and node_loss(pod) is None:
+            return Decision(status, tuple(todo), self.settings.resync_seconds)
+        todo.append(actions.ReleaseSlot(self.uid, seen.queue))
+        summary = seen.compensation_summary
+        compensation = compensation.model_copy(update={
+            "total": summary.total, "completed": summary.completed, "failed": summary.failing})
+        outcome = seen.outcome
+        if summary.pending == 0 or (outcome is not None and outcome.kind == "succeeded"):
+            return Decision(self.end_compensating(
+                status, compensation, resources.CompensationState.COMPLETED), tuple(todo), 0.0)
+        if outcome is not None:
+            error = outcome.error or {}
+            last_error = resources.RunError(type=str(error.get("type", "Error")),
+                                            message=str(error.get("message", ""))[:2000],
+                                            retryable=True)
+        else:
+            if pod is not None and node_loss(pod) is None:
+                todo.append(actions.SaveLogTail(self.uid, status.attempt, self.namespace,
+                                                pod["metadata"]["name"]))
+            reason, message = why_pod_ended(pod) if pod is not None else (
+                reasons.POD_DELETED, f"pod {status.pod_name} disappeared without an outcome")
+            last_error = resources.RunError(type=reason, message=message, retryable=True)
+        compensation = compensation.model_copy(update={"last_error": last_error})
+        if compensation.attempts >= COMPENSATION_ATTEMPTS:
+            return Decision(self.end_compensating(
+                status, compensation, resources.CompensationState.FAILED), tuple(todo), 0.0)
+        due = self.now + timedelta(seconds=retry.backoff_delay(
+            COMPENSATION_RETRY, compensation.attempts, self.rng))
+        compensation = compensation.model_copy(update={
+            "state": resources.CompensationState.WAITING})
+        status = status.model_copy(update={"compensation": compensation, "next_attempt_at": due})
+        return Decision(self.transition(
+            status, Phase.COMPENSATING, reasons.COMPENSATION_BACKING_OFF,
+            f"compensating: {last_error.type}: {last_error.message}; "
+            f"{summary.pending} compensation(s) left, next attempt at {_display(due)}"),
+            tuple(todo), (due - self.now).total_seconds())
+
+    def end_compensating(self, status: resources.TaskRunStatus,
+                         compensation: resources.CompensationStatus,
+                         state: resources.CompensationState) -> resources.TaskRunStatus:
+        """The run's end as it failed (phase, reason and message, its lastError kept), with
+        what its compensations did."""
+        compensation = compensation.model_copy(update={"state": state})
+        done = f"{compensation.completed} of {compensation.total} compensation(s) ran"
+        if state == resources.CompensationState.FAILED and compensation.last_error is not None:
+            done += (f"; {compensation.total - compensation.completed} left undone after "
+                     f"{compensation.attempts} attempts, last: {compensation.last_error.type}: "
+                     f"{compensation.last_error.message}")
+        status = status.model_copy(update={"compensation": compensation, "next_attempt_at": None})
+        return self.transition(status, compensation.end_phase, compensation.reason,
+                               f"{compensation.message}; {done}")
 
     def backing_off(self, status: resources.TaskRunStatus, due: datetime, reason: str,
                     message: str) -> resources.TaskRunStatus:
@@ -557,6 +678,11 @@ def retention_of(seen: observing.Observation, settings: settings_module.Settings
 def _queued(status: resources.TaskRunStatus, queue: str, place: tuple[int, int],
             generation: int | None, now: datetime) -> resources.TaskRunStatus:
     status = status.model_copy(update={"queue_position": place[0]})
+    if status.phase == Phase.COMPENSATING:
+        # A compensating run waits in line in its own phase.
+        return conditions.transition(status, Phase.COMPENSATING, reasons.COMPENSATING,
+                                     f"compensations waiting for a slot in queue {queue} "
+                                     f"({place[0]} of {place[1]} waiting)", generation, now)
     return conditions.transition(status, Phase.QUEUED, reasons.QUEUED,
                                  f"waiting for a slot in queue {queue} ({place[0]} of {place[1]} waiting)",
                                  generation, now)

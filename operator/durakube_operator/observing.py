@@ -22,7 +22,7 @@ from typing import Any
 import pydantic
 
 from durakube import resources
-from durakube.store import attempts, payloads, pools, queues, runs, steps, waitpoints
+from durakube.store import attempts, compensations, payloads, pools, queues, runs, steps, waitpoints
 from durakube_operator import caching, children, pinning, validating
 
 
@@ -66,6 +66,9 @@ class Observation:
     # Read before the first attempt of a run with spec.debounce: the newest run registered
     # after it with the same Task and key (None: none, it may start).
     superseded_by: str | None = None
+    # Read with the outcome of an attempt that did not succeed, and of every attempt in
+    # compensation mode: the run's recorded compensations at a glance.
+    compensation_summary: compensations.Summary = compensations.NONE
 
     @property
     def created_at(self) -> datetime | None:
@@ -132,7 +135,8 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
 
     # Only a running attempt has a pod worth reading (a cancel may have to stop it).
     pod = None
-    if status.pod_name and (status.phase == resources.Phase.RUNNING or run.spec.cancel):
+    if status.pod_name and (status.phase == resources.Phase.RUNNING or run.spec.cancel
+                            or compensation_running(status)):
         pod = await api.get_pod(namespace, status.pod_name)
     seen = dataclasses.replace(seen, pod=pod)
     if run.spec.cancel:
@@ -141,7 +145,7 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
         seen = dataclasses.replace(seen, wait_over=await _wait_is_over(db, run.metadata.uid, status))
         if not seen.wait_over:
             return seen
-    if status.attempt == 0 or status.phase in WAITING_PHASES:
+    if status.attempt == 0 or status.phase in WAITING_PHASES or compensation_waiting(status):
         if status.attempt == 0 and run.spec.debounce is not None and status.phase is not None:
             seen = dataclasses.replace(
                 seen, superseded_by=await runs.newer_debounced_run(db, run.metadata.uid))
@@ -153,7 +157,25 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
         outcome = await attempts.read_outcome(db, run.metadata.uid, status.attempt)
         durations = await steps.attempt_step_durations(db, run.metadata.uid, status.attempt)
         seen = dataclasses.replace(seen, outcome=outcome, step_durations=tuple(durations))
+        # Whether the run has compensations to run matters only when it may fail now.
+        if outcome is None or outcome.kind not in ("succeeded", "suspended") or \
+                status.phase == resources.Phase.COMPENSATING:
+            seen = dataclasses.replace(
+                seen, compensation_summary=await compensations.summarize_compensations(
+                    db, run.metadata.uid))
     return seen
+
+
+def compensation_waiting(status: resources.TaskRunStatus) -> bool:
+    """Compensating, with no attempt under way: waiting for its back-off or a slot."""
+    return (status.phase == resources.Phase.COMPENSATING and status.compensation is not None
+            and status.compensation.state == resources.CompensationState.WAITING)
+
+
+def compensation_running(status: resources.TaskRunStatus) -> bool:
+    """Compensating, with an attempt in compensation mode under way."""
+    return (status.phase == resources.Phase.COMPENSATING and status.compensation is not None
+            and status.compensation.state == resources.CompensationState.RUNNING)
 
 
 # Phases in which a run has no attempt under way and may start the next one.

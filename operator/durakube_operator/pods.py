@@ -96,9 +96,11 @@ def build_attempt_pod(
     attempt: int,
     settings: settings_module.Settings,
     oom_kills: int = 0,
+    compensating: bool = False,
 ) -> dict[str, Any]:
     """The manifest of attempt `attempt` (1-based) of `run`, the run having had `oom_kills`
-    OOM kills so far (`attempt_resources`)."""
+    OOM kills so far (`attempt_resources`); `compensating`: an attempt in compensation
+    mode, whose worker runs the run's recorded compensations."""
     meta = run.metadata
     assert meta.uid is not None, "a stored TaskRun has a uid"
     template = task.spec.pod_template or resources.PodTemplate()
@@ -138,6 +140,9 @@ def build_attempt_pod(
     env.extend(tracing.attempt_env(run, settings,
                                    {str(item.get("name")) for item in template.env or []}))
     env.extend(template.env or [])
+    if compensating:
+        # Last, so that no variable of the Task's template can turn the mode off.
+        env.append({"name": "DURAKUBE_COMPENSATING", "value": "true"})
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": task.spec.image,

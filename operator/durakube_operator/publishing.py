@@ -46,6 +46,8 @@ async def publish(api: kubeapi.KubeApi, events: recording.EventRecorder,
             spans.run_ended(body, seen.queue, seen.created_at, after)
         if before.phase == resources.Phase.RUNNING and after.phase != resources.Phase.RUNNING:
             count_attempt_end(body, seen)
+        elif observing.compensation_running(before) and not observing.compensation_running(after):
+            count_attempt_end(body, seen)  # an attempt in compensation mode
         event_type = "Warning" if condition.status == resources.ConditionStatus.FALSE else "Normal"
         events.record(body, "TaskRun", condition.reason, condition.message, event_type)
     return patched

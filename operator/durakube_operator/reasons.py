@@ -14,6 +14,8 @@ QUEUED: Final = "Queued"
 RUNNING: Final = "Running"
 BACKING_OFF: Final = "BackingOff"
 SUSPENDED: Final = "Suspended"
+COMPENSATING: Final = "Compensating"  # failed for good; its compensations run
+COMPENSATION_BACKING_OFF: Final = "CompensationBackingOff"  # a compensation failed; retried
 
 # Succeeded=True.
 SUCCEEDED: Final = "Succeeded"

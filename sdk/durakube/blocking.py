@@ -251,6 +251,11 @@ class SyncTaskContext:
         """Runs `fn(*args, **kwargs)` as the checkpointed step `name`, or replays it."""
         return self._portal.call(self._ctx.step(name, fn, *args, **kwargs))
 
+    def compensate(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        """Registers `fn(*args, **kwargs)` as an undo of the newest completed step
+        (`TaskContext.compensate`)."""
+        self._portal.call(self._ctx.compensate(fn, *args, **kwargs))
+
     def sleep(self, duration: durations.Duration) -> None:
         """Waits `duration`; a long one suspends the run (no pod), as in an async task."""
         self._portal.call(self._ctx.sleep(duration))

@@ -53,6 +53,7 @@ from typing import Any, NoReturn, TypeVar
 
 from durakube import (
     blocking,
+    compensating,
     current,
     durations,
     errors,
@@ -115,6 +116,10 @@ class TaskContext:
         self.pending_step: steps.Step | None = None
         self._recorded = {step.seq: step for step in recorded}
         self._next_seq = 1
+        # Compensations: the newest step completed (or replayed) so far, and how many
+        # undos each step has registered in this attempt (their positions).
+        self._last_completed_seq = 0
+        self._undos: dict[int, int] = {}
         # One connection held for the attempt's checkpoints: the pool's acquire and
         # release cost about as much as the checkpoint itself.
         self._connection: Any = None
@@ -204,6 +209,49 @@ class TaskContext:
 
     async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Runs `fn(*args, **kwargs)` as the checkpointed step `name`, or replays it."""
+        return await self.step_with_compensation(name, fn, None, args, kwargs)
+
+    async def compensate(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        """Registers `fn(*args, **kwargs)` as an undo of the newest step completed so far,
+        recorded at once: if the run fails for good, the operator runs the recorded undos
+        newest first (`compensating`). `fn` is a module-level function; the arguments are
+        JSON. With concurrent steps, prefer `@step(compensate=...)`, which names its step."""
+        if self._last_completed_seq == 0:
+            raise RuntimeError("ctx.compensate registers the undo of a completed step: "
+                               "call it after the step it undoes")
+        await self._record_undo(self._last_completed_seq, fn, args, kwargs)
+
+    async def _record_undo(self, seq: int, fn: Callable[..., Any], args: tuple[Any, ...],
+                           kwargs: dict[str, Any]) -> None:
+        name = compensating.import_name(fn)
+        position = self._undos.get(seq, 0)
+        self._undos[seq] = position + 1
+        encoded = self._encode_arguments(name, args, kwargs, f"for step {seq}")
+        await self.store(working.record_compensation(self.pool, self.credential, step_seq=seq,
+                                                     position=position, name=name, args=encoded))
+
+    def _encode_arguments(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                          where: str) -> dict[str, Any]:
+        try:
+            return compensating.encode_arguments(name, args, kwargs, where)
+        except (errors.NonSerializableState, errors.ValueRefused) as error:
+            self._fatal(error)
+
+    async def step_with_compensation(self, name: str, fn: Callable[..., Any],
+                                     undo: Callable[..., Any] | None, args: tuple[Any, ...],
+                                     kwargs: dict[str, Any]) -> Any:
+        """`step`, registering `undo(result, *args, **kwargs)` once the step has completed
+        (or is replayed as completed); what `@step(compensate=undo)` calls."""
+        value, seq = await self._step(name, fn, args, kwargs)
+        if undo is not None and seq:
+            result = self._recorded[seq].result if seq in self._recorded else \
+                serializing.encode(value, f"step {seq} {name!r} result")
+            await self._record_undo(seq, undo, (result, *args), kwargs)
+        return value
+
+    async def _step(self, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> tuple[Any, int]:
+        """The step's value and its seq (0 inside another step: part of that one)."""
         if self.fatal is not None:
             # The task swallowed a fatal error: no further step may run.
             raise self.fatal
@@ -211,7 +259,7 @@ class TaskContext:
             raise self.store_lost
         if current.active_step() is not None:
             # Inside another step: part of it, since replay never enters that step.
-            return await _call(fn, args, kwargs)
+            return await _call(fn, args, kwargs), 0
         # The seq is taken before any await, so concurrent steps number deterministically.
         seq = self._next_seq
         self._next_seq += 1
@@ -219,7 +267,9 @@ class TaskContext:
         recorded = self._recorded.get(seq)
         with tracing.step_span(seq, name, replayed=recorded is not None):
             if recorded is not None:
-                return self._replay(recorded, name, fn)
+                value = self._replay(recorded, name, fn)
+                self._last_completed_seq = max(self._last_completed_seq, seq)
+                return value, seq
 
             started_at = datetime.now(UTC)
             started = time.perf_counter()
@@ -230,7 +280,9 @@ class TaskContext:
                     raise
                 except Exception as error:
                     self._fail(seq, name, error, started_at, started)
-            return await self._record(seq, name, fn, value, started_at, started)
+            value = await self._record(seq, name, fn, value, started_at, started)
+            self._last_completed_seq = max(self._last_completed_seq, seq)
+            return value, seq
 
     async def _record(self, seq: int, name: str, fn: Callable[..., Any], value: Any,
                       started_at: datetime, started: float) -> Any:

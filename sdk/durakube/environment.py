@@ -186,3 +186,6 @@ class WorkerSettings(Settings):
     log_format: Literal["plain", "json"] = "plain"
     # How long a checkpoint is tried again while Postgres is unreachable (seconds).
     store_retry_seconds: float = pydantic.Field(default=60.0, ge=0)
+    # Compensation mode: run the run's recorded compensations, not the task
+    # (`durakube.compensating`); the operator sets it once the run failed for good.
+    compensating: bool = False

@@ -263,6 +263,8 @@ class Phase(StrEnum):
     RUNNING = "Running"
     BACKING_OFF = "BackingOff"
     SUSPENDED = "Suspended"
+    # Failed for good: running the compensations its completed steps registered.
+    COMPENSATING = "Compensating"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     CANCELED = "Canceled"
@@ -294,6 +296,29 @@ class RunError(Resource):
     retryable: bool = False
 
 
+class CompensationState(StrEnum):
+    WAITING = "Waiting"  # for its back-off or a slot
+    RUNNING = "Running"  # an attempt in compensation mode runs
+    COMPLETED = "Completed"  # every compensation ran
+    FAILED = "Failed"  # the budget of compensation attempts ran out
+
+
+class CompensationStatus(Resource):
+    """The compensation phase of a run that failed for good (see `durakube.compensating`)."""
+
+    state: CompensationState
+    end_phase: Annotated[Phase, Field(description=(
+        "The phase the run ends in once compensated: Failed or TimedOut."))]
+    reason: Annotated[str, Field(description="The reason the run failed with.")]
+    message: str = ""
+    total: Annotated[int, Field(ge=0, description="Compensations recorded.")] = 0
+    completed: Annotated[int, Field(ge=0, description="Compensations that ran.")] = 0
+    failed: Annotated[int, Field(ge=0, description=(
+        "Compensations not completed whose last try failed."))] = 0
+    attempts: Annotated[int, Field(ge=0, description="Attempts in compensation mode started.")] = 0
+    last_error: RunError | None = None
+
+
 class TaskRunStatus(Resource):
     """What the operator reports; phase is for people, the Succeeded condition for tools."""
 
@@ -323,6 +348,8 @@ class TaskRunStatus(Resource):
     pinned: Annotated[PinnedTask | None, Field(description=(
         "What the run's pods take from its Task, as it was when the first attempt "
         "started."))] = None
+    compensation: Annotated[CompensationStatus | None, Field(description=(
+        "Set once the run failed for good with compensations to run."))] = None
 
 
 class RateLimit(Resource):

@@ -165,17 +165,28 @@ def step(fn: S, /) -> S: ...
 
 
 @overload
-def step(*, name: str | None = None) -> Callable[[S], S]: ...
+def step(*, name: str | None = None,
+         compensate: Callable[..., Any] | None = None) -> Callable[[S], S]: ...
 
 
-def step(fn: Any = None, /, *, name: str | None = None) -> Any:
+def step(fn: Any = None, /, *, name: str | None = None,
+         compensate: Callable[..., Any] | None = None) -> Any:
     """Makes a function a checkpointed step: `@step` or `@step(name="fetch")`.
 
     An `async def` step is awaited (`await fetch(url)`); a plain `def` step is called
     from a `def` task (`fetch(url)`), blocking that task's thread while it runs in a
     thread of its own. From an async task, run a plain function as a step with
     `await ctx.step("name", fn, ...)`.
+
+    `compensate=undo` registers `undo(result, *args, **kwargs)` (the step's JSON result
+    and the arguments it was called with) each time the step completes in a task: if
+    the run fails for good, the operator runs the registered undos newest first
+    (`durakube.compensating`). `undo` is a module-level function.
     """
+    if compensate is not None and (not callable(compensate)
+                                   or "<" in getattr(compensate, "__qualname__", "<")):
+        raise TypeError(f"@step(compensate=...) needs a module-level function (found again "
+                        f"by its import name in a new pod), not {compensate!r}")
 
     def wrap(target: Callable[..., Any]) -> Callable[..., Any]:
         step_name = name or target.__name__
@@ -187,7 +198,8 @@ def step(fn: Any = None, /, *, name: str | None = None) -> Any:
                 if ctx is None or current.active_step() is not None:
                     # Outside a task, or inside another step (and so part of it).
                     return target(*args, **kwargs)
-                return blocking.call(ctx.step(step_name, target, *args, **kwargs), step_name)
+                return blocking.call(ctx.step_with_compensation(step_name, target, compensate,
+                                                                args, kwargs), step_name)
 
             return call
 
@@ -196,7 +208,7 @@ def step(fn: Any = None, /, *, name: str | None = None) -> Any:
             ctx = current.current()
             if ctx is None:
                 return await target(*args, **kwargs)
-            return await ctx.step(step_name, target, *args, **kwargs)
+            return await ctx.step_with_compensation(step_name, target, compensate, args, kwargs)
 
         return run
 

@@ -21,6 +21,9 @@ The operator starts one pod per attempt with this environment:
     DURAKUBE_LOG_LEVEL              the root logger's level (default INFO)
     DURAKUBE_STORE_RETRY_SECONDS    how long a checkpoint is tried again while Postgres is
                                     unreachable (default 60)
+    DURAKUBE_COMPENSATING           true in an attempt of compensation mode: the worker
+                                    runs the run's recorded compensations, newest first,
+                                    instead of the task (`compensating`)
 
 (parsed by `durakube.environment.WorkerSettings`). The operator gives the DSN and the
 secret from its namespace's attempt key ring; Postgres accepts the secret only while this
@@ -73,6 +76,7 @@ import pydantic
 from durakube import (
     blocking,
     capturing,
+    compensating,
     context,
     current,
     environment,
@@ -392,7 +396,11 @@ async def _attempt(settings: Settings, output: capturing.Output | None,
         traced.lost(error)
         return 1
     try:
-        if import_error is not None:
+        if settings.compensating:
+            outcome = await compensating.run_compensations(
+                pool, settings.run_id, settings.attempt, secret=settings.attempt_secret,
+                pod_name=settings.pod_name, import_error=import_error, output=output)
+        elif import_error is not None:
             outcome = await record_failure(pool, settings.run_id, settings.attempt, import_error,
                                            secret=settings.attempt_secret,
                                            pod_name=settings.pod_name, output=output)

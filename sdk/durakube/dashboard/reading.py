@@ -27,7 +27,7 @@ import asyncpg
 from durakube import errors, resources
 from durakube.client import AsyncClient, failures, handles, history, manifests
 from durakube.dashboard import database, filters, timelines
-from durakube.store import attempts, runs
+from durakube.store import attempts, compensations, runs
 
 T = TypeVar("T")
 # Rows the runs list shows at most, and history rows it reads at most.
@@ -156,6 +156,10 @@ class RunPage:
     timeline: timelines.Timeline | None = None
     attempts: list[AttemptRow] = field(default_factory=list)
     steps: list[handles.StepSummary] = field(default_factory=list)
+    # The undos its completed steps registered, newest first (the order they run in),
+    # and the TaskRun's status.compensation once it failed with some pending.
+    compensations: list[compensations.Compensation] = field(default_factory=list)
+    compensation: dict[str, Any] | None = None
     waiting: Waiting | None = None
     error: dict[str, Any] | None = None
     payload: JsonValue | None = None
@@ -188,6 +192,7 @@ async def read_run(client: AsyncClient, namespace: str, name: str, now: datetime
         page.parent = labels.get(PARENT_LABEL)
         page.started_at = _parse_time(status.get("startTime"))
         page.error = status.get("lastError")
+        page.compensation = status.get("compensation")
         if not spec.get("payloadRef"):
             page.payload = JsonValue.of(spec.get("payload") or {})
         if status.get("output") is not None:
@@ -213,9 +218,10 @@ async def _read_postgres_parts(client: AsyncClient, page: RunPage, ref: str,
     run_id = page.run.run_id
     try:
         db = await client.session.database("steps")
-        page.steps, tried, waits, row = await asyncio.gather(
+        page.steps, tried, waits, row, page.compensations = await asyncio.gather(
             client.steps(ref), attempts.load_attempts(db, run_id),
-            database.load_waits(db, run_id), runs.load_run(db, run_id))
+            database.load_waits(db, run_id), runs.load_run(db, run_id),
+            compensations.load_compensations(db, run_id))
         token = await database.open_token(db, run_id) if page.waiting is not None else None
     except DATABASE_TROUBLE as error:
         page.notes.append(f"Postgres could not be read: {error}")

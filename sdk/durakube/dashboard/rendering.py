@@ -25,8 +25,8 @@ STATIC = Path(__file__).parent / "static"
 # Phase -> the colour family of its pill (CSS classes in static/dashboard.css).
 PHASE_COLOURS = {
     "Pending": "grey", "Queued": "grey", "Running": "blue", "BackingOff": "amber",
-    "Suspended": "violet", "Succeeded": "green", "Failed": "red", "Canceled": "slate",
-    "TimedOut": "red", "Expired": "slate",
+    "Suspended": "violet", "Compensating": "amber", "Succeeded": "green", "Failed": "red",
+    "Canceled": "slate", "TimedOut": "red", "Expired": "slate",
 }
 
 

@@ -475,6 +475,128 @@ ATTEMPT_LOGS_SQL = f"""
               for signature in LOG_WORKER_FUNCTIONS)
 
 
+# The worker functions of compensations (migration 19), executable by durakube_worker too.
+COMPENSATION_WORKER_FUNCTIONS: tuple[str, ...] = (
+    "worker_record_compensation(text, integer, text, integer, integer, text, jsonb)",
+    "worker_load_compensations(text, integer, text)",
+    "worker_finish_compensation(text, integer, text, integer, integer, jsonb)",
+    "worker_end_compensating(text, integer, text, text, jsonb, jsonb)",
+)
+
+# Compensations (migration 19). A step that completed may register its undo: the
+# function's import name and JSON arguments, keyed by (run, step seq, position within
+# the step), recorded by the attempt that ran or replayed the step (a replay records it
+# again: the first record stands). When the run fails for good the operator starts
+# attempts in compensation mode; their worker loads the pending ones, newest first,
+# and checkpoints each as it finishes (`worker_finish_compensation`), so a finished
+# compensation never runs again; `worker_end_compensating` ends such an attempt
+# without touching the run's output or error (the run keeps its original error).
+COMPENSATIONS_SQL = """
+    CREATE TABLE durakube.compensations (
+        run_id             text NOT NULL REFERENCES durakube.runs (run_id) ON DELETE CASCADE,
+        step_seq           integer NOT NULL,
+        position           integer NOT NULL,
+        name               text NOT NULL,
+        args               jsonb NOT NULL,
+        recorded_attempt   integer NOT NULL,
+        status             text NOT NULL DEFAULT 'pending'
+                           CHECK (status IN ('pending', 'completed')),
+        tries              integer NOT NULL DEFAULT 0,
+        error              jsonb,
+        completed_attempt  integer,
+        recorded_at        timestamptz NOT NULL DEFAULT now(),
+        finished_at        timestamptz,
+        CONSTRAINT compensations_pkey PRIMARY KEY (run_id, step_seq, position)
+    );
+
+    -- Only a step recorded as succeeded may have an undo.
+    CREATE FUNCTION durakube.worker_record_compensation(
+        p_run_id text, p_attempt integer, p_secret text, p_step_seq integer,
+        p_position integer, p_name text, p_args jsonb)
+    RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        IF NOT EXISTS (SELECT FROM durakube.steps
+                       WHERE run_id = p_run_id AND seq = p_step_seq AND status = 'succeeded') THEN
+            RAISE EXCEPTION 'step % of run % has not completed: only a completed step has '
+                'a compensation', p_step_seq, p_run_id USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        INSERT INTO durakube.compensations (run_id, step_seq, position, name, args,
+                                            recorded_attempt)
+        VALUES (p_run_id, p_step_seq, p_position, p_name, p_args, p_attempt)
+        ON CONFLICT (run_id, step_seq, position) DO NOTHING;
+        RETURN FOUND;
+    END
+    $fn$;
+
+    -- Newest first: the order compensations run in.
+    CREATE FUNCTION durakube.worker_load_compensations(
+        p_run_id text, p_attempt integer, p_secret text)
+    RETURNS SETOF durakube.compensations LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        RETURN QUERY SELECT * FROM durakube.compensations WHERE run_id = p_run_id
+                     ORDER BY step_seq DESC, position DESC;
+    END
+    $fn$;
+
+    -- A compensation's checkpoint: completed (p_error NULL) or one more failed try.
+    -- False when it was completed before (the first completion stands).
+    CREATE FUNCTION durakube.worker_finish_compensation(
+        p_run_id text, p_attempt integer, p_secret text, p_step_seq integer,
+        p_position integer, p_error jsonb)
+    RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM durakube.check_attempt(p_run_id, p_attempt, p_secret);
+        UPDATE durakube.compensations
+        SET tries = tries + 1, error = coalesce(p_error, error),
+            status = CASE WHEN p_error IS NULL THEN 'completed' ELSE 'pending' END,
+            completed_attempt = CASE WHEN p_error IS NULL THEN p_attempt END,
+            finished_at = CASE WHEN p_error IS NULL THEN now() END
+        WHERE run_id = p_run_id AND step_seq = p_step_seq AND position = p_position
+          AND status = 'pending';
+        RETURN FOUND;
+    END
+    $fn$;
+
+    -- The outcome of an attempt in compensation mode, 'succeeded' (none pending) or
+    -- 'retry'; the secret is revoked as by worker_record_outcome, and the run's row
+    -- (its output, error and state) is left as the failed run had it.
+    CREATE FUNCTION durakube.worker_end_compensating(
+        p_run_id text, p_attempt integer, p_secret text, p_outcome text, p_output jsonb,
+        p_error jsonb)
+    RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $fn$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended('durakube-attempt:' || p_run_id, 0));
+        PERFORM 1 FROM durakube.attempts a
+        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND a.outcome IS NULL
+          AND a.secret_hash = sha256(convert_to(p_secret, 'UTF8'))
+        FOR UPDATE OF a;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'attempt % of run % is not live, or its secret is wrong',
+                p_attempt, p_run_id USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        IF p_outcome NOT IN ('succeeded', 'retry') THEN
+            RAISE EXCEPTION 'an attempt in compensation mode ends succeeded or retry'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        UPDATE durakube.attempts
+        SET outcome = p_outcome, output = p_output, error = p_error, finished_at = now(),
+            secret_hash = NULL
+        WHERE run_id = p_run_id AND attempt = p_attempt;
+        RETURN true;
+    END
+    $fn$;
+""" + "".join(f"""
+    REVOKE ALL ON FUNCTION durakube.{signature} FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION durakube.{signature} TO durakube_worker;"""
+              for signature in COMPENSATION_WORKER_FUNCTIONS)
+
+
 # What a run's metadata may weigh, as JSON text (`ctx.update_metadata`).
 METADATA_BYTES = 4096
 
@@ -849,6 +971,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX attempt_keys_free_idx ON durakube.attempt_keys (namespace, ring, slot)
             WHERE run_id IS NULL;
     """),
+    Migration(19, "compensations of completed steps (sagas)", COMPENSATIONS_SQL),
     Migration(20, "run metadata", METADATA_SQL),
     Migration(21, "debounced runs", """
         -- The runs that gave spec.debounce, in the order their TaskRuns were created:

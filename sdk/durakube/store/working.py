@@ -14,7 +14,7 @@ and a worker has no code path that could try a table. A credential that Postgres
 refuses (a newer attempt started, the outcome is recorded, the run is over, or
 the secret is wrong) raises `errors.AttemptRevoked`: the worker must stop writing.
 
-Called by `worker`, `context`, `waiting` and `triggering`. Functions take a pool
+Called by `worker`, `context`, `compensating`, `waiting` and `triggering`. Functions take a pool
 or a connection and commit nothing on behalf of a caller's transaction.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 
 from durakube import errors
-from durakube.store import attempts, pools, runs, steps, waitpoints
+from durakube.store import attempts, compensations, pools, runs, steps, waitpoints
 
 
 @dataclass(frozen=True)
@@ -197,3 +197,41 @@ async def update_metadata(db: pools.Database, credential: Credential,
                 "SELECT durakube.worker_update_metadata($1, $2, $3, $4)", *credential.args, patch))
         except asyncpg.ProgramLimitExceededError as error:
             raise errors.ValueRefused("ctx.update_metadata", str(error)) from None
+
+
+async def record_compensation(db: pools.Database, credential: Credential, *, step_seq: int,
+                              position: int, name: str, args: dict[str, Any]) -> bool:
+    """Records the undo of completed step `step_seq` (its `position`-th); False when it was
+    recorded before (a replay: the first record stands)."""
+    async with _refusals(credential), pools.connection(db) as conn:
+        return bool(await conn.fetchval(
+            "SELECT durakube.worker_record_compensation($1, $2, $3, $4, $5, $6, $7)",
+            *credential.args, step_seq, position, name, args))
+
+
+async def load_compensations(db: pools.Database,
+                             credential: Credential) -> list[compensations.Compensation]:
+    """The run's compensations, newest first."""
+    async with _refusals(credential), pools.connection(db) as conn:
+        records = await conn.fetch(
+            "SELECT * FROM durakube.worker_load_compensations($1, $2, $3)", *credential.args)
+    return [compensations.Compensation.from_record(record) for record in records]
+
+
+async def finish_compensation(db: pools.Database, credential: Credential, *, step_seq: int,
+                              position: int, error: dict[str, Any] | None = None) -> bool:
+    """Checkpoints a compensation: completed (no `error`) or one more failed try; False
+    when it had completed before."""
+    async with _refusals(credential), pools.connection(db) as conn:
+        return bool(await conn.fetchval(
+            "SELECT durakube.worker_finish_compensation($1, $2, $3, $4, $5, $6)",
+            *credential.args, step_seq, position, error))
+
+
+async def end_compensating(db: pools.Database, credential: Credential,
+                           outcome: attempts.Outcome) -> None:
+    """Records the outcome of an attempt in compensation mode ("succeeded" or "retry") and
+    revokes the credential; the run's own output and error stay as they were."""
+    async with _refusals(credential), pools.connection(db) as conn:
+        await conn.fetchval("SELECT durakube.worker_end_compensating($1, $2, $3, $4, $5, $6)",
+                            *credential.args, outcome.kind, outcome.output, outcome.error)

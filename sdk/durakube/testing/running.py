@@ -15,6 +15,10 @@ that ended by suspending or without an outcome do not count against
 delays, `0.01` a hundredth of them; either way the delays are kept in
 `RunResult.backoffs`.
 
+A run that fails for good runs its recorded compensations first, newest first, in
+attempts of compensation mode with the operator's budget (`durakube.compensating`),
+then ends Failed; `RunResult.compensations` shows them.
+
 A run that suspends stays suspended until the test ends its wait: `deliver_event`,
 `complete_token`, `skip_sleep` (a sleep's time jumps to now) or `expire_wait` (the
 wait's deadline passes now); the runner then resumes it at once, as far as it goes.
@@ -34,8 +38,17 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from durakube import errors, retry, serializing, tasks, worker
-from durakube.store import attempts, children, pools, runs, schema, steps, waitpoints
+from durakube import compensating, errors, retry, serializing, tasks, worker
+from durakube.store import (
+    attempts,
+    children,
+    compensations,
+    pools,
+    runs,
+    schema,
+    steps,
+    waitpoints,
+)
 
 # What a run that keeps ending without an outcome may use, as the operator's default
 # `infrastructureRetries`, and the back-off between those attempts.
@@ -66,6 +79,8 @@ class RunResult:
     backoffs: list[float]
     # Names of the child runs it triggered.
     children: list[str]
+    # Its compensations, newest first (`durakube.compensating`): run once it failed.
+    compensations: list[compensations.Compensation] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
@@ -183,7 +198,8 @@ class AsyncLocalRunner:
             attempts=await attempts.load_attempts(self.pool, run_id),
             steps=await steps.load_steps(self.pool, run_id), waiting_for=waiting,
             backoffs=list(kept.backoffs) if kept is not None else [],
-            children=list(kept.children) if kept is not None else [])
+            children=list(kept.children) if kept is not None else [],
+            compensations=await compensations.load_compensations(self.pool, run_id))
 
     async def deliver_event(self, key: str, data: Any = None) -> list[RunResult]:
         """Sends an event on `key` in the runner's namespace (buffered when no run waits);
@@ -250,6 +266,7 @@ class AsyncLocalRunner:
                 kept.infrastructure_failures += 1
                 kept.error = {"type": type(lost).__name__, "message": str(lost)}
                 if kept.infrastructure_failures > self.infrastructure_retries:
+                    await self._compensate(run_id, kept)
                     await self._finish(run_id, "Failed")
                     return
                 await self._back_off(kept, retry.backoff_delay(
@@ -272,8 +289,31 @@ class AsyncLocalRunner:
                         delay = max(0.0, (outcome.retry_at - datetime.now(UTC)).total_seconds())
                     await self._back_off(kept, delay)
                     continue
+            await self._compensate(run_id, kept)
             await self._finish(run_id, "Failed")
             return
+
+    async def _compensate(self, run_id: str, kept: _Bookkeeping) -> None:
+        """Runs the failed run's compensations in attempts of compensation mode, as the
+        operator does: newest first, each once, retried with back-off within the budget."""
+        for tried in range(1, compensating.ATTEMPTS + 1):
+            summary = await compensations.summarize_compensations(self.pool, run_id)
+            if summary.pending == 0:
+                return
+            row = await runs.load_run(self.pool, run_id)
+            assert row is not None
+            number = row.attempt + 1
+            secret = attempts.new_secret()
+            await runs.set_run_status(self.pool, run_id, "Compensating")
+            await attempts.start_attempt(self.pool, run_id, number, f"{kept.name}-{number}",
+                                         secret=secret)
+            outcome = await compensating.run_compensations(
+                self._worker_pool, run_id, number, secret=secret, pod_name=f"{kept.name}-{number}")
+            if outcome.kind == "succeeded":
+                return
+            if tried < compensating.ATTEMPTS:
+                await self._back_off(kept, retry.backoff_delay(compensating.RETRY, tried,
+                                                               self._rng))
 
     async def _back_off(self, kept: _Bookkeeping, delay: float) -> None:
         kept.backoffs.append(delay)

@@ -21,7 +21,7 @@ def test_defaults() -> None:
         "task_modules": (),
         "termination_message_path": "/dev/termination-log", "pod_name": None,
         "statement_cache_size": None, "retry_policy": None, "store_retry_seconds": 60.0,
-        "log_format": "plain",
+        "log_format": "plain", "compensating": False,
     }
 
 
@@ -35,13 +35,14 @@ VARIABLES = [
     ({"DURAKUBE_RETRY_POLICY": '{"max_attempts": 2}'}, "retry_policy", '{"max_attempts": 2}'),
     ({"DURAKUBE_STORE_RETRY_SECONDS": "5.5"}, "store_retry_seconds", 5.5),
     ({"DURAKUBE_LOG_FORMAT": "json"}, "log_format", "json"),
+    ({"DURAKUBE_COMPENSATING": "true"}, "compensating", True),
 ]
 
 
 @pytest.mark.parametrize(("environ", "field", "expected"), VARIABLES,
                          ids=["modules", "termination-path", "pod-name", "pod-name-from-hostname",
                               "cache-size", "empty-cache-size", "retry-policy", "store-retry",
-                              "log-format"])
+                              "log-format", "compensating"])
 def test_each_variable_is_read(environ: dict[str, str], field: str, expected: Any) -> None:
     settings = environment.WorkerSettings.from_environ({**REQUIRED, **environ})
     assert getattr(settings, field) == expected

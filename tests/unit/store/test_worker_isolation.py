@@ -62,6 +62,13 @@ async def every_call(worker: Any, credential: working.Credential) -> dict[str, A
         "request_child_run": lambda: working.request_child_run(
             worker, credential, seq=6, task="t", payload={}, options={}),
         "append_log": lambda: working.append_log(worker, credential, b"forged line\n"),
+        "record_compensation": lambda: working.record_compensation(
+            worker, credential, step_seq=1, position=0, name="m:undo", args={}),
+        "load_compensations": lambda: working.load_compensations(worker, credential),
+        "finish_compensation": lambda: working.finish_compensation(
+            worker, credential, step_seq=1, position=0),
+        "end_compensating": lambda: working.end_compensating(
+            worker, credential, attempts.Outcome("succeeded")),
     }
 
 
@@ -117,7 +124,8 @@ async def test_only_the_worker_functions_are_executable_by_workers(owner: Any) -
     executable = {row["proname"] for row in rows if row["worker"]}
     assert executable == {signature.split("(")[0] for signature in
                           (*schema.WORKER_FUNCTIONS, *schema.LOG_WORKER_FUNCTIONS,
-                           *schema.METADATA_WORKER_FUNCTIONS)}
+                           *schema.METADATA_WORKER_FUNCTIONS,
+                           *schema.COMPENSATION_WORKER_FUNCTIONS)}
     assert not any(row["operator"] for row in rows)
     for row in rows:
         # Each runs as the owner, on a search path no caller can put a table of its own on.
