@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from devcluster.node import reasons, times
+from devcluster.node import images, reasons, times
 
 Json = dict[str, Any]
 
@@ -56,7 +56,9 @@ class ContainerRecord:
 
     @property
     def image_id(self) -> str:
-        return "sha256:" + hashlib.sha256(self.image.encode()).hexdigest()
+        """As a kubelet reports an image pulled from a registry: the repository and a
+        digest of the content (here, of the image's name)."""
+        return f"{images.strip_tag(self.image)}@sha256:{hashlib.sha256(self.image.encode()).hexdigest()}"
 
     @property
     def running(self) -> bool:

@@ -246,8 +246,11 @@ def pinned_image(image: str, digest: str | None) -> str:
 
 
 def image_digest(image_id: str | None) -> str | None:
-    """The digest in a container status's imageID ("repo@sha256:..." or "sha256:...")."""
-    if not image_id:
+    """The repository digest in a container status's imageID ("repo@sha256:..."), which
+    `repo@digest` pulls again. None for a bare "sha256:..." (what a kubelet reports for an
+    image loaded onto the node rather than pulled: the image's own id, its config's digest,
+    which no registry serves under the repository)."""
+    if not image_id or "@" not in image_id:
         return None
     digest = image_id.rsplit("@", 1)[-1]
     return digest if _DIGEST.match(digest) else None

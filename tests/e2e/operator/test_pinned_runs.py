@@ -2,8 +2,10 @@
 whatever happens to its Task meanwhile, and a replay keeps it unless told otherwise.
 
 The process node maps an image's repository to a command (`devcluster/node/images.py`)
-and reports `sha256:<digest of the image's name>` as its imageID, as a kubelet reports the
-digest the image resolved to. The image the Task is changed to is mapped to nothing: an
+and reports `<repository>@sha256:<digest of the image's name>` as its imageID, as a kubelet
+reports the repository digest an image pulled from a registry resolved to (for an image
+loaded onto the node it reports a bare `sha256:` image id, which pins nothing: the real
+node's tests run so). The image the Task is changed to is mapped to nothing: an
 attempt that used it could not run the task.
 """
 

@@ -171,9 +171,9 @@ def test_pinned_image(image: str, digest: str | None, expected: str) -> None:
 
 @pytest.mark.parametrize(("image_id", "expected"), [
     (f"docker.io/library/tasks@{DIGEST}", DIGEST),
-    (DIGEST, DIGEST),
+    (DIGEST, None),
     ("", None),
     ("docker://tasks", None),
-], ids=["containerd", "bare", "empty", "not-a-digest"])
+], ids=["containerd", "bare-image-id-of-a-loaded-image", "empty", "not-a-digest"])
 def test_image_digest(image_id: str, expected: str | None) -> None:
     assert resources.image_digest(image_id) == expected
