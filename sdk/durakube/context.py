@@ -79,6 +79,27 @@ STORE_RETRY_MAX_DELAY = 5.0
 CheckpointHook = Callable[[steps.Step], None]
 
 
+async def patiently(call: Callable[[], Awaitable[T]], what: str, seconds: float, *,
+                    on_lost: Callable[[], Awaitable[None]] | None = None) -> T:
+    """`call()`, made again while Postgres is unreachable or the connection was lost
+    (after `on_lost`, which may replace the connection), at once and then with back-off,
+    for up to `seconds`; then `StoreUnavailable`, naming `what`."""
+    delay, deadline = 0.0, time.monotonic() + seconds
+    while True:
+        try:
+            return await call()
+        except pools.CONNECTION_LOST_ERRORS as error:
+            if on_lost is not None:
+                await on_lost()
+            if time.monotonic() + delay > deadline:
+                raise errors.StoreUnavailable(f"{what}: {type(error).__name__}: {error}") from error
+            if delay:
+                log.warning("%s: Postgres unreachable (%s: %s); trying again in %.1fs",
+                            what, type(error).__name__, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(max(delay * 2, STORE_RETRY_FIRST_DELAY), STORE_RETRY_MAX_DELAY)
+
+
 class TaskContext:
     """One attempt of one run, as the task sees it."""
 
@@ -343,31 +364,23 @@ class TaskContext:
 
     async def _write(self, step: steps.Step) -> bool:
         """Records the step. A lost connection (Postgres restarting or failing over, the
-        session ended) is replaced and the write tried again, at once and then with
-        back-off, for up to `store_retry_seconds`: the write is idempotent per run and
-        seq, so an outage costs the task a pause, not its attempt. Past that, the store
-        is lost (`StoreUnavailable`): the attempt ends without an outcome and the
-        operator resumes the run from its checkpoints."""
-        delay, deadline = 0.0, time.monotonic() + self.store_retry_seconds
-        while True:
-            try:
-                return await self._write_once(step)
-            except errors.AttemptRevoked as revoked:
-                # Fenced off: a newer attempt runs, or the run ended. Nothing more is written.
-                self.store_lost = revoked
-                raise
-            except pools.CONNECTION_LOST_ERRORS as error:
-                connection, self._connection = self._connection, None
-                if connection is not None:
-                    await pools.discard(self.pool, connection)
-                if time.monotonic() + delay > deadline:
-                    self.store_lost = errors.StoreUnavailable(f"{type(error).__name__}: {error}")
-                    raise self.store_lost from error
-                if delay:
-                    log.warning("step %d %r: Postgres unreachable (%s: %s); trying again in "
-                                "%.1fs", step.seq, step.name, type(error).__name__, error, delay)
-                await asyncio.sleep(delay)
-                delay = min(max(delay * 2, STORE_RETRY_FIRST_DELAY), STORE_RETRY_MAX_DELAY)
+        session ended) is replaced and the write tried again (`patiently`): the write is
+        idempotent per run and seq, so an outage costs the task a pause, not its attempt.
+        Past that, the store is lost (`StoreUnavailable`): the attempt ends without an
+        outcome and the operator resumes the run from its checkpoints."""
+        async def replace_connection() -> None:
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                await pools.discard(self.pool, connection)
+
+        try:
+            return await patiently(lambda: self._write_once(step), f"step {step.seq} {step.name!r}",
+                                   self.store_retry_seconds, on_lost=replace_connection)
+        except errors.StoreUnavailable as lost:
+            # Fenced off (AttemptRevoked: a newer attempt runs, or the run ended), or
+            # Postgres gone for too long: nothing more is written.
+            self.store_lost = lost
+            raise
 
     async def _write_once(self, step: steps.Step) -> bool:
         if pools.is_pool(self.pool) and self._connection_lock.locked():

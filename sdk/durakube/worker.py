@@ -68,8 +68,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import pydantic
 
@@ -91,7 +91,6 @@ from durakube import (
 from durakube.store import attempts, pools, runs, steps, working
 
 log = logging.getLogger("durakube.worker")
-T = TypeVar("T")
 
 DEFAULT_TERMINATION_MESSAGE_PATH = environment.DEFAULT_TERMINATION_MESSAGE_PATH
 # Kubernetes keeps at most 4096 bytes of a termination message.
@@ -122,8 +121,8 @@ async def run_attempt(pool: pools.Database, run_id: str, attempt: int,
     no outcome, or the one recorded before, and goes on from there.
     """
     credential = working.Credential(run_id, attempt, secret)
-    run = await _patiently(lambda: working.start_attempt(pool, credential, pod_name),
-                           "starting the attempt", store_retry_seconds)
+    run = await context.patiently(lambda: working.start_attempt(pool, credential, pod_name),
+                                  "starting the attempt", store_retry_seconds)
     shipper = None
     if output is not None:
         shipper = capturing.Shipper(pool, credential, output.buffer)
@@ -176,10 +175,10 @@ async def _run_and_record(pool: pools.Database, run: runs.Run, credential: worki
         payload = tasks.validate_payload(definition, run.payload)
         # A lost connection here is the store's, never the task's: the attempt ends
         # without an outcome (below).
-        recorded = await _patiently(lambda: working.load_steps(pool, credential),
-                                    "loading the recorded steps", store_retry_seconds)
-        metadata = await _patiently(lambda: working.load_metadata(pool, credential),
-                                    "loading the run's metadata", store_retry_seconds)
+        recorded = await context.patiently(lambda: working.load_steps(pool, credential),
+                                           "loading the recorded steps", store_retry_seconds)
+        metadata = await context.patiently(lambda: working.load_metadata(pool, credential),
+                                           "loading the run's metadata", store_retry_seconds)
         ctx = context.TaskContext(pool=pool, run_id=run_id, attempt=attempt, secret=secret,
                                   namespace=run.namespace, payload=payload,
                                   recorded=recorded, retry_policy=policy,
@@ -220,24 +219,6 @@ async def _run_and_record(pool: pools.Database, run: runs.Run, credential: worki
     await working.record_outcome(pool, credential, outcome, state=state,
                                  last_step=ctx.pending_step if ctx is not None else None)
     return outcome
-
-
-async def _patiently(call: Callable[[], Awaitable[T]], what: str, seconds: float) -> T:
-    """`call()`, made again while Postgres is unreachable or the connection was lost, at
-    once and then with back-off, for up to `seconds`; then `StoreUnavailable`."""
-    delay, deadline = 0.0, time.monotonic() + seconds
-    while True:
-        try:
-            return await call()
-        except pools.CONNECTION_LOST_ERRORS as error:
-            if time.monotonic() + delay > deadline:
-                raise errors.StoreUnavailable(f"{what}: {type(error).__name__}: {error}") from error
-            if delay:
-                log.warning("%s: Postgres unreachable (%s: %s); trying again in %.1fs",
-                            what, type(error).__name__, error, delay)
-            await asyncio.sleep(delay)
-            delay = min(max(delay * 2, context.STORE_RETRY_FIRST_DELAY),
-                        context.STORE_RETRY_MAX_DELAY)
 
 
 async def _run_task(definition: tasks.TaskDefinition, ctx: context.TaskContext,
