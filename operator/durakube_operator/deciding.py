@@ -185,7 +185,8 @@ class _Deciding:
             todo.append(actions.RegisterRun(run_id=self.uid, namespace=self.namespace,
                                             name=run.metadata.name, task_id=task.spec.entrypoint,
                                             payload=seen.payload, queue=seen.queue, fork=fork,
-                                            debounce=debounce, tags=run_tags(seen.body)))
+                                            debounce=debounce,
+                                            tags=tuple(resources.read_tags(run.metadata.labels))))
             if seen.undefined_queue is not None:
                 todo.append(actions.Warn(seen.body, reasons.QUEUE_NOT_DEFINED, (
                     f"no TaskQueue {seen.undefined_queue!r} exists in namespace "
@@ -542,17 +543,6 @@ def _describe_resources(worker: dict[str, Any] | None) -> str:
         if isinstance(values, dict) and values:
             parts.append(f"{part} " + ", ".join(f"{name}={value}" for name, value in values.items()))
     return "; ".join(parts) or "no resources"
-
-
-# The labels that carry a run's tags (`durakube.client.manifests`).
-TAG_LABEL_PREFIX = "durakube.io/tag-"
-
-
-def run_tags(body: dict[str, Any]) -> tuple[str, ...]:
-    """The tags of a TaskRun: its `durakube.io/tag-<tag>` labels."""
-    labels = (body.get("metadata") or {}).get("labels") or {}
-    return tuple(sorted(key[len(TAG_LABEL_PREFIX):] for key in labels
-                        if key.startswith(TAG_LABEL_PREFIX) and key != TAG_LABEL_PREFIX))
 
 
 def user_attempts(status: resources.TaskRunStatus) -> int:

@@ -12,6 +12,7 @@ Pure data: no I/O here.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -34,6 +35,15 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 TASK_ID_PATTERN = r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"
 
 FreeObject = dict[str, Any]
+
+# A run's tags are labels of its TaskRun, `durakube.io/tag-<tag>: "true"` (set by the
+# client, recorded by the operator for the history).
+TAG_LABEL_PREFIX = "durakube.io/tag-"
+
+
+def read_tags(labels: Mapping[str, str]) -> list[str]:
+    """The tags among a TaskRun's labels, sorted."""
+    return sorted(key[len(TAG_LABEL_PREFIX):] for key in labels if key.startswith(TAG_LABEL_PREFIX))
 
 
 class Resource(BaseModel):

@@ -33,7 +33,7 @@ from typing import Any
 from durakube import durations, resources, tasks
 from durakube.store import payloads
 
-TAG_LABEL_PREFIX = "durakube.io/tag-"
+TAG_LABEL_PREFIX = resources.TAG_LABEL_PREFIX
 IDEMPOTENCY_KEY_LABEL = "durakube.io/idempotency-key-hash"
 # The key itself: the run's name is derived from it, which is what makes a second
 # trigger with the same key find the first run (the API server refuses the same name).
@@ -75,8 +75,7 @@ def label_tags(tags: Iterable[str]) -> dict[str, str]:
     return labels
 
 
-def read_tags(labels: Mapping[str, str]) -> list[str]:
-    return sorted(key[len(TAG_LABEL_PREFIX):] for key in labels if key.startswith(TAG_LABEL_PREFIX))
+read_tags = resources.read_tags
 
 
 def select_tags(tags: Iterable[str]) -> str:
