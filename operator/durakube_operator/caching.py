@@ -9,9 +9,12 @@ created) or was recorded longer ago than `max_age` (a watch can miss a deletion
 while it re-lists, so nothing is trusted for longer than one resync), and remember
 what the GET returned.
 
-Bodies are kept as the API sent them and never changed in place: callers must not
-mutate what they read. Knows nothing of runs or Postgres; holds no lock (one event
-loop).
+Bodies are kept as the API sent them, less what no pass reads (`slim_taskrun`,
+`slim_pod`): with 10,000 runs present, an object's server-side-apply bookkeeping
+(`metadata.managedFields`), `kubectl apply`'s copy of what it applied and a pod's
+full spec would be most of the operator's memory. They are never changed in place:
+callers must not mutate what they read. Knows nothing of runs or Postgres; holds no
+lock (one event loop).
 """
 
 from __future__ import annotations
@@ -26,6 +29,35 @@ from durakube_operator import kubeapi
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
 
+# What `kubectl apply` keeps of the object it applied: the spec again, as JSON text.
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def slim(body: Body) -> Body:
+    """`body` without its managed fields and `kubectl apply`'s copy of itself (a shallow
+    copy where anything goes; `body` itself is left as it was)."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    if "managedFields" not in meta and LAST_APPLIED not in annotations:
+        return body
+    meta = {key: value for key, value in meta.items() if key != "managedFields"}
+    if LAST_APPLIED in annotations:
+        meta["annotations"] = {key: value for key, value in annotations.items()
+                               if key != LAST_APPLIED}
+    return {**body, "metadata": meta}
+
+
+def slim_pod(body: Body) -> Body:
+    """What passes read of an attempt pod: its metadata, node, containers' names and
+    images (`pinning`) and status; not its environment, volumes or security settings."""
+    body = slim(body)
+    spec = body.get("spec") or {}
+    kept: Body = {"containers": [{"name": container.get("name"), "image": container.get("image")}
+                                 for container in spec.get("containers") or []]}
+    if "nodeName" in spec:
+        kept["nodeName"] = spec["nodeName"]
+    return {**body, "spec": kept}
+
 
 def _version(body: Body) -> int | None:
     # resourceVersion is opaque to clients; etcd's are integers, compared only as a guard.
@@ -39,6 +71,8 @@ class ObjectCache:
 
     # Seconds a body is trusted after it was recorded (None: until an event replaces it).
     max_age: float | None = None
+    # What of a body is kept (the rest is dropped as it is recorded).
+    keep: Callable[[Body], Body] = slim
     # Each body with the monotonic time it was recorded.
     bodies: dict[Key, tuple[Body, float]] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
@@ -58,7 +92,7 @@ class ObjectCache:
             if old is not None and new == old:
                 self.bodies[key] = (held[0], self.clock())  # seen again: trusted afresh
                 return False
-        self.bodies[key] = (body, self.clock())
+        self.bodies[key] = (self.keep(body), self.clock())
         return True
 
     def forget(self, namespace: str, name: str) -> None:
@@ -71,6 +105,10 @@ class ObjectCache:
             return None
         return held[0]
 
+    def held(self) -> list[tuple[Body, float]]:
+        """Every body held, with the monotonic time it was recorded."""
+        return list(self.bodies.values())
+
     def __len__(self) -> int:
         return len(self.bodies)
 
@@ -78,18 +116,19 @@ class ObjectCache:
 class CachedReads:
     """Reads TaskRuns, Tasks, TaskQueues and pods from the caches, from the API on a miss.
 
-    Pods are trusted for one resync period (`resync_seconds`): the resync of a
-    running attempt reads its pod afresh, so a deletion the watch missed is seen
-    within that period. TaskRuns and Tasks, whose changes come from their watches
-    and the operator's own writes, are trusted ten times as long: a queue of waiting
-    runs re-reads nothing at each resync."""
+    Their changes come from their watches and the operator's own writes. What a watch
+    can miss (a deletion while it re-lists) the operator's re-list of pods and
+    TaskRuns finds (`sweeping`, every `sweep_seconds`), so pods are trusted until an
+    event or the re-list replaces them: a running attempt's pass reads no API. TaskRuns,
+    Tasks and TaskQueues are also trusted for `sweep_seconds` at most: a run that
+    waited longer (suspended, say) reads its objects afresh once."""
 
-    def __init__(self, api: kubeapi.KubeApi, resync_seconds: float) -> None:
+    def __init__(self, api: kubeapi.KubeApi, sweep_seconds: float) -> None:
         self.api = api
-        self.taskruns = ObjectCache(max_age=10 * resync_seconds)
-        self.tasks = ObjectCache(max_age=10 * resync_seconds)
-        self.taskqueues = ObjectCache(max_age=10 * resync_seconds)
-        self.pods = ObjectCache(max_age=resync_seconds)
+        self.taskruns = ObjectCache(max_age=sweep_seconds)
+        self.tasks = ObjectCache(max_age=sweep_seconds)
+        self.taskqueues = ObjectCache(max_age=sweep_seconds)
+        self.pods = ObjectCache(keep=slim_pod)
 
     async def get_taskrun(self, namespace: str, name: str) -> Body | None:
         return await self._read(self.taskruns, self.api.get_taskrun, namespace, name)

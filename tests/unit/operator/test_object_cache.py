@@ -97,7 +97,7 @@ class FakeApi:
 
 async def test_a_miss_reads_the_api_once_then_the_cache() -> None:
     api = FakeApi({"r": body()})
-    reads = caching.CachedReads(api, resync_seconds=30.0)  # type: ignore[arg-type]
+    reads = caching.CachedReads(api, sweep_seconds=300.0)  # type: ignore[arg-type]
     assert (await reads.get_taskrun("team", "r")) == body()
     assert (await reads.get_taskrun("team", "r")) == body()
     assert api.gets == ["r"]
@@ -105,7 +105,7 @@ async def test_a_miss_reads_the_api_once_then_the_cache() -> None:
 
 async def test_a_body_recorded_by_a_watch_needs_no_read() -> None:
     api = FakeApi({})
-    reads = caching.CachedReads(api, resync_seconds=30.0)  # type: ignore[arg-type]
+    reads = caching.CachedReads(api, sweep_seconds=300.0)  # type: ignore[arg-type]
     reads.taskruns.record(body(phase="Running"))
     got = await reads.get_taskrun("team", "r")
     assert got is not None and got["status"]["phase"] == "Running" and api.gets == []
@@ -113,10 +113,38 @@ async def test_a_body_recorded_by_a_watch_needs_no_read() -> None:
 
 async def test_an_object_the_api_no_longer_has_is_dropped() -> None:
     api = FakeApi({})
-    reads = caching.CachedReads(api, resync_seconds=30.0)  # type: ignore[arg-type]
+    reads = caching.CachedReads(api, sweep_seconds=300.0)  # type: ignore[arg-type]
     clock = Clock()
     reads.taskruns = caching.ObjectCache(max_age=0.0, clock=clock)
     reads.taskruns.record(body())
     clock.now += 1
     assert await reads.get_taskrun("team", "r") is None
     assert len(reads.taskruns) == 0 and api.gets == ["r"]
+
+
+def test_what_no_pass_reads_is_not_kept() -> None:
+    applied = body(phase="Running")
+    applied["metadata"] |= {"managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+                            "annotations": {caching.LAST_APPLIED: '{"spec": {}}',
+                                            "durakube.io/traceparent": "00-ab-cd-01"}}
+    cache = caching.ObjectCache()
+    cache.record(applied)
+    kept = cache.get("team", "r")
+    assert kept is not None and kept["status"] == {"phase": "Running"}
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"]["annotations"] == {"durakube.io/traceparent": "00-ab-cd-01"}
+    assert "managedFields" in applied["metadata"]  # what the watch delivered is left as it was
+
+
+def test_a_pod_keeps_its_status_node_and_images_only() -> None:
+    pod = {"metadata": {"namespace": "team", "name": "r-1", "uid": "p1", "resourceVersion": "5",
+                        "ownerReferences": [{"kind": "TaskRun", "name": "r", "controller": True}],
+                        "managedFields": [{"manager": "durakube"}]},
+           "spec": {"nodeName": "node-1", "volumes": [{"name": "tmp"}],
+                    "containers": [{"name": "worker", "image": "tasks:1", "env": [{"name": "A"}]}]},
+           "status": {"phase": "Running", "containerStatuses": [{"imageID": "tasks@sha256:ab"}]}}
+    slim = caching.slim_pod(pod)
+    assert slim["spec"] == {"nodeName": "node-1", "containers": [{"name": "worker", "image": "tasks:1"}]}
+    assert slim["status"] == pod["status"]
+    assert slim["metadata"]["ownerReferences"] == pod["metadata"]["ownerReferences"]
+    assert "managedFields" not in slim["metadata"]
