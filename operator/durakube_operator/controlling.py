@@ -30,6 +30,7 @@ from durakube_operator import (
     recording,
     retaining,
     scheduling,
+    sweeping,
     tracing,
     waking,
     workqueue,
@@ -54,7 +55,11 @@ class Controller:
         self.waking = waking.WakingLoop(db, lambda namespace, name: self.queue.add((namespace, name)))
         self.deliverer = delivering.Deliverer(db, self.waking.poke)
         self.submitting = children.SubmittingLoop(db, api)
-        self.reads = caching.CachedReads(api, settings.resync_seconds)
+        self.reads = caching.CachedReads(api, settings.sweep_seconds)
+        self.sweeping = sweeping.SweepLoop(
+            api, self.reads, settings.namespaces, settings.sweep_seconds,
+            changed=lambda namespace, name: self.queue.add((namespace, name)),
+            deleted=self._deleted_unseen)
         self.keys = keying.KeyRings(api, db, settings)
         self.retention = retaining.RetentionLoop(db, api, self.reads, settings, self.keys)
         self.scheduling = scheduling.SchedulingLoop(api, events)
@@ -94,6 +99,12 @@ class Controller:
             self.admission.poke()
         await retention.mark_taskruns_gone(self.db, [retention.DueTaskRun(run_id, namespace, name)],
                                            self.settings.history_retention)
+
+    async def _deleted_unseen(self, body: caching.Body) -> None:
+        """A TaskRun the re-list found deleted, its event missed."""
+        meta = body["metadata"]
+        await self.taskrun_deleted(meta["namespace"], meta["name"], str(meta.get("uid") or ""),
+                                   scheduling.owning_schedule(body))
 
     def task_changed(self, body: caching.Body, deleted: bool) -> None:
         meta = body["metadata"]
@@ -196,6 +207,7 @@ class Controller:
         controller._tasks.append(asyncio.create_task(controller.submitting.run()))
         controller._tasks.append(asyncio.create_task(controller.retention.run()))
         controller._tasks.append(asyncio.create_task(controller.scheduling.run()))
+        controller._tasks.append(asyncio.create_task(controller.sweeping.run()))
         for index in range(settings.workers):
             controller._tasks.append(asyncio.create_task(controller._work(), name=f"worker-{index}"))
         return controller

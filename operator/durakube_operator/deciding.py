@@ -265,8 +265,10 @@ class _Deciding:
             return Decision(self.transition(status, Phase.RUNNING, reasons.RUNNING,
                                             f"attempt {attempt} running in pod {pod_name}"),
                             tuple(todo))
-        # Waiting in line, unless the ttl ran out first.
-        requeue = self.settings.resync_seconds
+        # Waiting in line, unless the ttl ran out first. No timer otherwise: the admission
+        # loop brings the run back when it gets a slot (a line of 10,000 runs costs no pass
+        # while it waits, and its place in `status.queuePosition` is the one it last saw).
+        requeue = None
         if run.spec.ttl and status.attempt == 0:
             created = seen.created_at or self.now
             expires = created + timedelta(seconds=durations.parse_duration(run.spec.ttl))
@@ -275,7 +277,7 @@ class _Deciding:
                     status, Phase.EXPIRED, reasons.EXPIRED,
                     f"still waiting in queue {seen.queue} after its ttl of {run.spec.ttl}"),
                     tuple(todo))
-            requeue = min(requeue, (expires - self.now).total_seconds())
+            requeue = (expires - self.now).total_seconds()
         if seen.place.in_line is not None:
             return Decision(_queued(status, seen.queue, seen.place.in_line, self.generation, self.now),
                             tuple(todo), requeue)
@@ -296,7 +298,7 @@ class _Deciding:
                 status = status.model_copy(update={
                     "pinned": status.pinned.model_copy(update={"image_digest": digest})})
         if pod is not None and not observing.pod_finished(pod) and node_loss(pod) is None:
-            return Decision(status, tuple(todo), self.settings.resync_seconds)
+            return Decision(status, tuple(todo), self.progress_resync(pod))
         # A pod on a lost node never finishes on its own (no kubelet confirms its deletion):
         # it counts as ended. Kubernetes removes it when the node returns or goes; a worker
         # still running there is fenced when the next attempt starts.
@@ -320,6 +322,15 @@ class _Deciding:
         if reason == reasons.DEADLINE_EXCEEDED:
             return Decision(self.timed_out(status, task, message), tuple(todo), 0.0)
         return Decision(self.infrastructure_failure(status, task, reason, message), tuple(todo), 0.0)
+
+    def progress_resync(self, pod: dict[str, Any]) -> float | None:
+        """When to look again at an attempt whose pod has not ended: every resync while its
+        worker runs (the steps it completed and its metadata go to the status), never
+        while the pod waits for a node or its image (no worker, no progress): its events
+        bring the run back."""
+        if (pod.get("status") or {}).get("phase") == "Running":
+            return self.settings.resync_seconds
+        return None
 
     def conclude(self, status: resources.TaskRunStatus, task: resources.Task,
                  outcome: attempts.Outcome) -> tuple[resources.TaskRunStatus, list[actions.Action]]:
@@ -420,7 +431,7 @@ class _Deciding:
         compensation = status.compensation
         assert compensation is not None
         if pod is not None and not observing.pod_finished(pod) and node_loss(pod) is None:
-            return Decision(status, tuple(todo), self.settings.resync_seconds)
+            return Decision(status, tuple(todo), self.progress_resync(pod))
         todo.append(actions.ReleaseSlot(self.uid, seen.queue))
         summary = seen.compensation_summary
         compensation = compensation.model_copy(update={

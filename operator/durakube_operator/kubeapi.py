@@ -27,6 +27,7 @@ import logging
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.aio import client as kubeclient
@@ -48,6 +49,20 @@ REQUEST_TIMEOUT_SECONDS = 30.0
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
+# The API server's metadata-only answer to a list (as `kubectl get -o name` asks).
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+# Objects per page of a list.
+LIST_PAGE = 500
+
+
+@dataclass(frozen=True)
+class ObjectKey:
+    """What a metadata-only list says of one object."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
 
 
 def refusal(error: ApiException) -> str | None:
@@ -258,6 +273,39 @@ class KubeApi:
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
         return list(json.loads(data).get("items") or [])
+
+    async def list_metadata(self, kind: str, namespace: str | None,
+                            label_selector: str | None = None) -> list[ObjectKey]:
+        """Every pod or TaskRun (`kind`) of a namespace, or of the cluster for None, as
+        the API server's metadata-only list (no spec, no status), read 500 at a time:
+        what the operator re-lists to catch what its watches missed."""
+        path = (_path("api", "v1", *(("namespaces", namespace) if namespace else ()), "pods")
+                if kind == "pods" else
+                _path("apis", resources.GROUP, resources.VERSION,
+                      *(("namespaces", namespace) if namespace else ()), "taskruns"))
+        found: list[ObjectKey] = []
+        token: str | None = None
+        while True:
+            await self.limiter.acquire()
+            query: list[tuple[str, Any]] = [("limit", LIST_PAGE)]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if token:
+                query.append(("continue", token))
+            request = await self.client.param_serialize(
+                method="GET", resource_path=path, query_params=query,
+                header_params={"Accept": METADATA_LIST}, auth_settings=["BearerToken"])
+            response, data = await self._send(request, "list", path)
+            if not 200 <= response.status <= 299:
+                raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
+            page = json.loads(data)
+            for item in page.get("items") or []:
+                meta = item.get("metadata") or {}
+                found.append(ObjectKey(meta.get("namespace") or "", meta.get("name") or "",
+                                       meta.get("uid") or "", meta.get("resourceVersion") or ""))
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return found
 
     async def create_taskrun(self, namespace: str, body: dict[str, Any]) -> bool:
         """Creates a TaskRun; False when one of that name exists already."""

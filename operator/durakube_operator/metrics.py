@@ -102,6 +102,9 @@ RECONCILE_DURATION = Histogram("durakube_reconcile_duration_seconds", "How long 
 WORKQUEUE_DEPTH = Gauge("durakube_workqueue_depth", "Run keys ready for a worker and not taken yet.")
 WORKQUEUE_DELAYED = Gauge("durakube_workqueue_delayed",
                           "Run keys waiting for a deadline (a requeue, a back-off after an error).")
+SWEEP_REPAIRS = Counter("durakube_sweep_repairs_total",
+                        "Pods and TaskRuns whose change or deletion the watches missed and the "
+                        "operator's re-list found.", ["kind"])
 WORKQUEUE_WAIT = Histogram("durakube_workqueue_wait_seconds",
                            "How long a run key waited in the work queue, once ready, for a worker.",
                            ["priority"], buckets=_CALL_BUCKETS)

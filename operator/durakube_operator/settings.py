@@ -98,7 +98,9 @@ class Settings(environment.Settings):
     # crashed, its node was lost): doubling with each such failure of the run, up to 30 s,
     # with jitter. 0 starts the next attempt at once (the resume-latency benchmark).
     infrastructure_retry_delay: float = pydantic.Field(default=1.0, ge=0, le=30)
-    # Longest a run waits before its state is looked at again without any event.
+    # How often a running attempt's progress (its completed steps, its metadata) is
+    # mirrored to its TaskRun's status; ten times this, how often the operator re-lists
+    # pods and TaskRuns to find what its watches missed (`sweep_seconds`).
     resync_seconds: float = pydantic.Field(default=30.0, gt=0)
     # Leader election on a Lease: only its holder reconciles. Off only when one replica
     # runs and nothing else ever could (a test, a laptop).
@@ -163,6 +165,12 @@ class Settings(environment.Settings):
     def attempt_database_url(self) -> str:
         """The login attempt pods get."""
         return self.worker_database_url or self.database_url
+
+    @property
+    def sweep_seconds(self) -> float:
+        """How often pods and TaskRuns are re-listed, and the longest a cached TaskRun,
+        Task or TaskQueue is trusted (`caching`, `sweeping`)."""
+        return 10 * self.resync_seconds
 
     @property
     def tracing(self) -> bool:

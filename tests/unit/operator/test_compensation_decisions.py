@@ -149,9 +149,9 @@ CASES = [
 
     # Waiting: a slot first, as any attempt.
     Case("compensating-joins-the-line", status=compensating("Waiting"),
-         seen={"place": NOT_IN_LINE}, phase="Compensating", actions=("Enqueue",), requeue=30.0),
+         seen={"place": NOT_IN_LINE}, phase="Compensating", actions=("Enqueue",)),
     Case("compensating-in-line-shows-its-place-in-its-own-phase", status=compensating("Waiting"),
-         seen={"place": IN_LINE}, phase="Compensating", reason="Compensating", requeue=30.0,
+         seen={"place": IN_LINE}, phase="Compensating", reason="Compensating",
          check=all_of(message_has("compensations waiting for a slot in queue team/default"),
                       lambda after, _: None if after.queue_position == 2 else pytest.fail())),
     Case("compensating-admitted-starts-an-attempt-in-compensation-mode",

@@ -209,23 +209,23 @@ DECORATOR_10S = retry.Retry(max_attempts=5, min_timeout=10.0, max_timeout=10.0, 
 CASES = [
     # First pass: registration, then a place in line or a pod.
     Case("new-run-registers-and-joins-the-line", phase="Pending", reason="Pending",
-         actions=("RegisterRun", "Enqueue"), requeue=30.0,
+         actions=("RegisterRun", "Enqueue"),
          check=fields(run_id="uid-1", start_time=NOW.replace(microsecond=0))),
     Case("new-run-already-admitted-starts-attempt-1", seen={"place": ADMITTED}, phase="Running",
          reason="Running", actions=("RegisterRun", "StartAttempt", "MirrorPhase"),
          check=started(1, CREATED_AT)),
     Case("a-queue-no-taskqueue-defines-warns-and-uses-the-default", seen={"undefined_queue": "big"},
-         phase="Pending", actions=("RegisterRun", "Warn", "Enqueue"), requeue=30.0,
+         phase="Pending", actions=("RegisterRun", "Warn", "Enqueue"),
          check=warned("QueueNotDefined", "no TaskQueue 'big'", "default queue team/default")),
     Case("new-run-in-line-shows-its-place", seen={"place": IN_LINE}, phase="Queued", reason="Queued",
-         actions=("RegisterRun", "MirrorPhase"), requeue=30.0,
+         actions=("RegisterRun", "MirrorPhase"),
          check=fields(queue_position=2)),
     Case("queued-run-with-the-same-place-changes-nothing", status=QUEUED, seen={"place": IN_LINE},
-         phase="Queued", requeue=30.0, check=message_has("(2 of 5 waiting)")),
+         phase="Queued", check=message_has("(2 of 5 waiting)")),
     Case("delay-not-over-waits-without-a-slot", spec="delay: 5m", phase="Pending",
          actions=("RegisterRun",), requeue=(CREATED_AT + timedelta(minutes=5) - NOW).total_seconds()),
     Case("delay-over-joins-the-line", spec="delay: 30s", phase="Pending",
-         actions=("RegisterRun", "Enqueue"), requeue=30.0),
+         actions=("RegisterRun", "Enqueue")),
     Case("debounced-run-registers-its-key-and-waits-its-delay",
          spec="debounce: {key: user-7, delay: 5m}", phase="Pending", actions=("RegisterRun",),
          requeue=(CREATED_AT + timedelta(minutes=5) - NOW).total_seconds(),
@@ -247,7 +247,7 @@ CASES = [
          seen={"place": IN_LINE}, phase="Queued",
          requeue=(CREATED_AT + timedelta(seconds=90) - NOW).total_seconds()),
     Case("ttl-ignored-once-an-attempt-ran", status=BACKING_OFF | {"nextAttemptAt": None},
-         spec="ttl: 1s", phase="BackingOff", actions=("Enqueue",), requeue=30.0),
+         spec="ttl: 1s", phase="BackingOff", actions=("Enqueue",)),
     # References and validation.
     Case("missing-task-fails", task_spec=None, phase="Failed", reason="TaskNotFound",
          actions=("ReleaseSlot", "MirrorPhase"), check=message_has("'work' does not exist")),
@@ -368,7 +368,7 @@ CASES = [
                                               message_has("until 2026-03-02")(after, _))),
     Case("suspended-run-waits-without-a-timer", status=SUSPENDED, phase="Suspended", requeue=None),
     Case("suspended-run-whose-wait-ended-joins-the-line", status=SUSPENDED,
-         seen={"wait_over": True}, phase="Suspended", actions=("Enqueue",), requeue=30.0),
+         seen={"wait_over": True}, phase="Suspended", actions=("Enqueue",)),
     Case("resumed-run-with-a-slot-starts-the-next-attempt", status=SUSPENDED,
          seen={"wait_over": True, "place": ADMITTED}, phase="Running",
          actions=("StartAttempt", "MirrorPhase"), check=started(2, None)),
@@ -460,7 +460,7 @@ CASES = [
     Case("back-off-not-over-waits", status=BACKING_OFF | {"nextAttemptAt": "2026-03-01T12:00:10Z"},
          phase="BackingOff", requeue=9.75),
     Case("back-off-over-joins-the-line", status=BACKING_OFF, phase="BackingOff",
-         actions=("Enqueue",), requeue=30.0),
+         actions=("Enqueue",)),
     Case("back-off-over-with-a-slot-starts-the-next-attempt", status=BACKING_OFF,
          seen={"place": ADMITTED}, phase="Running", actions=("StartAttempt", "MirrorPhase"),
          check=started(2, datetime(2026, 3, 1, 11, 59, 30, tzinfo=UTC))),
@@ -516,7 +516,7 @@ def test_a_run_that_joined_its_line_shows_its_place() -> None:
     decision = deciding.decide(seen, NOW, SETTINGS)
     placed = deciding.after_joining(seen, decision, IN_LINE, NOW, SETTINGS)
     assert placed.status.phase == resources.Phase.QUEUED and placed.status.queue_position == 2
-    assert placed.requeue_after == 30.0
+    assert placed.requeue_after is None  # the admission loop brings it back
     assert placed.actions == (actions.MirrorPhase("uid-1", "Queued"),)
 
 

@@ -1,0 +1,123 @@
+"""What the watches missed: a re-list of attempt pods and TaskRuns, now and then.
+
+A watch resumes from the last version it saw and misses nothing, until the API
+server has compacted that version away: kopf then lists again, which brings every
+object that exists but says nothing of those deleted meanwhile. The operator's
+passes trust what the watches delivered (`caching`) and keep no timer per waiting
+run, so a deletion missed that way would leave a run Running forever, or a slot
+held by a TaskRun that is gone.
+
+Every `sweep_seconds` this loop asks the API server for the metadata of every
+attempt pod and every TaskRun (no spec, no status: about a kilobyte each, 500 to a
+page) and compares it with the caches. An object cached before the list began and
+absent from it is gone: a pod is forgotten and its run gets a pass; a TaskRun is
+handled as its deletion event would have been. One cached at an older version than
+the list's is forgotten and its run gets a pass, which reads it afresh. Objects
+recorded after the list began are newer than it and left alone.
+
+What it finds is counted (`durakube_sweep_repairs_total`); on a healthy cluster
+that stays 0, and the sweep costs a few list calls per period whatever the number
+of runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from durakube_operator import caching, kubeapi, looping, metrics, pods
+
+logger = logging.getLogger(__name__)
+
+# What a TaskRun's deletion event does, given its last body cached.
+Deleted = Callable[[caching.Body], Awaitable[None]]
+
+
+def _version(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+def owner_run(pod: caching.Body) -> str | None:
+    """The name of the TaskRun that owns an attempt pod."""
+    for owner in pod["metadata"].get("ownerReferences") or []:
+        if owner.get("controller") and owner.get("kind") == "TaskRun":
+            return str(owner["name"])
+    return None
+
+
+class SweepLoop(looping.PokedLoop):
+    name = "sweep"
+
+    def __init__(self, api: kubeapi.KubeApi, reads: caching.CachedReads, namespaces: tuple[str, ...],
+                 interval: float, changed: Callable[[str, str], None], deleted: Deleted) -> None:
+        super().__init__(interval)
+        self.api, self.reads, self.namespaces = api, reads, namespaces
+        self.changed, self.deleted = changed, deleted
+        self._started = False
+
+    async def run_pass(self) -> float | None:
+        if not self._started:  # the watches' own listing has just been made
+            self._started = True
+            return None
+        await self.sweep()
+        return None
+
+    async def sweep(self) -> int:
+        """One re-list of pods and TaskRuns; returns the repairs made."""
+        return await self.sweep_pods() + await self.sweep_taskruns()
+
+    async def _listed(self, kind: str, selector: str | None) -> dict[caching.Key, kubeapi.ObjectKey]:
+        listed: dict[caching.Key, kubeapi.ObjectKey] = {}
+        for namespace in self.namespaces or (None,):
+            for key in await self.api.list_metadata(kind, namespace, selector):
+                listed[(key.namespace, key.name)] = key
+        return listed
+
+    async def sweep_pods(self) -> int:
+        began = time.monotonic()
+        listed = await self._listed("pods", f"{pods.LABEL_MANAGED_BY}={pods.MANAGER}")
+        repairs = 0
+        for body, recorded in self.reads.pods.held():
+            meta = body["metadata"]
+            key = (meta.get("namespace") or "", meta.get("name") or "")
+            if recorded >= began or not _missed(meta, listed.get(key)):
+                continue
+            self.reads.pods.forget(*key)
+            run = owner_run(body)
+            if run is not None:
+                self.changed(key[0], run)
+            repairs += 1
+            metrics.SWEEP_REPAIRS.labels(kind="pod").inc()
+            logger.info("pod %s/%s changed or went without a watch event; looking again", *key)
+        return repairs
+
+    async def sweep_taskruns(self) -> int:
+        began = time.monotonic()
+        listed = await self._listed("taskruns", None)
+        repairs = 0
+        for body, recorded in self.reads.taskruns.held():
+            meta = body["metadata"]
+            key = (meta.get("namespace") or "", meta.get("name") or "")
+            found = listed.get(key)
+            if recorded >= began or not _missed(meta, found):
+                continue
+            repairs += 1
+            metrics.SWEEP_REPAIRS.labels(kind="taskrun").inc()
+            if found is None or found.uid != meta.get("uid"):
+                logger.info("TaskRun %s/%s was deleted without a watch event", *key)
+                await self.deleted(body)
+                if found is not None:
+                    self.changed(*key)  # a TaskRun of the same name, created since
+            else:
+                self.reads.taskruns.forget(*key)
+                self.changed(*key)
+        return repairs
+
+
+def _missed(cached: dict[str, object], listed: kubeapi.ObjectKey | None) -> bool:
+    """Whether the list shows the cached object gone, replaced, or at a newer version."""
+    if listed is None or listed.uid != cached.get("uid"):
+        return True
+    held, now = _version(str(cached.get("resourceVersion") or "")), _version(listed.resource_version)
+    return held is not None and now is not None and now > held
