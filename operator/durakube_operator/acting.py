@@ -98,9 +98,16 @@ class Actor:
 
     async def _register_and_enqueue(self, register: actions.RegisterRun,
                                     enqueue: actions.Enqueue) -> queues.Place | None:
-        async with pools.transaction(self.db) as conn:
-            await self._register_txn(conn, register)
-            await self._enqueue_txn(conn, enqueue)
+        if register.tags or register.debounce is not None or register.fork is not None:
+            async with pools.transaction(self.db) as conn:
+                await self._register_txn(conn, register)
+                await self._enqueue_txn(conn, enqueue)
+        else:  # most runs: one statement
+            await queues.register_and_enqueue(
+                self.db, run_id=register.run_id, queue=enqueue.queue, namespace=enqueue.namespace,
+                name=enqueue.name, task_id=register.task_id, payload=register.payload,
+                concurrency_key=enqueue.concurrency_key, priority=enqueue.priority,
+                created_at=enqueue.created_at, default_limit=self.settings.default_concurrency_limit)
         return await self._admit(enqueue)
 
     async def _register_txn(self, conn: pools.Database, action: actions.RegisterRun) -> None:

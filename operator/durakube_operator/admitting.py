@@ -73,10 +73,10 @@ def select_runs(waiting: Sequence[queues.Waiting], *, limit: int, per_key_limit:
 async def admit_next_runs(db: pools.Database, queue: str) -> list[queues.Waiting]:
     """One admission pass over `queue`, in one transaction; returns the runs admitted."""
     async with pools.transaction(db) as conn:
-        settings = await queues.lock_queue_txn(conn, queue)
-        if settings is None or settings.paused or settings.concurrency_limit == 0:
+        held = await queues.lock_and_read_txn(conn, queue)
+        if held is None or held.settings.paused or held.settings.concurrency_limit == 0:
             return []
-        running = await queues.running_per_key_txn(conn, queue)
+        settings, running = held.settings, held.running
         if sum(running.values()) >= settings.concurrency_limit:
             return []
         rate = await queues.rate_room_txn(conn, settings) if settings.rate_limited else None
@@ -85,7 +85,7 @@ async def admit_next_runs(db: pools.Database, queue: str) -> list[queues.Waiting
         waiting = await queues.waiting_txn(conn, queue)
         chosen = select_runs(waiting, limit=settings.concurrency_limit,
                              per_key_limit=settings.concurrency_limit_per_key, running=running,
-                             last_served=await queues.last_served_txn(conn, queue), rate=rate)
+                             last_served=held.last_served, rate=rate)
         await queues.grant_slots_txn(conn, queue, chosen, rate_limited=settings.rate_limited)
     if chosen:
         faults.reach("slot-granted", chosen[0].namespace)

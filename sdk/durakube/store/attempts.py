@@ -113,16 +113,18 @@ async def start_attempt_with_key(db: pools.Database, run_id: str, attempt: int, 
                                  namespace: str, dsn: bytes,
                                  phase: str | None = None) -> keyrings.AttemptKey | None:
     """Starts the attempt (as `start_attempt`) with a key of the namespace's rings as its
-    credential (`keyrings.claim_txn`): the same key on every call for the same attempt.
+    credential: the key it claimed before, else the first free one of the rings for the
+    workers' login `dsn` (its hash); the same key on every call for the same attempt.
     None when no ring has a free key: the attempt's row is there, without a credential;
-    add a ring and call again. With `phase` (not a final one), the run's row gets it in
-    the same transaction."""
-    async with pools.transaction(db) as conn:
-        claimed = await keyrings.claim_txn(conn, namespace=namespace, run_id=run_id, attempt=attempt,
-                                           dsn=dsn)
-        await _start_attempt_txn(conn, run_id, attempt, pod_name,
-                                 None if claimed is None else claimed[1], phase)
-    return None if claimed is None else claimed[0]
+    add a ring and call again. With `phase` (not a final one), the run's row gets it.
+    One statement (`durakube.operator_start_attempt`, a single transaction)."""
+    async with pools.connection(db) as conn:
+        record = await conn.fetchrow(
+            "SELECT * FROM durakube.operator_start_attempt($1, $2, $3, $4, $5, $6)",
+            run_id, attempt, pod_name, namespace, dsn, phase)
+    if record is None:
+        return None
+    return keyrings.AttemptKey(record["key_ring"], record["key_slot"], record["claimed_now"])
 
 
 async def fence_txn(conn: pools.Database, run_id: str) -> None:

@@ -5,10 +5,11 @@ secret only that pod is given (see `schema`). Minting one Secret object per atte
 cost an API call on the path that starts every pod; a ring mints many at
 once (the operator's DURAKUBE_KEY_RING_SIZE, 64 by default). A ring is one Secret
 in a namespace holding that many random keys and the
-workers' DSN; each attempt claims one free key (`claim_txn`, in the transaction
-that starts the attempt), its pod reads only that key (a `secretKeyRef` names it),
-and Postgres keeps the key's hash as the attempt's credential. Keys are single-use:
-a claimed key is never handed out again, and the attempt's end revokes it as before.
+workers' DSN; each attempt claims one free key (in the statement that starts the
+attempt, `attempts.start_attempt_with_key`, migration 24), its pod reads only that
+key (a `secretKeyRef` names it), and Postgres keeps the key's hash as the attempt's
+credential. Keys are single-use: a claimed key is never handed out again, and the
+attempt's end revokes it as before.
 
 A ring is written here before its Secret exists and becomes claimable (ready) once
 it does, so a crash in between leaves a ring that `spent_rings` names for removal,
@@ -39,35 +40,6 @@ class AttemptKey:
 def dsn_hash(database_url: str) -> bytes:
     """What a ring records of the DSN its Secret holds."""
     return hashlib.sha256(database_url.encode()).digest()
-
-
-async def claim_txn(conn: pools.Database, *, namespace: str, run_id: str, attempt: int,
-                    dsn: bytes) -> tuple[AttemptKey, bytes] | None:
-    """The key of this attempt and its hash: the one it claimed before, else the first free
-    key of the namespace's ready rings for `dsn` (claimed now); None when none is free."""
-    record = await conn.fetchrow("""
-        WITH held AS (
-            SELECT ring, slot, secret_hash FROM durakube.attempt_keys
-            WHERE run_id = $1 AND attempt = $2
-        ), claimed AS (
-            UPDATE durakube.attempt_keys k SET run_id = $1, attempt = $2
-            WHERE NOT EXISTS (SELECT 1 FROM held)
-              AND (k.namespace, k.ring, k.slot) = (
-                SELECT f.namespace, f.ring, f.slot
-                FROM durakube.attempt_keys f
-                JOIN durakube.attempt_key_rings r ON (r.namespace, r.name) = (f.namespace, f.ring)
-                WHERE f.namespace = $3 AND f.run_id IS NULL AND r.ready AND r.dsn_hash = $4
-                ORDER BY f.ring, f.slot
-                LIMIT 1
-                FOR UPDATE OF f SKIP LOCKED)
-            RETURNING k.ring, k.slot, k.secret_hash
-        )
-        SELECT *, false AS claimed_now FROM held
-        UNION ALL SELECT *, true FROM claimed""", run_id, attempt, namespace, dsn)
-    if record is None:
-        return None
-    return (AttemptKey(record["ring"], record["slot"], record["claimed_now"]),
-            bytes(record["secret_hash"]))
 
 
 async def has_free_key(db: pools.Database, namespace: str, dsn: bytes) -> bool:

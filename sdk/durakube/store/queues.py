@@ -137,6 +137,29 @@ async def enqueue_run_txn(conn: Any, *, run_id: str, queue: str, namespace: str,
         run_id, queue, namespace, name, concurrency_key or "", priority, created_at, default_limit)
 
 
+async def register_and_enqueue(db: pools.Database, *, run_id: str, queue: str, namespace: str,
+                               name: str, task_id: str, payload: Any, concurrency_key: str | None,
+                               priority: int, created_at: datetime, default_limit: int) -> None:
+    """`runs.register_run` (status Pending) and `enqueue_run` in one statement, for a run
+    with nothing else to record at its registration (no tags, debounce or fork);
+    idempotent as both are."""
+    async with pools.connection(db) as conn:
+        await conn.execute("""
+            WITH registered AS (
+                INSERT INTO durakube.runs (run_id, namespace, name, task_id, queue, payload, status)
+                VALUES ($1, $3, $4, $9, $2, $10, 'Pending')
+                ON CONFLICT (run_id) DO NOTHING
+            ), defined AS (
+                INSERT INTO durakube.queues (queue, concurrency_limit) VALUES ($2, $8)
+                ON CONFLICT (queue) DO NOTHING)
+            INSERT INTO durakube.queue_waiting (run_id, queue, namespace, name, concurrency_key,
+                                                priority, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (run_id) DO NOTHING""",
+            run_id, queue, namespace, name, concurrency_key or "", priority, created_at,
+            default_limit, task_id, payload)
+
+
 async def release(db: pools.Database, run_id: str) -> bool:
     """Gives back the run's slot and takes it out of line; True if it held a slot."""
     async with pools.transaction(db) as conn:
@@ -221,11 +244,44 @@ async def load_waiting(db: pools.Database) -> list[Waiting]:
 
 async def lock_queue_txn(conn: Any, queue: str) -> Queue | None:
     """Locks the queue's row until the transaction ends; None if the queue is unknown."""
+    held = await lock_and_read_txn(conn, queue)
+    return None if held is None else held.settings
+
+
+@dataclass(frozen=True)
+class Held:
+    """What an admission pass reads with the queue's lock: its settings, the slots in use
+    per concurrency key ("" for none) and when each key was last served."""
+
+    settings: Queue
+    running: dict[str, int]
+    last_served: dict[str, datetime]
+
+
+async def lock_and_read_txn(conn: Any, queue: str) -> Held | None:
+    """Locks the queue's row until the transaction ends, then reads what choosing its next
+    runs needs but the line itself; None if the queue is unknown.
+
+    Two statements: a statement that waited for the lock still reads with the snapshot
+    it began with, so it would count the slots granted by the pass it waited for as free."""
     record = await conn.fetchrow("""
         SELECT queue, concurrency_limit, concurrency_limit_per_key, paused, defined,
                rate_starts, rate_seconds, key_rate_starts, key_rate_seconds
         FROM durakube.queues WHERE queue = $1 FOR UPDATE""", queue)
-    return None if record is None else Queue(**dict(record))
+    if record is None:
+        return None
+    counts = await conn.fetchrow("""
+        SELECT (SELECT array_agg(coalesce(concurrency_key, '')) FROM durakube.queue_slots
+                WHERE queue = $1) AS running_keys,
+               (SELECT array_agg(concurrency_key ORDER BY concurrency_key)
+                FROM durakube.queue_keys WHERE queue = $1) AS served_keys,
+               (SELECT array_agg(last_admitted_at ORDER BY concurrency_key)
+                FROM durakube.queue_keys WHERE queue = $1) AS served_at""", queue)
+    running: dict[str, int] = {}
+    for key in counts["running_keys"] or []:
+        running[key] = running.get(key, 0) + 1
+    served = dict(zip(counts["served_keys"] or [], counts["served_at"] or [], strict=True))
+    return Held(Queue(**dict(record)), running, served)
 
 
 async def rate_room_txn(conn: Any, settings: Queue) -> RateRoom:
@@ -253,13 +309,6 @@ async def rate_room_txn(conn: Any, settings: Queue) -> RateRoom:
     return room
 
 
-async def running_per_key_txn(conn: Any, queue: str) -> dict[str, int]:
-    records = await conn.fetch("""
-        SELECT coalesce(concurrency_key, '') AS key, count(*) AS running
-        FROM durakube.queue_slots WHERE queue = $1 GROUP BY 1""", queue)
-    return {r["key"]: int(r["running"]) for r in records}
-
-
 async def _load_waiting_txn(conn: Any, queue: str | None, limit: int = 10_000) -> list[Waiting]:
     records = await conn.fetch("""
         SELECT run_id, namespace, name, concurrency_key, priority, created_at, enqueued_at
@@ -273,31 +322,31 @@ async def waiting_txn(conn: Any, queue: str, limit: int = 10_000) -> list[Waitin
     return await _load_waiting_txn(conn, queue, limit)
 
 
-async def last_served_txn(conn: Any, queue: str) -> dict[str, datetime]:
-    records = await conn.fetch(
-        "SELECT concurrency_key, last_admitted_at FROM durakube.queue_keys WHERE queue = $1", queue)
-    return {r["concurrency_key"]: r["last_admitted_at"] for r in records}
-
-
 async def grant_slots_txn(conn: Any, queue: str, granted: list[Waiting],
                           rate_limited: bool = False) -> None:
     """Moves `granted` from the line into the ledger and notes when each key was served
-    (and, for a rate-limited queue, each admission, which its windows count)."""
+    (and, for a rate-limited queue, each admission, which its windows count): one
+    statement for all of them."""
     if not granted:
         return
-    if rate_limited:
-        await conn.executemany("""
+    # Keys served later sort later: the n-th run granted is served n microseconds after
+    # the first (one row per key, its last run's time).
+    await conn.execute("""
+        WITH granted AS (
+            SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
+                WITH ORDINALITY AS g(run_id, namespace, name, concurrency_key, n)
+        ), slots AS (
+            INSERT INTO durakube.queue_slots (queue, run_id, namespace, name, concurrency_key)
+            SELECT $1, run_id, namespace, name, concurrency_key FROM granted
+        ), gone AS (
+            DELETE FROM durakube.queue_waiting WHERE run_id IN (SELECT run_id FROM granted)
+        ), admissions AS (
             INSERT INTO durakube.queue_admissions (queue, concurrency_key, run_id)
-            VALUES ($1, $2, $3)""", [(queue, w.concurrency_key, w.run_id) for w in granted])
-    await conn.executemany("""
-        INSERT INTO durakube.queue_slots (queue, run_id, namespace, name, concurrency_key)
-        VALUES ($1, $2, $3, $4, $5)""",
-        [(queue, w.run_id, w.namespace, w.name, w.concurrency_key) for w in granted])
-    await conn.execute("DELETE FROM durakube.queue_waiting WHERE run_id = ANY($1::text[])",
-                       [w.run_id for w in granted])
-    # clock_timestamp() moves within the transaction, so keys served later sort later.
-    await conn.executemany("""
+            SELECT $1, concurrency_key, run_id FROM granted WHERE $6
+        )
         INSERT INTO durakube.queue_keys (queue, concurrency_key, last_admitted_at)
-        VALUES ($1, $2, clock_timestamp())
-        ON CONFLICT (queue, concurrency_key) DO UPDATE SET last_admitted_at = clock_timestamp()""",
-        [(queue, w.concurrency_key) for w in granted])
+        SELECT $1, concurrency_key, clock_timestamp() + make_interval(secs => max(n) / 1e6)
+        FROM granted GROUP BY concurrency_key
+        ON CONFLICT (queue, concurrency_key) DO UPDATE SET last_admitted_at = EXCLUDED.last_admitted_at""",
+        queue, [w.run_id for w in granted], [w.namespace for w in granted],
+        [w.name for w in granted], [w.concurrency_key for w in granted], rate_limited)

@@ -661,6 +661,9 @@ METADATA_SQL = f"""
               for signature in METADATA_WORKER_FUNCTIONS)
 
 
+# The functions the operator may call (it runs them with its own rights).
+OPERATOR_FUNCTIONS = ("operator_start_attempt(text, integer, text, text, bytea, text)",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, steps and attempts", """
         CREATE TABLE durakube.runs (
@@ -1018,6 +1021,64 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (run_id, tag)
         );
         CREATE INDEX run_tags_tag_idx ON durakube.run_tags (tag);
+    """),
+    Migration(24, "an attempt starts in one call", """
+        -- What starting an attempt writes, in one statement of the operator instead of
+        -- seven (BEGIN, claim, fence, insert, two updates, COMMIT): the key the attempt
+        -- claimed before, else the first free key of the namespace's ready rings for the
+        -- workers' login (`keyrings`); then, holding the run's fence, the attempt's row
+        -- with that key's hash as its credential (kept once the attempt ended), the run's
+        -- attempt and phase, and the earlier attempts' credentials revoked. No row when
+        -- no key is free: the attempt's row is there without a credential.
+        CREATE FUNCTION durakube.operator_start_attempt(
+            p_run_id text, p_attempt integer, p_pod_name text, p_namespace text,
+            p_dsn_hash bytea, p_phase text)
+        RETURNS TABLE (key_ring text, key_slot integer, claimed_now boolean)
+        LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+        DECLARE
+            v_ring text;
+            v_slot integer;
+            v_hash bytea;
+            v_claimed boolean := false;
+        BEGIN
+            SELECT k.ring, k.slot, k.secret_hash INTO v_ring, v_slot, v_hash
+            FROM durakube.attempt_keys k WHERE k.run_id = p_run_id AND k.attempt = p_attempt;
+            IF NOT FOUND THEN
+                UPDATE durakube.attempt_keys k SET run_id = p_run_id, attempt = p_attempt
+                WHERE (k.namespace, k.ring, k.slot) = (
+                    SELECT f.namespace, f.ring, f.slot
+                    FROM durakube.attempt_keys f
+                    JOIN durakube.attempt_key_rings r ON (r.namespace, r.name) = (f.namespace, f.ring)
+                    WHERE f.namespace = p_namespace AND f.run_id IS NULL AND r.ready
+                      AND r.dsn_hash = p_dsn_hash
+                    ORDER BY f.ring, f.slot
+                    LIMIT 1
+                    FOR UPDATE OF f SKIP LOCKED)
+                RETURNING k.ring, k.slot, k.secret_hash INTO v_ring, v_slot, v_hash;
+                v_claimed := FOUND;
+            END IF;
+            PERFORM pg_advisory_xact_lock(hashtextextended('durakube-attempt:' || p_run_id, 0));
+            INSERT INTO durakube.attempts AS a (run_id, attempt, pod_name, secret_hash)
+            VALUES (p_run_id, p_attempt, p_pod_name, v_hash)
+            ON CONFLICT (run_id, attempt) DO UPDATE
+                SET pod_name = coalesce(a.pod_name, EXCLUDED.pod_name),
+                    secret_hash = CASE WHEN a.outcome IS NULL
+                                       THEN coalesce(EXCLUDED.secret_hash, a.secret_hash)
+                                  END;
+            UPDATE durakube.runs r SET attempt = greatest(r.attempt, p_attempt),
+                                       status = coalesce(p_phase, r.status), updated_at = now()
+            WHERE r.run_id = p_run_id AND (r.attempt < p_attempt OR p_phase IS NOT NULL);
+            UPDATE durakube.attempts a SET secret_hash = NULL
+            WHERE a.run_id = p_run_id AND a.attempt < p_attempt AND a.secret_hash IS NOT NULL;
+            IF v_ring IS NOT NULL THEN
+                RETURN QUERY SELECT v_ring, v_slot, v_claimed;
+            END IF;
+        END
+        $fn$;
+        REVOKE ALL ON FUNCTION durakube.operator_start_attempt(text, integer, text, text, bytea, text)
+            FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION durakube.operator_start_attempt(text, integer, text, text, bytea, text)
+            TO durakube_operator;
     """),
 )
 
