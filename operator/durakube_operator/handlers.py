@@ -71,6 +71,8 @@ async def start_controller(settings: kopf.OperatorSettings, memo: Memo, **_: Any
     # Only `on.event` handlers: kopf's diff base (a deep copy of every object on every event,
     # for change handlers) would be built for nothing.
     settings.persistence.diffbase_storage = NoDiffBase()
+    # Nor progress of handlers to keep: `on.event` handlers are not retried by kopf.
+    settings.persistence.progress_storage = NoProgress()
     memo.controller = await controlling.Controller.start(memo.settings, memo.db)
 
 
@@ -142,6 +144,26 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         pass
+
+
+class NoProgress(kopf.ProgressStorage):
+    """No handler progress: kopf keeps it for change handlers it retries, and would copy
+    every object's essence twice per event to clear it of its own marks."""
+
+    def fetch(self, *, key: Any, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        pass
+
+    def purge(self, *, key: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        pass
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        pass
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        return essence
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
