@@ -1,30 +1,57 @@
-"""What suspended runs cost the operator: memory and CPU while N runs wait.
+"""Many runs present: what suspended and finished TaskRuns cost the operator.
 
 Starts a test bed, Postgres and the operator (its real entry point), measures the
-idle operator (the peer: same process, no runs), then submits N runs that each
-take one step and sleep for an hour, waits until all N are Suspended, checks that
-they hold no pod, and measures the operator again: resident memory, and CPU used
-over a quiet interval. Prints both and the ratios.
+idle operator (the peer: the same process with no runs), then brings S runs to
+Suspended (each takes one step in its own pod and sleeps for an hour) and F runs to
+a final phase (created cancelled: registered and ended without a pod), and measures:
 
-    .venv/bin/python bench/suspended_runs.py [N]     (default 1000; about 3 pods/s on 2 cores)
+- the operator's resident memory, against its idle self;
+- its CPU over a quiet interval, and the reconcile passes and API calls it made in
+  that interval (no timer per waiting run: both stay near zero);
+- the attempt pods the suspended runs hold (none);
+- the same after a restart of the operator, which lists every TaskRun again.
+
+Prints each figure beside the idle operator's and the issue's goal; asserts nothing
+about time.
+
+    .venv/bin/python bench/suspended_runs.py [--suspended 1000] [--finished 0]
+
+Suspended runs go through a worker each, 100 at a time (the queue's limit; each
+worker holds Postgres connections): about 3 a second on 2 cores, so 10,000 take about
+an hour; finished ones only through the operator (about 50 a second).
+`make bench-suspended` runs 1,000 suspended and 9,000 finished.
 """
 
 from __future__ import annotations
 
+import argparse
+import concurrent.futures
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import beds  # bench/beds.py: run as a script, bench/ is on the path
+import kubernetes
 
 from devcluster import cluster, ports
 
 BIN = Path(sys.executable).parent
-QUIET_SECONDS = 30
+QUIET_SECONDS = 60
+# Runs of the queue that hold a pod at once (each worker holds Postgres connections).
+CONCURRENCY = 100
+NAMESPACE = "default"
+IMAGE = "ghcr.io/durakube/test-tasks:dev"
+TASK = {"apiVersion": "durakube.io/v1alpha1", "kind": "Task", "metadata": {"name": "napper"},
+        "spec": {"image": IMAGE, "entrypoint": "nap-and-resume", "modules": ["behaviours"]}}
+# The operator's counters read over each quiet interval.
+COUNTERS = {"passes": "durakube_reconciles_total", "api_calls": "durakube_api_requests_total",
+            "statements": "durakube_postgres_query_duration_seconds_count"}
 
 
 def rss_mib(pid: int) -> float:
@@ -39,74 +66,198 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def quiet_cpu_percent(pid: int) -> float:
-    before = cpu_seconds(pid)
-    time.sleep(QUIET_SECONDS)
-    return 100 * (cpu_seconds(pid) - before) / QUIET_SECONDS
+class Operator:
+    """The operator process, its metrics port and its log."""
+
+    def __init__(self, bed: cluster.Cluster, database_url: str, state: Path) -> None:
+        self.metrics_port = ports.free_port()
+        self.env = {**bed.env(), "DURAKUBE_DATABASE_URL": database_url,
+                    "DURAKUBE_HEALTH_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
+                    "DURAKUBE_METRICS_PORT": str(self.metrics_port),
+                    "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": str(CONCURRENCY)}
+        self.state = state
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.state / f"operator-{self.starts}.log", "wb")
+        self.process = subprocess.Popen([str(BIN / "durakube-operator")], env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=60)
+            self.process = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def counters(self) -> dict[str, float]:
+        found = dict.fromkeys(COUNTERS, 0.0)
+        names = {metric: key for key, metric in COUNTERS.items()}
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                          timeout=10).read().decode()
+        except OSError:
+            return found
+        for line in text.splitlines():
+            metric = line.split("{", 1)[0].split(" ", 1)[0]
+            if metric in names:
+                found[names[metric]] += float(line.rsplit(" ", 1)[1])
+        return found
+
+    def quiet(self, seconds: float = QUIET_SECONDS) -> dict[str, float]:
+        """RSS now; CPU %, passes and API calls over `seconds` of nothing happening."""
+        before, counted = cpu_seconds(self.pid), self.counters()
+        time.sleep(seconds)
+        after = self.counters()
+        return {"rss": rss_mib(self.pid), "cpu": 100 * (cpu_seconds(self.pid) - before) / seconds,
+                **{key: after[key] - counted[key] for key in COUNTERS}}
+
+    def settle(self, timeout: float = 1800) -> float:
+        """Waits until ten seconds pass without a reconcile pass; returns the seconds waited."""
+        started = last_change = time.monotonic()
+        passes = self.counters()["passes"]
+        while time.monotonic() - last_change < 10 and time.monotonic() - started < timeout:
+            time.sleep(2)
+            now = self.counters()["passes"]
+            if now != passes or now == 0:
+                passes, last_change = now, time.monotonic()
+        return time.monotonic() - started
 
 
-def count_phases(bed: cluster.Cluster) -> dict[str, int]:
-    out = beds.kubectl(bed, "get", "taskruns", "-o",
-                       "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}")
-    counts: dict[str, int] = {}
-    for phase in out.split():
-        counts[phase] = counts.get(phase, 0) + 1
-    return counts
+class Api:
+    def __init__(self, bed: cluster.Cluster) -> None:
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(bed.kubeconfig),
+                                           client_configuration=configuration)
+        configuration.connection_pool_maxsize = 16
+        client = kubernetes.client.ApiClient(configuration)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.pool = concurrent.futures.ThreadPoolExecutor(8)
+
+    def create(self, bodies: list[dict[str, Any]]) -> None:
+        list(self.pool.map(lambda body: self.custom.create_namespaced_custom_object(
+            "durakube.io", "v1alpha1", NAMESPACE, "taskruns", body), bodies))
+
+    def phases(self) -> tuple[dict[str, int], dict[str, str]]:
+        """Runs per phase, and the last condition's message of one run per phase."""
+        counts: dict[str, int] = {}
+        said: dict[str, str] = {}
+        token = None
+        while True:
+            page = self.custom.list_namespaced_custom_object(
+                "durakube.io", "v1alpha1", NAMESPACE, "taskruns", limit=500, _continue=token)
+            for item in page["items"]:
+                status = item.get("status") or {}
+                phase = status.get("phase") or "New"
+                counts[phase] = counts.get(phase, 0) + 1
+                conditions = status.get("conditions") or [{}]
+                said.setdefault(phase, f"{item['metadata']['name']}: {conditions[-1].get('reason')}: "
+                                       f"{conditions[-1].get('message')}")
+            token = page["metadata"].get("continue")
+            if not token:
+                return counts, said
+
+    def attempt_pods(self) -> int:
+        return len(self.core.list_namespaced_pod(
+            NAMESPACE, label_selector="app.kubernetes.io/managed-by=durakube").items)
+
+
+def run(name: str, task: str, payload: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "durakube.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name},
+            "spec": {"taskRef": {"name": task}, "payload": payload, **spec}}
+
+
+def wait_for(api: Api, want: dict[str, int], started: float) -> None:
+    """Until the phases counted reach `want`; stops when runs end otherwise."""
+    while True:
+        phases, said = api.phases()
+        print(f"  {phases} after {time.monotonic() - started:.0f}s", flush=True)
+        if all(phases.get(phase, 0) >= count for phase, count in want.items()):
+            return
+        unexpected = {p: n for p, n in phases.items()
+                      if p not in ("Suspended", "Running", "Queued", "Pending", "New", "Canceled")}
+        if unexpected:
+            raise SystemExit(f"runs ended otherwise: {unexpected}; "
+                             + "; ".join(said[phase] for phase in unexpected))
+        time.sleep(10)
+
+
+def row(figure: str, value: float, idle: float | None, goal: str, unit: str = "{:.1f}") -> str:
+    ratio = f"{value / idle:.2f}x" if idle else "-"
+    shown_idle = "-" if idle is None else unit.format(idle)
+    return f"{figure:<46} {unit.format(value):>10} {shown_idle:>10} {ratio:>8}  {goal}"
 
 
 def main() -> int:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suspended", type=int, default=1000, help="runs brought to Suspended")
+    parser.add_argument("--finished", type=int, default=0, help="runs brought to a final phase")
+    args = parser.parse_args()
+    total = args.suspended + args.finished
     # Stopped from outside (timeout, kill): unwind so `finally` stops the test bed too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     with beds.started() as (bed, database, state):
-        operator = None
+        operator = Operator(bed, database.create_database("durakube"), state)
+        # The test task's steps count their runs in a table of their own (tests/e2e/tasks).
+        database.psql("CREATE TABLE IF NOT EXISTS public.test_effects (run_id text NOT NULL, "
+                      "step text NOT NULL, count integer NOT NULL, PRIMARY KEY (run_id, step))",
+                      database="durakube")
         try:
-            env = {**bed.env(), "DURAKUBE_DATABASE_URL": database.create_database("durakube"),
-                   "DURAKUBE_HEALTH_PORT": str(ports.free_port()), "DURAKUBE_WEBHOOK_PORT": "0",
-                   "DURAKUBE_METRICS_PORT": "0", "DURAKUBE_DEFAULT_CONCURRENCY_LIMIT": "1000"}
-            log = open(state / "operator.log", "wb")
-            operator = subprocess.Popen([str(BIN / "durakube-operator")], env=env, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-            time.sleep(5)
-            idle_rss, idle_cpu = rss_mib(operator.pid), quiet_cpu_percent(operator.pid)
-
-            task = {"apiVersion": "durakube.io/v1alpha1", "kind": "Task", "metadata": {"name": "napper"},
-                    "spec": {"image": "ghcr.io/durakube/test-tasks:dev", "entrypoint": "nap-and-resume",
-                             "modules": ["behaviours"]}}
-            runs = [{"apiVersion": "durakube.io/v1alpha1", "kind": "TaskRun",
-                     "metadata": {"name": f"waiter-{i}"},
-                     "spec": {"taskRef": {"name": "napper"}, "payload": {"seconds": 3600}}}
-                    for i in range(count)]
+            operator.start()
+            api = Api(bed)
+            time.sleep(10)
+            idle = operator.quiet()
+            print(f"idle operator: {idle['rss']:.1f} MiB, {idle['cpu']:.2f}% CPU", flush=True)
+            beds.kubectl(bed, "apply", "-f", "-", stdin=json.dumps(TASK))
             started = time.monotonic()
-            beds.kubectl(bed, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                             "items": [task, *runs]}))
-            while True:
-                phases = count_phases(bed)
-                print(f"  {phases} after {time.monotonic() - started:.0f}s", flush=True)
-                if phases.get("Suspended", 0) == count:
-                    break
-                active = ("Suspended", "Running", "Queued", "Pending")
-                ended = {p: n for p, n in phases.items() if p not in active}
-                if ended:
-                    raise SystemExit(f"runs ended instead of suspending: {ended}")
-                time.sleep(5)
+            api.create([run(f"done-{i}", "napper", {"seconds": 0}, cancel=True)
+                        for i in range(args.finished)])
+            wait_for(api, {"Canceled": args.finished}, started)
+            finished_seconds = time.monotonic() - started
+            started = time.monotonic()
+            api.create([run(f"waiter-{i}", "napper", {"seconds": 3600}) for i in range(args.suspended)])
+            wait_for(api, {"Suspended": args.suspended}, started)
             suspend_seconds = time.monotonic() - started
-            pods = beds.kubectl(bed, "get", "pods", "-l", "app.kubernetes.io/managed-by=durakube",
-                           "-o", "name").split()
-            time.sleep(10)  # let the last reconciles settle before measuring the quiet state
-            busy_rss, busy_cpu = rss_mib(operator.pid), quiet_cpu_percent(operator.pid)
-            print(f"\n{count} runs suspended in {suspend_seconds:.0f}s "
-                  f"({count / suspend_seconds:.1f} runs/s through start, step and suspend)")
-            print(f"pods held by suspended runs: {len(pods)}")
-            print(f"operator RSS:  idle {idle_rss:.1f} MiB, with {count} suspended {busy_rss:.1f} MiB "
-                  f"(+{busy_rss - idle_rss:.1f} MiB, {busy_rss / idle_rss:.2f}x)")
-            print(f"operator CPU over {QUIET_SECONDS}s: idle {idle_cpu:.2f}%, with {count} suspended "
-                  f"{busy_cpu:.2f}%")
+            operator.settle()
+            busy = operator.quiet()
+            pods = api.attempt_pods()
+            operator.stop()
+            started = time.monotonic()
+            operator.start()
+            time.sleep(5)
+            relist_seconds = operator.settle() + 5
+            restarted = operator.quiet()
+
+            print(f"\n{args.finished} runs finished in {finished_seconds:.0f}s; {args.suspended} runs "
+                  f"suspended in {suspend_seconds:.0f}s (start, step and suspend, one pod each); "
+                  f"the restarted operator settled {relist_seconds:.0f}s after its start")
+            print(f"\n{'figure':<46} {'value':>10} {'idle':>10} {'ratio':>8}  goal")
+            print(row(f"operator RSS MiB, {total} runs present", busy["rss"], idle["rss"],
+                      "<= 300 MiB"))
+            print(row("  over idle, MiB", busy["rss"] - idle["rss"], None,
+                      f"<= 50 MiB for 10,000 suspended ({args.suspended} here)"))
+            print(row("  after a restart (every run listed again)", restarted["rss"], idle["rss"],
+                      "<= 300 MiB"))
+            print(row(f"operator CPU %, quiet {QUIET_SECONDS}s, {total} runs", busy["cpu"], idle["cpu"],
+                      "near zero", "{:.2f}"))
+            print(row("  after a restart", restarted["cpu"], idle["cpu"], "near zero", "{:.2f}"))
+            print(row(f"reconcile passes in the quiet {QUIET_SECONDS}s", busy["passes"], idle["passes"],
+                      "0 (no timer per run)", "{:.0f}"))
+            print(row(f"API calls in the quiet {QUIET_SECONDS}s", busy["api_calls"], idle["api_calls"],
+                      "a few (the Lease)", "{:.0f}"))
+            print(row(f"Postgres statements in the quiet {QUIET_SECONDS}s", busy["statements"],
+                      idle["statements"], "the loops' rounds only", "{:.0f}"))
+            print(row("attempt pods held by suspended runs", pods, None, "0", "{:.0f}"))
             return 0 if not pods else 1
         finally:
-            if operator is not None:
-                os.killpg(operator.pid, signal.SIGTERM)
-                operator.wait(timeout=30)
+            operator.stop()
 
 
 if __name__ == "__main__":
