@@ -82,8 +82,7 @@ async def admit_next_runs(db: pools.Database, queue: str) -> list[queues.Waiting
         rate = await queues.rate_room_txn(conn, settings) if settings.rate_limited else None
         if rate is not None and rate.queue == 0:
             return []  # the window frees up by itself: the loop's next pass looks again
-        waiting = await queues.waiting_txn(conn, queue)
-        chosen = select_runs(waiting, limit=settings.concurrency_limit,
+        chosen = select_runs(held.waiting, limit=settings.concurrency_limit,
                              per_key_limit=settings.concurrency_limit_per_key, running=running,
                              last_served=held.last_served, rate=rate)
         await queues.grant_slots_txn(conn, queue, chosen, rate_limited=settings.rate_limited)

@@ -150,9 +150,10 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
             seen = dataclasses.replace(
                 seen, superseded_by=await runs.newer_debounced_run(db, run.metadata.uid))
         return dataclasses.replace(seen, place=await queues.place(db, run.metadata.uid))
-    # An attempt is under way or has ended.
-    progress = await steps.summarize_steps(db, run.metadata.uid)
-    seen = dataclasses.replace(seen, progress=progress)
+    # An attempt is under way or has ended. A pod not started yet (waiting for a node or
+    # its image) has no worker that could have made progress: nothing to read.
+    if pod is None or pod_finished(pod) or (pod.get("status") or {}).get("phase") != "Pending":
+        seen = dataclasses.replace(seen, progress=await steps.summarize_steps(db, run.metadata.uid))
     if pod is None or pod_finished(pod):
         outcome = await attempts.read_outcome(db, run.metadata.uid, status.attempt)
         durations = await steps.attempt_step_durations(db, run.metadata.uid, status.attempt)

@@ -242,25 +242,25 @@ async def load_waiting(db: pools.Database) -> list[Waiting]:
 # --- the pieces of one admission transaction, composed by the operator ---------------
 
 
-async def lock_queue_txn(conn: Any, queue: str) -> Queue | None:
-    """Locks the queue's row until the transaction ends; None if the queue is unknown."""
-    held = await lock_and_read_txn(conn, queue)
-    return None if held is None else held.settings
-
-
 @dataclass(frozen=True)
 class Held:
     """What an admission pass reads with the queue's lock: its settings, the slots in use
-    per concurrency key ("" for none) and when each key was last served."""
+    per concurrency key ("" for none), when each key was last served, and the runs in
+    line, highest priority first, then oldest first (none when no slot is free)."""
 
     settings: Queue
     running: dict[str, int]
     last_served: dict[str, datetime]
+    waiting: list[Waiting]
 
 
-async def lock_and_read_txn(conn: Any, queue: str) -> Held | None:
+# The columns of a waiting run, in `Waiting`'s order.
+_WAITING = ("run_id", "namespace", "name", "concurrency_key", "priority", "created_at", "enqueued_at")
+
+
+async def lock_and_read_txn(conn: Any, queue: str, limit: int = 10_000) -> Held | None:
     """Locks the queue's row until the transaction ends, then reads what choosing its next
-    runs needs but the line itself; None if the queue is unknown.
+    runs needs (at most `limit` of its line); None if the queue is unknown.
 
     Two statements: a statement that waited for the lock still reads with the snapshot
     it began with, so it would count the slots granted by the pass it waited for as free."""
@@ -270,18 +270,30 @@ async def lock_and_read_txn(conn: Any, queue: str) -> Held | None:
         FROM durakube.queues WHERE queue = $1 FOR UPDATE""", queue)
     if record is None:
         return None
-    counts = await conn.fetchrow("""
-        SELECT (SELECT array_agg(coalesce(concurrency_key, '')) FROM durakube.queue_slots
-                WHERE queue = $1) AS running_keys,
+    settings = Queue(**dict(record))
+    in_line = ", ".join(f"(SELECT array_agg({column} ORDER BY priority DESC, created_at, run_id) "
+                        f"FROM waiting) AS waiting_{column}" for column in _WAITING)
+    read = await conn.fetchrow(f"""
+        WITH running AS (
+            SELECT coalesce(concurrency_key, '') AS key FROM durakube.queue_slots WHERE queue = $1
+        ), waiting AS (
+            SELECT {", ".join(_WAITING)} FROM durakube.queue_waiting
+            WHERE queue = $1 AND (SELECT count(*) FROM running) < $2
+            ORDER BY priority DESC, created_at, run_id LIMIT $3
+        )
+        SELECT (SELECT array_agg(key) FROM running) AS running_keys,
                (SELECT array_agg(concurrency_key ORDER BY concurrency_key)
                 FROM durakube.queue_keys WHERE queue = $1) AS served_keys,
                (SELECT array_agg(last_admitted_at ORDER BY concurrency_key)
-                FROM durakube.queue_keys WHERE queue = $1) AS served_at""", queue)
+                FROM durakube.queue_keys WHERE queue = $1) AS served_at,
+               {in_line}""", queue, settings.concurrency_limit, limit)
     running: dict[str, int] = {}
-    for key in counts["running_keys"] or []:
+    for key in read["running_keys"] or []:
         running[key] = running.get(key, 0) + 1
-    served = dict(zip(counts["served_keys"] or [], counts["served_at"] or [], strict=True))
-    return Held(Queue(**dict(record)), running, served)
+    served = dict(zip(read["served_keys"] or [], read["served_at"] or [], strict=True))
+    columns = [read[f"waiting_{column}"] or [] for column in _WAITING]
+    waiting = [Waiting(*row) for row in zip(*columns, strict=True)]
+    return Held(settings, running, served, waiting)
 
 
 async def rate_room_txn(conn: Any, settings: Queue) -> RateRoom:
@@ -315,11 +327,6 @@ async def _load_waiting_txn(conn: Any, queue: str | None, limit: int = 10_000) -
         FROM durakube.queue_waiting WHERE ($1::text IS NULL OR queue = $1)
         ORDER BY priority DESC, created_at, run_id LIMIT $2""", queue, limit)
     return [Waiting(**dict(r)) for r in records]
-
-
-async def waiting_txn(conn: Any, queue: str, limit: int = 10_000) -> list[Waiting]:
-    """The queue's waiting runs, highest priority first, then oldest first."""
-    return await _load_waiting_txn(conn, queue, limit)
 
 
 async def grant_slots_txn(conn: Any, queue: str, granted: list[Waiting],
