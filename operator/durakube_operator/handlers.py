@@ -58,6 +58,11 @@ WATCH_INACTIVITY_TIMEOUT = 70
 
 
 def configure_watching(settings: kopf.OperatorSettings) -> None:
+    # Only attempt pods travel: the API server filters the pod watch by label, so the
+    # other pods of a shared cluster cost the operator nothing (kopf would otherwise
+    # receive, parse and drop every pod event of the cluster).
+    settings.watching.label_selectors["v1", "pods"] = \
+        f"{pods.LABEL_MANAGED_BY}={pods.MANAGER}"
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT

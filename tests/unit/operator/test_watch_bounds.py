@@ -24,3 +24,18 @@ def test_a_silently_dead_watch_stream_is_reopened_within_bounds() -> None:
     assert watching.connect_timeout is not None and watching.connect_timeout <= 10
     # kopf puts the server's timeout in the URL as str(...): the apiserver takes an integer.
     assert str(watching.server_timeout).isdigit()
+
+
+def test_only_attempt_pods_are_watched() -> None:
+    from kopf._cogs.structs import references  # the Resource kopf's watchers pass to collect()
+
+    settings = kopf.OperatorSettings()
+    handlers.configure_watching(settings)
+
+    def resource(group: str, version: str, plural: str) -> references.Resource:
+        return references.Resource(group=group, version=version, plural=plural, namespaced=True,
+                                   verbs=["list", "watch"])
+
+    selectors = settings.watching.label_selectors
+    assert selectors.collect(resource("", "v1", "pods")) == ["app.kubernetes.io/managed-by=durakube"]
+    assert selectors.collect(resource("durakube.io", "v1alpha1", "taskruns")) == []
