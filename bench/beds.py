@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import kubernetes
+
 from devcluster import cluster, postgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,15 @@ def kubectl(bed: cluster.Cluster, *args: str, stdin: str | None = None, timeout:
     result = subprocess.run([str(BIN / "kubectl"), *args], env=bed.env(), input=stdin,
                             capture_output=True, text=True, timeout=timeout, check=True)
     return result.stdout
+
+
+def api_client(bed: cluster.Cluster, connections: int = 16) -> kubernetes.client.ApiClient:
+    """A client of the test bed's API server as its admin, for a few threads at once."""
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(bed.kubeconfig),
+                                       client_configuration=configuration)
+    configuration.connection_pool_maxsize = connections
+    return kubernetes.client.ApiClient(configuration)
 
 
 @contextmanager

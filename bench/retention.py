@@ -89,11 +89,7 @@ class Bed:
 
     def __init__(self, bed: cluster.Cluster, database_url: str) -> None:
         self.bed, self.database_url = bed, database_url
-        configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(config_file=str(bed.kubeconfig),
-                                           client_configuration=configuration)
-        configuration.connection_pool_maxsize = 16
-        api = kubernetes.client.ApiClient(configuration)
+        api = beds.api_client(bed)
         self.custom = kubernetes.client.CustomObjectsApi(api)
         self.core = kubernetes.client.CoreV1Api(api)
         self.pool = concurrent.futures.ThreadPoolExecutor(8)

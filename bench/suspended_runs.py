@@ -132,11 +132,7 @@ class Operator:
 
 class Api:
     def __init__(self, bed: cluster.Cluster) -> None:
-        configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(config_file=str(bed.kubeconfig),
-                                           client_configuration=configuration)
-        configuration.connection_pool_maxsize = 16
-        client = kubernetes.client.ApiClient(configuration)
+        client = beds.api_client(bed)
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.core = kubernetes.client.CoreV1Api(client)
         self.pool = concurrent.futures.ThreadPoolExecutor(8)

@@ -110,6 +110,19 @@ async def undefine_queue(db: pools.Database, queue: str, default_limit: int) -> 
             WHERE queue = $1""", queue, default_limit)
 
 
+# Puts run $1 in line in queue $2 ($3 namespace, $4 name, $5 concurrency key, $6 priority,
+# $7 created at), once; a queue nobody defined yet is made with the default limit $8
+# (documented in README). The tail of a WITH: one round trip for both rows.
+_ENQUEUE = """
+    defined AS (
+        INSERT INTO durakube.queues (queue, concurrency_limit) VALUES ($2, $8)
+        ON CONFLICT (queue) DO NOTHING)
+    INSERT INTO durakube.queue_waiting (run_id, queue, namespace, name, concurrency_key,
+                                        priority, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (run_id) DO NOTHING"""
+
+
 async def enqueue_run(db: pools.Database, *, run_id: str, queue: str, namespace: str, name: str,
                       concurrency_key: str | None, priority: int, created_at: datetime,
                       default_limit: int) -> None:
@@ -124,17 +137,8 @@ async def enqueue_run_txn(conn: Any, *, run_id: str, queue: str, namespace: str,
                           concurrency_key: str | None, priority: int, created_at: datetime,
                           default_limit: int) -> None:
     """`enqueue_run` inside the caller's transaction."""
-    # A queue nobody defined yet exists with the default limit (documented in README);
-    # one round trip for both rows.
-    await conn.execute("""
-        WITH defined AS (
-            INSERT INTO durakube.queues (queue, concurrency_limit) VALUES ($2, $8)
-            ON CONFLICT (queue) DO NOTHING)
-        INSERT INTO durakube.queue_waiting (run_id, queue, namespace, name, concurrency_key,
-                                            priority, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (run_id) DO NOTHING""",
-        run_id, queue, namespace, name, concurrency_key or "", priority, created_at, default_limit)
+    await conn.execute("WITH " + _ENQUEUE, run_id, queue, namespace, name, concurrency_key or "",
+                       priority, created_at, default_limit)
 
 
 async def register_and_enqueue(db: pools.Database, *, run_id: str, queue: str, namespace: str,
@@ -149,15 +153,8 @@ async def register_and_enqueue(db: pools.Database, *, run_id: str, queue: str, n
                 INSERT INTO durakube.runs (run_id, namespace, name, task_id, queue, payload, status)
                 VALUES ($1, $3, $4, $9, $2, $10, 'Pending')
                 ON CONFLICT (run_id) DO NOTHING
-            ), defined AS (
-                INSERT INTO durakube.queues (queue, concurrency_limit) VALUES ($2, $8)
-                ON CONFLICT (queue) DO NOTHING)
-            INSERT INTO durakube.queue_waiting (run_id, queue, namespace, name, concurrency_key,
-                                                priority, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT (run_id) DO NOTHING""",
-            run_id, queue, namespace, name, concurrency_key or "", priority, created_at,
-            default_limit, task_id, payload)
+            ), """ + _ENQUEUE, run_id, queue, namespace, name, concurrency_key or "", priority,
+            created_at, default_limit, task_id, payload)
 
 
 async def release(db: pools.Database, run_id: str) -> bool:
