@@ -15,9 +15,10 @@ handled as its deletion event would have been. One cached at an older version th
 the list's is forgotten and its run gets a pass, which reads it afresh. Objects
 recorded after the list began are newer than it and left alone.
 
-What it finds is counted (`durakube_sweep_repairs_total`); on a healthy cluster
-that stays 0, and the sweep costs a few list calls per period whatever the number
-of runs.
+What it finds is counted (`durakube_sweep_repairs_total`): on a healthy cluster only
+a change whose event was still on its way (a harmless extra pass), so a steady rise
+means the watches miss events. The sweep costs a few list calls per period whatever
+the number of runs.
 """
 
 from __future__ import annotations
