@@ -330,8 +330,13 @@ def node_lost_for_good(bed: Bed, table: Row) -> list[str]:
                    if e.reason == "NodeLost"}
         found += [f"{name}: no NodeLost event" for name in names if name not in reasons]
         for name, attempt in lost.items():
-            pod = where.core.read_namespaced_pod(f"{name}-{attempt}", where.namespace)
-            if pod.metadata.deletion_timestamp is None:
+            try:
+                pod = where.core.read_namespaced_pod(f"{name}-{attempt}", where.namespace)
+            except kubernetes.client.ApiException as error:
+                if error.status != 404:
+                    raise
+                pod = None  # deleted already: Kubernetes may finish a lost node's deletions
+            if pod is not None and pod.metadata.deletion_timestamp is None:
                 found.append(f"{name}-{attempt} on the lost node is not being deleted")
             last = (runs.get(name, {}).get("status") or {}).get("podName")
             node = where.core.read_namespaced_pod(last, where.namespace).spec.node_name if last else None
