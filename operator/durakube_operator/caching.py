@@ -9,7 +9,7 @@ created) or was recorded longer ago than `max_age` (a watch can miss a deletion
 while it re-lists, so nothing is trusted for longer than one resync), and remember
 what the GET returned.
 
-Bodies are kept as the API sent them, less what no pass reads (`slim_taskrun`,
+Bodies are kept as the API sent them, less what no pass reads (`slim`,
 `slim_pod`): with 10,000 runs present, an object's server-side-apply bookkeeping
 (`metadata.managedFields`), `kubectl apply`'s copy of what it applied and a pod's
 full spec would be most of the operator's memory. They are never changed in place:
@@ -59,10 +59,14 @@ def slim_pod(body: Body) -> Body:
     return {**body, "spec": kept}
 
 
-def _version(body: Body) -> int | None:
-    # resourceVersion is opaque to clients; etcd's are integers, compared only as a guard.
-    text = (body.get("metadata") or {}).get("resourceVersion")
+def version_number(text: object) -> int | None:
+    """A resourceVersion as a number, or None. resourceVersion is opaque to clients;
+    etcd's are integers, compared only as a guard."""
     return int(text) if isinstance(text, str) and text.isdigit() else None
+
+
+def _version(body: Body) -> int | None:
+    return version_number((body.get("metadata") or {}).get("resourceVersion"))
 
 
 @dataclass

@@ -115,11 +115,12 @@ async def taskqueue_changed(type: str, namespace: str | None, body: kopf.Body, m
 
 
 @kopf.on.event("", "v1", "pods", labels={pods.LABEL_MANAGED_BY: pods.MANAGER})
-async def attempt_pod_changed(type: str, meta: kopf.Meta, namespace: str | None, body: kopf.Body,
+async def attempt_pod_changed(type: str, namespace: str | None, body: kopf.Body,
                               memo: Memo, **_: Any) -> None:
-    for owner in meta.get("ownerReferences") or []:
-        if owner.get("controller") and owner.get("kind") == "TaskRun" and namespace:
-            memo.controller.attempt_pod_changed(_plain(body), type == "DELETED", owner["name"])
+    pod = _plain(body)
+    run = pods.owning_run(pod)
+    if run is not None and namespace:
+        memo.controller.attempt_pod_changed(pod, type == "DELETED", run)
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "taskschedules")

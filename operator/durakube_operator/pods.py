@@ -248,3 +248,11 @@ def build_key_ring(namespace: str, name: str, database_url: str, secrets: list[s
         "stringData": {SECRET_DATABASE_URL: database_url,
                        **{ring_key(slot): secret for slot, secret in enumerate(secrets)}},
     }
+
+
+def owning_run(pod: dict[str, Any]) -> str | None:
+    """The name of the TaskRun that controls an attempt pod (None for another pod)."""
+    for owner in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("controller") and owner.get("kind") == "TaskRun":
+            return str(owner["name"])
+    return None

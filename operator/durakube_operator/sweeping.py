@@ -35,18 +35,6 @@ logger = logging.getLogger(__name__)
 Deleted = Callable[[caching.Body], Awaitable[None]]
 
 
-def _version(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() else None
-
-
-def owner_run(pod: caching.Body) -> str | None:
-    """The name of the TaskRun that owns an attempt pod."""
-    for owner in pod["metadata"].get("ownerReferences") or []:
-        if owner.get("controller") and owner.get("kind") == "TaskRun":
-            return str(owner["name"])
-    return None
-
-
 class SweepLoop(looping.PokedLoop):
     name = "sweep"
 
@@ -85,7 +73,7 @@ class SweepLoop(looping.PokedLoop):
             if recorded >= began or not _missed(meta, listed.get(key)):
                 continue
             self.reads.pods.forget(*key)
-            run = owner_run(body)
+            run = pods.owning_run(body)
             if run is not None:
                 self.changed(key[0], run)
             repairs += 1
@@ -120,5 +108,6 @@ def _missed(cached: dict[str, object], listed: kubeapi.ObjectKey | None) -> bool
     """Whether the list shows the cached object gone, replaced, or at a newer version."""
     if listed is None or listed.uid != cached.get("uid"):
         return True
-    held, now = _version(str(cached.get("resourceVersion") or "")), _version(listed.resource_version)
+    held = caching.version_number(cached.get("resourceVersion"))
+    now = caching.version_number(listed.resource_version)
     return held is not None and now is not None and now > held
