@@ -8,10 +8,12 @@ Not a test helper: nothing here asserts.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +39,25 @@ def api_client(bed: cluster.Cluster, connections: int = 16) -> kubernetes.client
                                        client_configuration=configuration)
     configuration.connection_pool_maxsize = connections
     return kubernetes.client.ApiClient(configuration)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def operator_counters(port: int, counters: dict[str, str]) -> dict[str, float]:
+    """The operator's metrics named in `counters` (key -> metric name) as its /metrics
+    on `port` has them now, each summed over its labels."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    found = dict.fromkeys(counters, 0.0)
+    names = {metric: key for key, metric in counters.items()}
+    for line in text.decode().splitlines():
+        metric = line.split("{", 1)[0].split(" ", 1)[0]
+        if metric in names:
+            found[names[metric]] += float(line.rsplit(" ", 1)[1])
+    return found
 
 
 @contextmanager

@@ -41,7 +41,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +74,6 @@ JOB_LABEL = "batch.kubernetes.io/job-name"
 RUN_LABEL = "durakube.io/run"
 TASK = {"apiVersion": "durakube.io/v1alpha1", "kind": "Task", "metadata": {"name": "echo"},
         "spec": {"image": "ghcr.io/durakube/test-tasks:dev", "entrypoint": "echo", "modules": ["echoing"]}}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -215,14 +209,7 @@ class PodWatch(PodStream):
 
 def operator_counters() -> dict[str, float]:
     """OPERATOR_COUNTERS as the operator's /metrics has them now."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{OPERATOR_METRICS_PORT}/metrics", timeout=10).read()
-    found = dict.fromkeys(OPERATOR_COUNTERS, 0.0)
-    names = {metric: key for key, metric in OPERATOR_COUNTERS.items()}
-    for line in text.decode().splitlines():
-        metric = line.split("{", 1)[0].split(" ", 1)[0]
-        if metric in names:
-            found[names[metric]] += float(line.rsplit(" ", 1)[1])
-    return found
+    return beds.operator_counters(OPERATOR_METRICS_PORT, OPERATOR_COUNTERS)
 
 
 @dataclass
@@ -249,7 +236,7 @@ class Snapshot:
                 resource = "/".join(filter(None, (labels.get("resource"), labels.get("subresource"))))
                 key = f"{labels.get('verb')} {resource}"
                 requests[key] = requests.get(key, 0) + float(line.rsplit(" ", 1)[1])
-        return cls({name: cpu_seconds(pid) for name, pid in pids.items()}, flows, requests,
+        return cls({name: beds.cpu_seconds(pid) for name, pid in pids.items()}, flows, requests,
                    operator_counters() if operator else {})
 
     def since(self, before: Snapshot) -> Snapshot:
@@ -273,9 +260,9 @@ def settle(pids: dict[str, int], timeout: float = 60.0) -> float:
     Returns the seconds waited."""
     started = time.monotonic()
     while time.monotonic() < started + timeout:
-        before = {pid: cpu_seconds(pid) for pid in pids.values()}
+        before = {pid: beds.cpu_seconds(pid) for pid in pids.values()}
         time.sleep(1)
-        if all(cpu_seconds(pid) - used < 0.03 for pid, used in before.items()):
+        if all(beds.cpu_seconds(pid) - used < 0.03 for pid, used in before.items()):
             break
     return time.monotonic() - started
 

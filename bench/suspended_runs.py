@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +58,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Operator:
@@ -97,25 +91,17 @@ class Operator:
         return self.process.pid
 
     def counters(self) -> dict[str, float]:
-        found = dict.fromkeys(COUNTERS, 0.0)
-        names = {metric: key for key, metric in COUNTERS.items()}
         try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                          timeout=10).read().decode()
-        except OSError:
-            return found
-        for line in text.splitlines():
-            metric = line.split("{", 1)[0].split(" ", 1)[0]
-            if metric in names:
-                found[names[metric]] += float(line.rsplit(" ", 1)[1])
-        return found
+            return beds.operator_counters(self.metrics_port, COUNTERS)
+        except OSError:  # not listening yet (starting)
+            return dict.fromkeys(COUNTERS, 0.0)
 
     def quiet(self, seconds: float = QUIET_SECONDS) -> dict[str, float]:
         """RSS now; CPU %, passes and API calls over `seconds` of nothing happening."""
-        before, counted = cpu_seconds(self.pid), self.counters()
+        before, counted = beds.cpu_seconds(self.pid), self.counters()
         time.sleep(seconds)
         after = self.counters()
-        return {"rss": rss_mib(self.pid), "cpu": 100 * (cpu_seconds(self.pid) - before) / seconds,
+        return {"rss": rss_mib(self.pid), "cpu": 100 * (beds.cpu_seconds(self.pid) - before) / seconds,
                 **{key: after[key] - counted[key] for key in COUNTERS}}
 
     def settle(self, timeout: float = 1800) -> float:
