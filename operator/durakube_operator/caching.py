@@ -12,22 +12,31 @@ what the GET returned.
 Bodies are kept as the API sent them, less what no pass reads (`slim`,
 `slim_pod`): with 10,000 runs present, an object's server-side-apply bookkeeping
 (`metadata.managedFields`), `kubectl apply`'s copy of what it applied and a pod's
-full spec would be most of the operator's memory. They are never changed in place:
-callers must not mutate what they read. Knows nothing of runs or Postgres; holds no
-lock (one event loop).
+full spec would be most of the operator's memory. A TaskRun at rest (finished, or
+suspended in a long wait) is kept as its compact JSON text, about a kilobyte
+against six as Python dicts, and read back only when a pass looks at it: almost
+every run present on a busy cluster is at rest, and a pass reads one rarely (when
+its wait ends, its TTL expires, or it changes). Bodies read are never changed in
+place: callers must not mutate them. Knows nothing of runs but which phases rest;
+holds no lock (one event loop).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from durakube import resources
 from durakube_operator import kubeapi
 
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
+
+# TaskRun phases in which a run holds no pod and waits on nothing the operator watches.
+RESTING_PHASES = resources.FINAL_PHASES | {resources.Phase.SUSPENDED}
 
 # What `kubectl apply` keeps of the object it applied: the spec again, as JSON text.
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -65,8 +74,28 @@ def version_number(text: object) -> int | None:
     return int(text) if isinstance(text, str) and text.isdigit() else None
 
 
-def _version(body: Body) -> int | None:
-    return version_number((body.get("metadata") or {}).get("resourceVersion"))
+def taskrun_at_rest(body: Body) -> bool:
+    return (body.get("status") or {}).get("phase") in RESTING_PHASES
+
+
+class Held:
+    """One object held: who it is, its version and when it was recorded, readable without
+    its body; the body itself as a dict, or as compact JSON text when it rests."""
+
+    __slots__ = ("_kept", "key", "recorded", "uid", "version")
+
+    def __init__(self, key: Key, uid: str | None, version: int | None, recorded: float,
+                 kept: Body | bytes) -> None:
+        self.key, self.uid, self.version, self.recorded = key, uid, version, recorded
+        self._kept = kept
+
+    @property
+    def body(self) -> Body:
+        kept = self._kept
+        return json.loads(kept) if isinstance(kept, bytes) else kept
+
+    def seen_again(self, recorded: float) -> Held:
+        return Held(self.key, self.uid, self.version, recorded, self._kept)
 
 
 @dataclass
@@ -77,8 +106,9 @@ class ObjectCache:
     max_age: float | None = None
     # What of a body is kept (the rest is dropped as it is recorded).
     keep: Callable[[Body], Body] = slim
-    # Each body with the monotonic time it was recorded.
-    bodies: dict[Key, tuple[Body, float]] = field(default_factory=dict)
+    # Which bodies are kept as compact JSON text (read seldom, held long).
+    resting: Callable[[Body], bool] | None = None
+    held_by_key: dict[Key, Held] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
 
     def record(self, body: Body) -> bool:
@@ -88,33 +118,38 @@ class ObjectCache:
         on)."""
         meta = body.get("metadata") or {}
         key = (meta.get("namespace") or "", meta.get("name") or "")
-        held = self.bodies.get(key)
-        if held is not None and (held[0].get("metadata") or {}).get("uid") == meta.get("uid"):
-            old, new = _version(held[0]), _version(body)
-            if old is not None and new is not None and new < old:
+        uid, version = meta.get("uid"), version_number(meta.get("resourceVersion"))
+        held = self.held_by_key.get(key)
+        if held is not None and held.uid == uid and held.version is not None and version is not None:
+            if version < held.version:
                 return False  # a watch event older than our own write
-            if old is not None and new == old:
-                self.bodies[key] = (held[0], self.clock())  # seen again: trusted afresh
+            if version == held.version:
+                self.held_by_key[key] = held.seen_again(self.clock())  # trusted afresh
                 return False
-        self.bodies[key] = (self.keep(body), self.clock())
+        kept = self.keep(body)
+        if self.resting is not None and self.resting(kept):
+            text = json.dumps(kept, separators=(",", ":")).encode()
+            self.held_by_key[key] = Held(key, uid, version, self.clock(), text)
+        else:
+            self.held_by_key[key] = Held(key, uid, version, self.clock(), kept)
         return True
 
     def forget(self, namespace: str, name: str) -> None:
-        self.bodies.pop((namespace, name), None)
+        self.held_by_key.pop((namespace, name), None)
 
     def get(self, namespace: str, name: str) -> Body | None:
         """The body recorded, if any and recorded at most `max_age` ago."""
-        held = self.bodies.get((namespace, name))
-        if held is None or (self.max_age is not None and self.clock() - held[1] > self.max_age):
+        held = self.held_by_key.get((namespace, name))
+        if held is None or (self.max_age is not None and self.clock() - held.recorded > self.max_age):
             return None
-        return held[0]
+        return held.body
 
-    def held(self) -> list[tuple[Body, float]]:
-        """Every body held, with the monotonic time it was recorded."""
-        return list(self.bodies.values())
+    def held(self) -> list[Held]:
+        """Every object held."""
+        return list(self.held_by_key.values())
 
     def __len__(self) -> int:
-        return len(self.bodies)
+        return len(self.held_by_key)
 
 
 class CachedReads:
@@ -129,7 +164,7 @@ class CachedReads:
 
     def __init__(self, api: kubeapi.KubeApi, sweep_seconds: float) -> None:
         self.api = api
-        self.taskruns = ObjectCache(max_age=sweep_seconds)
+        self.taskruns = ObjectCache(max_age=sweep_seconds, resting=taskrun_at_rest)
         self.tasks = ObjectCache(max_age=sweep_seconds)
         self.taskqueues = ObjectCache(max_age=sweep_seconds)
         self.pods = ObjectCache(keep=slim_pod)

@@ -67,13 +67,12 @@ class SweepLoop(looping.PokedLoop):
         began = time.monotonic()
         listed = await self._listed("pods", f"{pods.LABEL_MANAGED_BY}={pods.MANAGER}")
         repairs = 0
-        for body, recorded in self.reads.pods.held():
-            meta = body["metadata"]
-            key = (meta.get("namespace") or "", meta.get("name") or "")
-            if recorded >= began or not _missed(meta, listed.get(key)):
+        for held in self.reads.pods.held():
+            key = held.key
+            if held.recorded >= began or not _missed(held, listed.get(key)):
                 continue
             self.reads.pods.forget(*key)
-            run = pods.owning_run(body)
+            run = pods.owning_run(held.body)
             if run is not None:
                 self.changed(key[0], run)
             repairs += 1
@@ -85,17 +84,16 @@ class SweepLoop(looping.PokedLoop):
         began = time.monotonic()
         listed = await self._listed("taskruns", None)
         repairs = 0
-        for body, recorded in self.reads.taskruns.held():
-            meta = body["metadata"]
-            key = (meta.get("namespace") or "", meta.get("name") or "")
+        for held in self.reads.taskruns.held():
+            key = held.key
             found = listed.get(key)
-            if recorded >= began or not _missed(meta, found):
+            if held.recorded >= began or not _missed(held, found):
                 continue
             repairs += 1
             metrics.SWEEP_REPAIRS.labels(kind="taskrun").inc()
-            if found is None or found.uid != meta.get("uid"):
+            if found is None or found.uid != held.uid:
                 logger.info("TaskRun %s/%s was deleted without a watch event", *key)
-                await self.deleted(body)
+                await self.deleted(held.body)
                 if found is not None:
                     self.changed(*key)  # a TaskRun of the same name, created since
             else:
@@ -104,10 +102,9 @@ class SweepLoop(looping.PokedLoop):
         return repairs
 
 
-def _missed(cached: dict[str, object], listed: kubeapi.ObjectKey | None) -> bool:
+def _missed(held: caching.Held, listed: kubeapi.ObjectKey | None) -> bool:
     """Whether the list shows the cached object gone, replaced, or at a newer version."""
-    if listed is None or listed.uid != cached.get("uid"):
+    if listed is None or listed.uid != held.uid:
         return True
-    held = caching.version_number(cached.get("resourceVersion"))
     now = caching.version_number(listed.resource_version)
-    return held is not None and now is not None and now > held
+    return held.version is not None and now is not None and now > held.version

@@ -148,3 +148,28 @@ def test_a_pod_keeps_its_status_node_and_images_only() -> None:
     assert slim["status"] == pod["status"]
     assert slim["metadata"]["ownerReferences"] == pod["metadata"]["ownerReferences"]
     assert "managedFields" not in slim["metadata"]
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed", "Canceled", "Suspended"])
+def test_a_run_at_rest_is_kept_as_text_and_read_back_whole(phase: str) -> None:
+    run = body(phase=phase)
+    run["spec"] = {"taskRef": {"name": "t"}, "payload": {"n": [1, 2.5, None, "é"]}}
+    cache = caching.ObjectCache(resting=caching.taskrun_at_rest)
+    assert cache.record(run)
+    (held,) = cache.held()
+    assert isinstance(held._kept, bytes) and held.uid == "u1" and held.version == 10
+    assert cache.get("team", "r") == run
+    # Its versions still compare without reading the text back.
+    assert not cache.record(body(version="9", phase="Running"))
+    assert not cache.record(run)
+    assert cache.record(body(version="11", phase="Running"))
+    (held,) = cache.held()
+    assert isinstance(held._kept, dict)  # a run in motion is read on every pass: kept as dicts
+
+
+def test_the_taskrun_cache_rests_final_and_suspended_runs_only() -> None:
+    reads = caching.CachedReads(FakeApi({}), sweep_seconds=300.0)  # type: ignore[arg-type]
+    for name, phase in [("a", "Succeeded"), ("b", "Suspended"), ("c", "Running"), ("d", "Queued")]:
+        reads.taskruns.record(body(name=name, phase=phase))
+    resting = {held.key[1] for held in reads.taskruns.held() if isinstance(held._kept, bytes)}
+    assert resting == {"a", "b"}
