@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from durakube import resources
-from durakube_operator import kubeapi
+from durakube_operator import kubeapi, pods
 
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
@@ -108,6 +108,9 @@ class ObjectCache:
     keep: Callable[[Body], Body] = slim
     # Which bodies are kept as compact JSON text (read seldom, held long).
     resting: Callable[[Body], bool] | None = None
+    # What of a body passes read: a newer version of an object that changes none of it
+    # is kept, but is no news (None: every newer version is news).
+    decisive: Callable[[Body], object] | None = None
     held_by_key: dict[Key, Held] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
 
@@ -115,7 +118,7 @@ class ObjectCache:
         """Keeps `body` unless the cache holds a newer version of the same object. Whether
         it is news: False when the cache held this version or a newer one already (say, the
         watch bringing back the operator's own write, which the pass that made it has acted
-        on)."""
+        on), or a version that differs in nothing `decisive`."""
         meta = body.get("metadata") or {}
         key = (meta.get("namespace") or "", meta.get("name") or "")
         uid, version = meta.get("uid"), version_number(meta.get("resourceVersion"))
@@ -132,7 +135,8 @@ class ObjectCache:
             self.held_by_key[key] = Held(key, uid, version, self.clock(), text)
         else:
             self.held_by_key[key] = Held(key, uid, version, self.clock(), kept)
-        return True
+        return held is None or held.uid != uid or self.decisive is None or \
+            self.decisive(held.body) != self.decisive(kept)
 
     def forget(self, namespace: str, name: str) -> None:
         self.held_by_key.pop((namespace, name), None)
@@ -167,7 +171,7 @@ class CachedReads:
         self.taskruns = ObjectCache(max_age=sweep_seconds, resting=taskrun_at_rest)
         self.tasks = ObjectCache(max_age=sweep_seconds)
         self.taskqueues = ObjectCache(max_age=sweep_seconds)
-        self.pods = ObjectCache(keep=slim_pod)
+        self.pods = ObjectCache(keep=slim_pod, decisive=pods.decisive)
 
     async def get_taskrun(self, namespace: str, name: str) -> Body | None:
         return await self._read(self.taskruns, self.api.get_taskrun, namespace, name)

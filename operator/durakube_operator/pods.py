@@ -256,3 +256,23 @@ def owning_run(pod: dict[str, Any]) -> str | None:
         if owner.get("controller") and owner.get("kind") == "TaskRun":
             return str(owner["name"])
     return None
+
+
+# The pod conditions a decision reads: Kubernetes taking the pod away, and its readiness
+# (a pod being deleted from a node that no longer reports ready is lost with it).
+_DECISIVE_CONDITIONS = ("DisruptionTarget", "Ready")
+
+
+def decisive(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """What of an attempt pod the reconciler's decisions read (`deciding`, `pinning`): its
+    deletion, phase and reason, the conditions above, and each container's state and
+    image. A pod event that changes none of it (the scheduler noting it has found no node
+    yet, a condition's probe time) needs no pass."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    return (
+        meta.get("deletionTimestamp"), status.get("phase"), status.get("reason"),
+        tuple((c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
+              for c in status.get("conditions") or [] if c.get("type") in _DECISIVE_CONDITIONS),
+        tuple((c.get("name"), c.get("imageID"), tuple(c.get("state") or {}), c.get("restartCount"))
+              for c in status.get("containerStatuses") or []),
+    )

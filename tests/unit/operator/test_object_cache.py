@@ -173,3 +173,29 @@ def test_the_taskrun_cache_rests_final_and_suspended_runs_only() -> None:
         reads.taskruns.record(body(name=name, phase=phase))
     resting = {held.key[1] for held in reads.taskruns.held() if isinstance(held._kept, bytes)}
     assert resting == {"a", "b"}
+
+
+def pending_pod(version: str, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"namespace": "team", "name": "r-1", "uid": "p1", "resourceVersion": version},
+            "spec": {"containers": [{"name": "worker", "image": "tasks:1"}]},
+            "status": {"phase": "Pending", **status}}
+
+
+def test_a_pod_change_no_decision_reads_is_kept_but_no_news() -> None:
+    reads = caching.CachedReads(FakeApi({}), sweep_seconds=300.0)  # type: ignore[arg-type]
+    assert reads.pods.record(pending_pod("5"))
+    unschedulable = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
+    assert not reads.pods.record(pending_pod("6", conditions=unschedulable))
+    got = reads.pods.get("team", "r-1")
+    assert got is not None and got["metadata"]["resourceVersion"] == "6"  # the newest, all the same
+    creating = [{"name": "worker", "state": {"waiting": {"reason": "ContainerCreating"}}}]
+    assert reads.pods.record(pending_pod("7", conditions=unschedulable, containerStatuses=creating))
+    assert reads.pods.record({**pending_pod("8"), "status": {"phase": "Running"}})
+    gone = pending_pod("9")
+    gone["metadata"]["deletionTimestamp"] = "2026-11-26T10:00:00Z"
+    assert reads.pods.record(gone)
+    taken = [{"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager"}]
+    assert reads.pods.record({**gone, "metadata": {**gone["metadata"], "resourceVersion": "10"},
+                              "status": {"phase": "Pending", "conditions": taken}})
+    assert reads.pods.record(pending_pod("3") | {"metadata": {**pending_pod("3")["metadata"],
+                                                               "uid": "p2"}})  # a new pod
