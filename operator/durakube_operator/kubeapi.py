@@ -125,7 +125,21 @@ async def load_client() -> kubeclient.ApiClient:
     # would read them, and ~/.netrc, in a thread on every request.
     configuration.proxy = configuration.proxy or environment_proxy(configuration.host)
     configuration.client_session_kwargs = {"trust_env": False}
-    return kubeclient.ApiClient(configuration)
+    return JsonApiClient(configuration)
+
+
+class JsonApiClient(kubeclient.ApiClient):
+    """The generated client, less its walk over every request's body.
+
+    `sanitize_for_serialization` turns the client's model objects and datetimes into
+    JSON values, recursively, in Python: for an attempt pod's manifest it took several
+    times as long as encoding it. KubeApi sends JSON values only (dicts from the API or
+    built as manifests), which `json.dumps` takes as they are."""
+
+    def sanitize_for_serialization(self, obj: Any) -> Any:
+        if obj is None or isinstance(obj, (dict, list, str, int, float)):
+            return obj
+        return super().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
 
 
 def environment_proxy(url: str) -> str | None:

@@ -41,7 +41,7 @@ async def fake() -> AsyncIterator[tuple[FakeApiServer, kubeapi.KubeApi]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    api = kubeapi.KubeApi(kubeclient.ApiClient(kubeclient.Configuration(host=f"http://127.0.0.1:{port}")),
+    api = kubeapi.KubeApi(kubeapi.JsonApiClient(kubeclient.Configuration(host=f"http://127.0.0.1:{port}")),
                           qps=1000)
     try:
         yield server, api
