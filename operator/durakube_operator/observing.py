@@ -149,6 +149,11 @@ async def observe(api: caching.CachedReads, db: pools.Database, default_queue: s
         if status.attempt == 0 and run.spec.debounce is not None and status.phase is not None:
             seen = dataclasses.replace(
                 seen, superseded_by=await runs.newer_debounced_run(db, run.metadata.uid))
+        if status.phase is None:
+            # Not registered yet, so neither in line nor holding a slot: what joining the
+            # line finds (`acting`) is its place, even after a pass cut short that had
+            # registered it (joining is idempotent, and a run holding a slot never joins).
+            return dataclasses.replace(seen, place=queues.Place(holds_slot=False))
         return dataclasses.replace(seen, place=await queues.place(db, run.metadata.uid))
     # An attempt is under way or has ended. A pod not started yet (waiting for a node or
     # its image) has no worker that could have made progress: nothing to read.

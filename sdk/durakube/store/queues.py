@@ -119,14 +119,16 @@ _ENQUEUE = """
         ON CONFLICT (queue) DO NOTHING)
     INSERT INTO durakube.queue_waiting (run_id, queue, namespace, name, concurrency_key,
                                         priority, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::timestamptz
+    WHERE NOT EXISTS (SELECT 1 FROM durakube.queue_slots WHERE run_id = $1)
     ON CONFLICT (run_id) DO NOTHING"""
 
 
 async def enqueue_run(db: pools.Database, *, run_id: str, queue: str, namespace: str, name: str,
                       concurrency_key: str | None, priority: int, created_at: datetime,
                       default_limit: int) -> None:
-    """Puts a run in line for a slot (idempotent: a run waits at most once)."""
+    """Puts a run in line for a slot (idempotent: a run waits at most once, and not at
+    all while it holds a slot)."""
     async with pools.transaction(db) as conn:
         await enqueue_run_txn(conn, run_id=run_id, queue=queue, namespace=namespace, name=name,
                               concurrency_key=concurrency_key, priority=priority,

@@ -60,6 +60,24 @@ async def test_released_slots_admit_the_next_runs_in_order(database_dsn: str) ->
         await pool.close()
 
 
+async def test_a_run_holding_a_slot_does_not_join_the_line_again(database_dsn: str) -> None:
+    """A pass cut short after its run was admitted, before its status said so, registers
+    and enqueues the run again on the next pass: the run keeps its slot, and no second
+    one is taken for it."""
+    pool = await pools.connect(database_dsn)
+    try:
+        (run_id,) = await _fill(pool, "ns/q", 1, limit=2)
+        assert [w.run_id for w in await admitting.admit_next_runs(pool, "ns/q")] == [run_id]
+        await queues.register_and_enqueue(
+            pool, run_id=run_id, queue="ns/q", namespace="ns", name="r0", task_id="t", payload={},
+            concurrency_key=None, priority=0, created_at=datetime.now(UTC), default_limit=100)
+        assert await queues.place(pool, run_id) == queues.Place(holds_slot=True, in_line=None)
+        assert await admitting.admit_next_runs(pool, "ns/q") == []
+        assert len(await queues.load_slots(pool)) == 1
+    finally:
+        await pool.close()
+
+
 async def test_a_paused_queue_admits_nothing(database_dsn: str) -> None:
     pool = await pools.connect(database_dsn)
     try:
