@@ -55,6 +55,10 @@ WATCH_SERVER_TIMEOUT = 300
 WATCH_CLIENT_TIMEOUT = 330
 WATCH_CONNECT_TIMEOUT = 10
 WATCH_INACTIVITY_TIMEOUT = 70
+# Objects per page of a watch's initial listing (at the operator's start, and again when
+# a watch's version is too old): a single answer with 10,000 TaskRuns would be parsed
+# whole, a peak of a hundred megabytes that the process keeps long after.
+LIST_PAGE_SIZE = 500
 
 
 def configure_watching(settings: kopf.OperatorSettings) -> None:
@@ -67,6 +71,7 @@ def configure_watching(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT
     settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT
+    settings.watching.chunk_size = LIST_PAGE_SIZE
 
 
 @kopf.on.startup()
