@@ -13,8 +13,9 @@ Bodies are kept as the API sent them, less what no pass reads (`slim`,
 `slim_pod`): with 10,000 runs present, an object's server-side-apply bookkeeping
 (`metadata.managedFields`), `kubectl apply`'s copy of what it applied and a pod's
 full spec would be most of the operator's memory. A TaskRun at rest (finished, or
-suspended in a long wait) is kept as its compact JSON text, about a kilobyte
-against six as Python dicts, and read back only when a pass looks at it: almost
+suspended in a long wait) is kept as its compact JSON text, compressed: about 600
+bytes against six kilobytes as Python dicts, and read back only when a pass looks
+at it (about 30 microseconds): almost
 every run present on a busy cluster is at rest, and a pass reads one rarely (when
 its wait ends, its TTL expires, or it changes). Bodies read are never changed in
 place: callers must not mutate them. Knows nothing of runs but which phases rest;
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,7 +82,7 @@ def taskrun_at_rest(body: Body) -> bool:
 
 class Held:
     """One object held: who it is, its version and when it was recorded, readable without
-    its body; the body itself as a dict, or as compact JSON text when it rests."""
+    its body; the body itself as a dict, or as compressed compact JSON when it rests."""
 
     __slots__ = ("_kept", "key", "recorded", "uid", "version")
 
@@ -92,7 +94,7 @@ class Held:
     @property
     def body(self) -> Body:
         kept = self._kept
-        return json.loads(kept) if isinstance(kept, bytes) else kept
+        return json.loads(zlib.decompress(kept)) if isinstance(kept, bytes) else kept
 
     def seen_again(self, recorded: float) -> Held:
         return Held(self.key, self.uid, self.version, recorded, self._kept)
@@ -106,7 +108,7 @@ class ObjectCache:
     max_age: float | None = None
     # What of a body is kept (the rest is dropped as it is recorded).
     keep: Callable[[Body], Body] = slim
-    # Which bodies are kept as compact JSON text (read seldom, held long).
+    # Which bodies are kept as compressed JSON (read seldom, held long).
     resting: Callable[[Body], bool] | None = None
     # What of a body passes read: a newer version of an object that changes none of it
     # is kept, but is no news (None: every newer version is news).
@@ -131,7 +133,7 @@ class ObjectCache:
                 return False
         kept = self.keep(body)
         if self.resting is not None and self.resting(kept):
-            text = json.dumps(kept, separators=(",", ":")).encode()
+            text = zlib.compress(json.dumps(kept, separators=(",", ":")).encode(), 1)
             self.held_by_key[key] = Held(key, uid, version, self.clock(), text)
         else:
             self.held_by_key[key] = Held(key, uid, version, self.clock(), kept)
