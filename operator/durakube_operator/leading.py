@@ -91,7 +91,7 @@ class LeaderElector:
                 renewed = await asyncio.wait_for(self._try_acquire_or_renew(), timeout=max(0.1, left))
             except (TimeoutError, kubeapi.ApiException, OSError) as error:
                 logger.warning("could not renew lease %s/%s: %s", self.namespace, self.name,
-                               error or type(error).__name__)
+                               str(error) or type(error).__name__)
                 renewed = False
             holder = (self._observed or {}).get("holderIdentity")
             if renewed:

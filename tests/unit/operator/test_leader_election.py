@@ -25,6 +25,7 @@ class Leases:
         self.lease: dict[str, Any] | None = None
         self.version = 0
         self.failing = False
+        self.hanging = False
 
     def _check(self) -> None:
         if self.failing:
@@ -32,6 +33,8 @@ class Leases:
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         self._check()
+        if self.hanging:
+            await asyncio.Event().wait()
         return copy.deepcopy(self.lease)
 
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -155,6 +158,19 @@ async def test_a_leader_that_cannot_renew_stops_within_the_renew_deadline() -> N
     # That the renew deadline comes before a standby may take over is Timings' rule
     # (test_timings_that_could_make_two_leaders_are_refused), not a stopwatch's.
     assert not leader.leading
+
+
+async def test_a_renewal_that_gets_no_answer_is_logged_as_a_timeout(
+        caplog: pytest.LogCaptureFixture) -> None:
+    leases = Leases()
+    timings = leading.Timings(lease_duration=0.6, renew_deadline=0.3, retry_period=0.05)
+    leader = leading.LeaderElector(leases, NAMESPACE, NAME, "a", timings)  # type: ignore[arg-type]
+    await leader.acquire()
+    leases.hanging = True
+    with pytest.raises(leading.LeadershipLost):
+        await asyncio.wait_for(leader.keep(), timeout=5)
+    renewals = [r.getMessage() for r in caplog.records if "could not renew" in r.getMessage()]
+    assert renewals and renewals[0].endswith(": TimeoutError")
 
 
 async def test_a_leader_that_sees_another_holder_stops_at_once() -> None:
