@@ -12,7 +12,8 @@ Everything is cached under `$DURAKUBE_CACHE/images`, keyed by content: the base 
 its suite, packages and the machine's CA bundle, each image by its Dockerfile, the
 files its build copies and the key of the image it builds FROM. A warm run finds
 every archive and runs no build at all; buildah's own layer cache (`--layers`)
-makes a rebuild after a change redo only the steps after it.
+makes a rebuild after a change redo only the steps after it, and what no current
+image is built of is removed from buildah's storage (`prune_storage`).
 
 Run as `python -m devcluster.realnode.images` (the Makefile does); the test bed
 calls `archives()` to find the results. It knows nothing of Kubernetes.
@@ -265,12 +266,26 @@ def prune() -> None:
             path.unlink()
 
 
+def prune_storage() -> None:
+    """Removes from buildah's storage what no named image is built of: the working
+    containers of a build that failed, and the images a newer build took the name of,
+    with the layers only they were built on. vfs keeps each layer as a whole copy of its
+    file system, so without this the storage grows by gigabytes with every change (the
+    layers of the named images stay: they are the next build's cache)."""
+    _buildah("rm", "--all")
+    # An image removed can leave its parent layer unnamed and childless in turn.
+    while _buildah("rmi", "--prune", capture=True).strip():
+        pass
+
+
 def main() -> None:
     if os.geteuid() != 0:
         sys.exit("building the images needs root (debootstrap, buildah's chroot isolation)")
     images_dir().mkdir(parents=True, exist_ok=True)
+    prune_storage()  # what a build that failed left, before it fills the disk again
     build_all()
     prune()
+    prune_storage()
 
 
 if __name__ == "__main__":
