@@ -15,11 +15,12 @@ Bodies are kept as the API sent them, less what no pass reads (`slim`,
 full spec would be most of the operator's memory. A TaskRun at rest (finished, or
 suspended in a long wait) is kept as its compact JSON text, compressed: about 600
 bytes against six kilobytes as Python dicts, and read back only when a pass looks
-at it (about 30 microseconds): almost
-every run present on a busy cluster is at rest, and a pass reads one rarely (when
-its wait ends, its TTL expires, or it changes). Bodies read are never changed in
-place: callers must not mutate them. Knows nothing of runs but which phases rest;
-holds no lock (one event loop).
+at it (about 30 microseconds): almost every run present on a busy cluster is at
+rest, and a pass reads one rarely (when its wait ends, its TTL expires, or it
+changes). A pod event that changes nothing a decision reads (`pods.decisive`) is
+kept but is no news. Bodies read are never changed in place: callers must not
+mutate them. Knows nothing of runs but which phases rest; holds no lock (one event
+loop).
 """
 
 from __future__ import annotations
@@ -132,11 +133,10 @@ class ObjectCache:
                 self.held_by_key[key] = held.seen_again(self.clock())  # trusted afresh
                 return False
         kept = self.keep(body)
+        stored: Body | bytes = kept
         if self.resting is not None and self.resting(kept):
-            text = zlib.compress(json.dumps(kept, separators=(",", ":")).encode(), 1)
-            self.held_by_key[key] = Held(key, uid, version, self.clock(), text)
-        else:
-            self.held_by_key[key] = Held(key, uid, version, self.clock(), kept)
+            stored = zlib.compress(json.dumps(kept, separators=(",", ":")).encode(), 1)
+        self.held_by_key[key] = Held(key, uid, version, self.clock(), stored)
         return held is None or held.uid != uid or self.decisive is None or \
             self.decisive(held.body) != self.decisive(kept)
 
