@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from durakube.store import (
     attempts,
@@ -28,6 +29,7 @@ from durakube.store import (
 )
 from durakube_operator import (
     actions,
+    admitting,
     caching,
     children,
     faults,
@@ -102,13 +104,20 @@ class Actor:
             async with pools.transaction(self.db) as conn:
                 await self._register_txn(conn, register)
                 await self._enqueue_txn(conn, enqueue)
-        else:  # most runs: one statement
-            await queues.register_and_enqueue(
-                self.db, run_id=register.run_id, queue=enqueue.queue, namespace=enqueue.namespace,
-                name=enqueue.name, task_id=register.task_id, payload=register.payload,
-                concurrency_key=enqueue.concurrency_key, priority=enqueue.priority,
-                created_at=enqueue.created_at, default_limit=self.settings.default_concurrency_limit)
-        return await self._admit(enqueue)
+            return await self._admit(enqueue)
+        # Most runs: one statement, which also takes a free slot when nobody waits.
+        return await self._join(enqueue, task_id=register.task_id, payload=register.payload)
+
+    async def _join(self, action: actions.Enqueue, *, task_id: str | None = None,
+                    payload: Any = None) -> queues.Place:
+        if await queues.join_queue(
+                self.db, run_id=action.run_id, queue=action.queue, namespace=action.namespace,
+                name=action.name, concurrency_key=action.concurrency_key, priority=action.priority,
+                created_at=action.created_at, default_limit=self.settings.default_concurrency_limit,
+                task_id=task_id, payload=payload):
+            admitting.granted_on_joining(action.queue, action.namespace)
+            return queues.Place(holds_slot=True)
+        return await self._admit(action)
 
     async def _register_txn(self, conn: pools.Database, action: actions.RegisterRun) -> None:
         await runs.register_run_txn(conn, action.run_id, action.namespace, action.name,
@@ -147,9 +156,7 @@ class Actor:
             case actions.Warn(body=body, reason=reason, message=message):
                 self.events.record(body, "TaskRun", reason, message, "Warning")
             case actions.Enqueue():
-                async with pools.transaction(self.db) as conn:
-                    await self._enqueue_txn(conn, action)
-                return await self._admit(action)
+                return await self._join(action)
             case actions.ReleaseSlot():
                 # The run's pod has ended (or the run is over): no attempt of it is live.
                 await attempts.revoke_secrets(self.db, action.run_id)

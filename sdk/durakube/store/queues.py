@@ -1,7 +1,8 @@
 """Queues: their limits, the runs waiting in them, and the slot ledger.
 
 A run waits in `queue_waiting` until the operator's admission pass grants it a row
-in `queue_slots`; it holds that slot only while its attempt's pod exists. A grant
+in `queue_slots` (or takes one as it joins, when nobody waits and there is room:
+`join_queue`); it holds that slot only while its attempt's pod exists. A grant
 happens in the same transaction that counts the slots in use, under a row lock on
 the queue (`lock_queue`), so a limit holds across operator restarts and even with
 two operators briefly active: the ledger, not any memory, is the truth.
@@ -143,20 +144,20 @@ async def enqueue_run_txn(conn: Any, *, run_id: str, queue: str, namespace: str,
                        priority, created_at, default_limit)
 
 
-async def register_and_enqueue(db: pools.Database, *, run_id: str, queue: str, namespace: str,
-                               name: str, task_id: str, payload: Any, concurrency_key: str | None,
-                               priority: int, created_at: datetime, default_limit: int) -> None:
-    """`runs.register_run` (status Pending) and `enqueue_run` in one statement, for a run
-    with nothing else to record at its registration (no tags, debounce or fork);
-    idempotent as both are."""
+async def join_queue(db: pools.Database, *, run_id: str, queue: str, namespace: str, name: str,
+                     concurrency_key: str | None, priority: int, created_at: datetime,
+                     default_limit: int, task_id: str | None = None, payload: Any = None) -> bool:
+    """Puts a run in line (`enqueue_run`), registering it first when `task_id` is given
+    (`runs.register_run`, status Pending: for a run with nothing else to record then, no
+    tags, debounce or fork); or, when nobody waits in the queue and it has room, gives it
+    a slot at once, as the next admission pass would have. One statement
+    (`durakube.operator_join_queue`, under the admission passes' queue lock); idempotent.
+    True when the run holds a slot."""
     async with pools.connection(db) as conn:
-        await conn.execute("""
-            WITH registered AS (
-                INSERT INTO durakube.runs (run_id, namespace, name, task_id, queue, payload, status)
-                VALUES ($1, $3, $4, $9, $2, $10, 'Pending')
-                ON CONFLICT (run_id) DO NOTHING
-            ), """ + _ENQUEUE, run_id, queue, namespace, name, concurrency_key or "", priority,
-            created_at, default_limit, task_id, payload)
+        return bool(await conn.fetchval(
+            "SELECT durakube.operator_join_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            run_id, queue, namespace, name, concurrency_key or "", priority, created_at,
+            default_limit, task_id, payload))
 
 
 async def release(db: pools.Database, run_id: str) -> bool:

@@ -662,7 +662,9 @@ METADATA_SQL = f"""
 
 
 # The functions the operator may call (it runs them with its own rights).
-OPERATOR_FUNCTIONS = ("operator_start_attempt(text, integer, text, text, bytea, text)",)
+OPERATOR_FUNCTIONS = ("operator_start_attempt(text, integer, text, text, bytea, text)",
+                      "operator_join_queue(text, text, text, text, text, integer, timestamptz, "
+                      "integer, text, jsonb)")
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, steps and attempts", """
@@ -1078,6 +1080,65 @@ MIGRATIONS: tuple[Migration, ...] = (
         REVOKE ALL ON FUNCTION durakube.operator_start_attempt(text, integer, text, text, bytea, text)
             FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION durakube.operator_start_attempt(text, integer, text, text, bytea, text)
+            TO durakube_operator;
+    """),
+    Migration(25, "a run takes a free slot as it joins its queue", """
+        -- A new run registers (when p_task_id is given) and joins its queue's line in one
+        -- statement; when nobody waits in that line and the queue has room (not paused, no
+        -- rate limit, under its limit and its per-key limit) it takes a slot at once
+        -- instead, as an admission pass would have granted it: with nobody ahead there is
+        -- no order to keep. True when the run holds a slot. The queue's row lock is the
+        -- admission passes' own, and every statement after it reads afresh (READ
+        -- COMMITTED, a volatile function), so the limit holds with passes under way.
+        CREATE FUNCTION durakube.operator_join_queue(
+            p_run_id text, p_queue text, p_namespace text, p_name text, p_key text,
+            p_priority integer, p_created_at timestamptz, p_default_limit integer,
+            p_task_id text, p_payload jsonb)
+        RETURNS boolean
+        LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+        DECLARE
+            q durakube.queues;
+        BEGIN
+            IF p_task_id IS NOT NULL THEN
+                INSERT INTO durakube.runs (run_id, namespace, name, task_id, queue, payload, status)
+                VALUES (p_run_id, p_namespace, p_name, p_task_id, p_queue, p_payload, 'Pending')
+                ON CONFLICT (run_id) DO NOTHING;
+            END IF;
+            INSERT INTO durakube.queues (queue, concurrency_limit) VALUES (p_queue, p_default_limit)
+            ON CONFLICT (queue) DO NOTHING;
+            SELECT * INTO q FROM durakube.queues WHERE queue = p_queue FOR UPDATE;
+            IF EXISTS (SELECT 1 FROM durakube.queue_slots WHERE run_id = p_run_id) THEN
+                RETURN true;
+            END IF;
+            IF NOT q.paused AND q.rate_starts IS NULL AND q.key_rate_starts IS NULL
+               AND NOT EXISTS (SELECT 1 FROM durakube.queue_waiting w
+                               WHERE w.queue = p_queue AND w.run_id <> p_run_id)
+               AND (SELECT count(*) FROM durakube.queue_slots s WHERE s.queue = p_queue)
+                   < q.concurrency_limit
+               AND (p_key = '' OR q.concurrency_limit_per_key IS NULL
+                    OR (SELECT count(*) FROM durakube.queue_slots s
+                        WHERE s.queue = p_queue AND s.concurrency_key = p_key)
+                       < q.concurrency_limit_per_key) THEN
+                DELETE FROM durakube.queue_waiting WHERE run_id = p_run_id;
+                INSERT INTO durakube.queue_slots (queue, run_id, namespace, name, concurrency_key)
+                VALUES (p_queue, p_run_id, p_namespace, p_name, p_key);
+                INSERT INTO durakube.queue_keys (queue, concurrency_key, last_admitted_at)
+                VALUES (p_queue, p_key, clock_timestamp())
+                ON CONFLICT (queue, concurrency_key)
+                DO UPDATE SET last_admitted_at = EXCLUDED.last_admitted_at;
+                RETURN true;
+            END IF;
+            INSERT INTO durakube.queue_waiting (run_id, queue, namespace, name, concurrency_key,
+                                                priority, created_at)
+            VALUES (p_run_id, p_queue, p_namespace, p_name, p_key, p_priority, p_created_at)
+            ON CONFLICT (run_id) DO NOTHING;
+            RETURN false;
+        END
+        $fn$;
+        REVOKE ALL ON FUNCTION durakube.operator_join_queue(
+            text, text, text, text, text, integer, timestamptz, integer, text, jsonb) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION durakube.operator_join_queue(
+            text, text, text, text, text, integer, timestamptz, integer, text, jsonb)
             TO durakube_operator;
     """),
 )
