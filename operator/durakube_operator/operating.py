@@ -31,7 +31,16 @@ from typing import Any
 import kopf
 
 from durakube.store import pools, schema
-from durakube_operator import authenticating, delivering, handlers, kubeapi, leading, metrics, serving
+from durakube_operator import (
+    authenticating,
+    delivering,
+    handlers,
+    kubeapi,
+    leading,
+    metrics,
+    serving,
+    trimming,
+)
 from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -73,6 +82,7 @@ async def operate(settings: settings_module.Settings) -> int:
     runners = await serving.start(settings, health, delivering.Deliverer(db, memo.wake_waiting_runs),
                                   authenticating.Authenticator(review_api, settings.webhook_secret))
     pinging = asyncio.create_task(health.watch_database(), name="postgres-ping")
+    trimming_task = asyncio.create_task(trimming.trim_every(), name="malloc-trim")
     metrics.LEADER.set(0)
     try:
         await _migrate(settings)
@@ -88,9 +98,10 @@ async def operate(settings: settings_module.Settings) -> int:
         if elector is not None:
             with contextlib.suppress(Exception):
                 await elector.release()
-        pinging.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pinging
+        for task in (pinging, trimming_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await serving.stop(runners)
         await lease_api.close()
         await review_api.close()
