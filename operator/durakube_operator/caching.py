@@ -26,6 +26,7 @@ loop).
 from __future__ import annotations
 
 import json
+import sys
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -123,7 +124,8 @@ class ObjectCache:
         watch bringing back the operator's own write, which the pass that made it has acted
         on), or a version that differs in nothing `decisive`."""
         meta = body.get("metadata") or {}
-        key = (meta.get("namespace") or "", meta.get("name") or "")
+        # One copy of each namespace's name for all its objects, not one per object held.
+        key = (sys.intern(meta.get("namespace") or ""), meta.get("name") or "")
         uid, version = meta.get("uid"), version_number(meta.get("resourceVersion"))
         held = self.held_by_key.get(key)
         if held is not None and held.uid == uid and held.version is not None and version is not None:

@@ -39,3 +39,11 @@ def test_only_attempt_pods_are_watched() -> None:
     selectors = settings.watching.label_selectors
     assert selectors.collect(resource("", "v1", "pods")) == ["app.kubernetes.io/managed-by=durakube"]
     assert selectors.collect(resource("durakube.io", "v1alpha1", "taskruns")) == []
+
+
+def test_an_idle_object_worker_lets_go_of_its_object_within_a_second() -> None:
+    settings = kopf.OperatorSettings()
+    assert "idle_timeout" in {field.name for field in dataclasses.fields(settings.queueing)}
+    default = settings.queueing.idle_timeout
+    handlers.configure_watching(settings)
+    assert settings.queueing.idle_timeout <= 1.0 < default
