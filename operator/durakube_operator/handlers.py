@@ -34,6 +34,12 @@ class Memo(kopf.Memo):
     db: pools.Database
     controller: controlling.Controller
 
+    def __copy__(self) -> Memo:
+        """kopf gives each object it sees a copy of the operator's memo, for state of the
+        object's own; the operator keeps none there (its caches do), so every object
+        shares this one: about 200 bytes less for each object held."""
+        return self
+
     def wake_waiting_runs(self) -> None:
         """Hurries the waking loop when this replica leads; a standby's webhook deliveries
         are found by the leader's next round (at most a second later)."""

@@ -47,3 +47,14 @@ def test_an_idle_object_worker_lets_go_of_its_object_within_a_second() -> None:
     default = settings.queueing.idle_timeout
     handlers.configure_watching(settings)
     assert settings.queueing.idle_timeout <= 1.0 < default
+
+
+async def test_every_object_shares_the_replicas_memo() -> None:
+    from kopf._core.reactor import inventory  # where kopf makes each object's memo
+
+    memo = handlers.Memo()
+    memo.settings = "the replica's"  # type: ignore[assignment]
+    memories = inventory.ResourceMemories()
+    first, second = [await memories.recall({"metadata": {"uid": uid, "name": uid, "namespace": "ns"}},
+                                           memobase=memo) for uid in ("a", "b")]
+    assert first.memo is memo and second.memo is memo
