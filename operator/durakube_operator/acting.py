@@ -110,14 +110,16 @@ class Actor:
 
     async def _join(self, action: actions.Enqueue, *, task_id: str | None = None,
                     payload: Any = None) -> queues.Place:
-        if await queues.join_queue(
-                self.db, run_id=action.run_id, queue=action.queue, namespace=action.namespace,
-                name=action.name, concurrency_key=action.concurrency_key, priority=action.priority,
-                created_at=action.created_at, default_limit=self.settings.default_concurrency_limit,
-                task_id=task_id, payload=payload):
+        joined = await queues.join_queue(
+            self.db, run_id=action.run_id, queue=action.queue, namespace=action.namespace,
+            name=action.name, concurrency_key=action.concurrency_key, priority=action.priority,
+            created_at=action.created_at, default_limit=self.settings.default_concurrency_limit,
+            task_id=task_id, payload=payload)
+        if joined == "waiting":
+            return await self._admit(action)
+        if joined == "granted":
             admitting.granted_on_joining(action.queue, action.namespace)
-            return queues.Place(holds_slot=True)
-        return await self._admit(action)
+        return queues.Place(holds_slot=True)
 
     async def _register_txn(self, conn: pools.Database, action: actions.RegisterRun) -> None:
         await runs.register_run_txn(conn, action.run_id, action.namespace, action.name,

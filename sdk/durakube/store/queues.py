@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from durakube.store import pools
 
@@ -144,20 +144,25 @@ async def enqueue_run_txn(conn: Any, *, run_id: str, queue: str, namespace: str,
                        priority, created_at, default_limit)
 
 
+# What joining a queue came to: a slot taken now, one the run held already (a pass cut
+# short after its grant, done again), or a place in line.
+Joined = Literal["granted", "held", "waiting"]
+
+
 async def join_queue(db: pools.Database, *, run_id: str, queue: str, namespace: str, name: str,
                      concurrency_key: str | None, priority: int, created_at: datetime,
-                     default_limit: int, task_id: str | None = None, payload: Any = None) -> bool:
+                     default_limit: int, task_id: str | None = None, payload: Any = None) -> Joined:
     """Puts a run in line (`enqueue_run`), registering it first when `task_id` is given
     (`runs.register_run`, status Pending: for a run with nothing else to record then, no
     tags, debounce or fork); or, when nobody waits in the queue and it has room, gives it
     a slot at once, as the next admission pass would have. One statement
-    (`durakube.operator_join_queue`, under the admission passes' queue lock); idempotent.
-    True when the run holds a slot."""
+    (`durakube.operator_join_queue`, under the admission passes' queue lock); idempotent."""
     async with pools.connection(db) as conn:
-        return bool(await conn.fetchval(
+        joined: Joined = await conn.fetchval(
             "SELECT durakube.operator_join_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             run_id, queue, namespace, name, concurrency_key or "", priority, created_at,
-            default_limit, task_id, payload))
+            default_limit, task_id, payload)
+        return joined
 
 
 async def release(db: pools.Database, run_id: str) -> bool:

@@ -1087,14 +1087,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         -- statement; when nobody waits in that line and the queue has room (not paused, no
         -- rate limit, under its limit and its per-key limit) it takes a slot at once
         -- instead, as an admission pass would have granted it: with nobody ahead there is
-        -- no order to keep. True when the run holds a slot. The queue's row lock is the
-        -- admission passes' own, and every statement after it reads afresh (READ
-        -- COMMITTED, a volatile function), so the limit holds with passes under way.
+        -- no order to keep. Says 'granted' (a slot now), 'held' (the run held one
+        -- already: a pass cut short after its grant, done again) or 'waiting' (in line).
+        -- The queue's row lock is the admission passes' own, and every statement after it
+        -- reads afresh (READ COMMITTED, a volatile function), so the limit holds with
+        -- passes under way.
         CREATE FUNCTION durakube.operator_join_queue(
             p_run_id text, p_queue text, p_namespace text, p_name text, p_key text,
             p_priority integer, p_created_at timestamptz, p_default_limit integer,
             p_task_id text, p_payload jsonb)
-        RETURNS boolean
+        RETURNS text
         LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
         DECLARE
             q durakube.queues;
@@ -1108,7 +1110,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             ON CONFLICT (queue) DO NOTHING;
             SELECT * INTO q FROM durakube.queues WHERE queue = p_queue FOR UPDATE;
             IF EXISTS (SELECT 1 FROM durakube.queue_slots WHERE run_id = p_run_id) THEN
-                RETURN true;
+                RETURN 'held';
             END IF;
             IF NOT q.paused AND q.rate_starts IS NULL AND q.key_rate_starts IS NULL
                AND NOT EXISTS (SELECT 1 FROM durakube.queue_waiting w
@@ -1126,13 +1128,13 @@ MIGRATIONS: tuple[Migration, ...] = (
                 VALUES (p_queue, p_key, clock_timestamp())
                 ON CONFLICT (queue, concurrency_key)
                 DO UPDATE SET last_admitted_at = EXCLUDED.last_admitted_at;
-                RETURN true;
+                RETURN 'granted';
             END IF;
             INSERT INTO durakube.queue_waiting (run_id, queue, namespace, name, concurrency_key,
                                                 priority, created_at)
             VALUES (p_run_id, p_queue, p_namespace, p_name, p_key, p_priority, p_created_at)
             ON CONFLICT (run_id) DO NOTHING;
-            RETURN false;
+            RETURN 'waiting';
         END
         $fn$;
         REVOKE ALL ON FUNCTION durakube.operator_join_queue(

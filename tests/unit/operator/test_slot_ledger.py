@@ -70,7 +70,7 @@ async def test_a_run_holding_a_slot_does_not_join_the_line_again(database_dsn: s
         assert [w.run_id for w in await admitting.admit_next_runs(pool, "ns/q")] == [run_id]
         assert await queues.join_queue(
             pool, run_id=run_id, queue="ns/q", namespace="ns", name="r0", task_id="t", payload={},
-            concurrency_key=None, priority=0, created_at=datetime.now(UTC), default_limit=100)
+            concurrency_key=None, priority=0, created_at=datetime.now(UTC), default_limit=100) == "held"
         assert await queues.place(pool, run_id) == queues.Place(holds_slot=True, in_line=None)
         assert await admitting.admit_next_runs(pool, "ns/q") == []
         assert len(await queues.load_slots(pool)) == 1
@@ -79,13 +79,13 @@ async def test_a_run_holding_a_slot_does_not_join_the_line_again(database_dsn: s
 
 
 async def _join(db: pools.Database, queue: str, name: str, *, key: str | None = None,
-                priority: int = 0) -> tuple[str, bool]:
+                priority: int = 0) -> tuple[str, queues.Joined]:
     run_id = str(uuid.uuid4())
-    held = await queues.join_queue(db, run_id=run_id, queue=queue, namespace="ns", name=name,
-                                   concurrency_key=key, priority=priority,
-                                   created_at=datetime.now(UTC), default_limit=3, task_id="t",
-                                   payload={"n": name})
-    return run_id, held
+    joined = await queues.join_queue(db, run_id=run_id, queue=queue, namespace="ns", name=name,
+                                     concurrency_key=key, priority=priority,
+                                     created_at=datetime.now(UTC), default_limit=3, task_id="t",
+                                     payload={"n": name})
+    return run_id, joined
 
 
 async def test_a_run_joining_a_queue_nobody_waits_in_takes_a_free_slot(database_dsn: str) -> None:
@@ -94,7 +94,7 @@ async def test_a_run_joining_a_queue_nobody_waits_in_takes_a_free_slot(database_
         await schema.migrate(pool)
         queue = f"ns/{uuid.uuid4().hex[:8]}"  # not defined: made with the default limit, 3
         joined = [await _join(pool, queue, f"r{index}") for index in range(4)]
-        assert [held for _, held in joined] == [True, True, True, False]
+        assert [held for _, held in joined] == ["granted", "granted", "granted", "waiting"]
         slots = {slot.run_id for slot in await queues.load_slots(pool) if slot.queue == queue}
         assert slots == {run_id for run_id, _ in joined[:3]}
         assert await queues.place(pool, joined[3][0]) == queues.Place(holds_slot=False, in_line=(1, 1))
@@ -103,13 +103,13 @@ async def test_a_run_joining_a_queue_nobody_waits_in_takes_a_free_slot(database_
         # A slot comes free, but a run waits: a newcomer joins the line behind it.
         assert await queues.release(pool, joined[0][0])
         late, held = await _join(pool, queue, "late", priority=10)
-        assert not held
+        assert held == "waiting"
         assert [w.run_id for w in await admitting.admit_next_runs(pool, queue)] == [late]
         # Joining again changes nothing: a run that holds a slot keeps it, once.
         again = await queues.join_queue(
             pool, run_id=late, queue=queue, namespace="ns", name="late", concurrency_key=None,
             priority=10, created_at=datetime.now(UTC), default_limit=3)
-        assert again
+        assert again == "held"
         assert len([s for s in await queues.load_slots(pool) if s.queue == queue]) == 3
     finally:
         await pool.close()
@@ -122,20 +122,20 @@ async def test_joining_takes_no_slot_a_limit_or_pause_withholds(database_dsn: st
         paused = f"ns/{uuid.uuid4().hex[:8]}"
         await queues.define_queue(pool, paused, concurrency_limit=5, concurrency_limit_per_key=None,
                                   paused=True)
-        assert not (await _join(pool, paused, "p"))[1]
+        assert (await _join(pool, paused, "p"))[1] == "waiting"
         keyed = f"ns/{uuid.uuid4().hex[:8]}"
         await queues.define_queue(pool, keyed, concurrency_limit=5, concurrency_limit_per_key=1,
                                   paused=False)
-        assert (await _join(pool, keyed, "a1", key="a"))[1]
-        assert not (await _join(pool, keyed, "a2", key="a"))[1]  # the key's one slot is taken
+        assert (await _join(pool, keyed, "a1", key="a"))[1] == "granted"
+        assert (await _join(pool, keyed, "a2", key="a"))[1] == "waiting"  # the key's one slot is taken
         # Someone waits (for key a), so a run of key b waits too: the pass serves it in order.
         b, held = await _join(pool, keyed, "b1", key="b")
-        assert not held
+        assert held == "waiting"
         assert [w.run_id for w in await admitting.admit_next_runs(pool, keyed)] == [b]
         limited = f"ns/{uuid.uuid4().hex[:8]}"
         await queues.define_queue(pool, limited, concurrency_limit=5, concurrency_limit_per_key=None,
                                   paused=False, rate=(10, 60.0))
-        assert not (await _join(pool, limited, "r"))[1]  # rate limits are the pass's to count
+        assert (await _join(pool, limited, "r"))[1] == "waiting"  # rate limits are the pass's to count
     finally:
         await pool.close()
 
@@ -157,7 +157,7 @@ async def test_runs_joining_while_a_pass_grants_never_exceed_the_limit(database_
             await asyncio.sleep(0.5)  # every join is waiting for the lock by now
             assert not any(join.done() for join in joins)
         held_on_joining = [held for _, held in await asyncio.gather(*joins)]
-        assert sum(held_on_joining) == 1
+        assert sorted(held_on_joining) == ["granted"] + ["waiting"] * 7
         assert len([s for s in await queues.load_slots(pool_a) if s.queue == queue]) == 5
         assert len(await admitting.admit_next_runs(pool_a, queue)) == 0
     finally:
