@@ -87,7 +87,7 @@ class Actor:
             # and mirroring its Running phase.
             if isinstance(action, actions.RegisterRun) and isinstance(following, actions.Enqueue) \
                     and following.run_id == action.run_id:
-                place = await self._register_and_enqueue(action, following) or place
+                place = await self._register_and_enqueue(action, following)
                 index += 2
             elif isinstance(action, actions.StartAttempt) and isinstance(following, actions.MirrorPhase) \
                     and following.run_id == action.run_id and following.retention is None:
@@ -99,22 +99,29 @@ class Actor:
         return place
 
     async def _register_and_enqueue(self, register: actions.RegisterRun,
-                                    enqueue: actions.Enqueue) -> queues.Place | None:
+                                    enqueue: actions.Enqueue) -> queues.Place:
         if register.tags or register.debounce is not None or register.fork is not None:
             async with pools.transaction(self.db) as conn:
                 await self._register_txn(conn, register)
-                await self._enqueue_txn(conn, enqueue)
-            return await self._admit(enqueue)
-        # Most runs: one statement, which also takes a free slot when nobody waits.
-        return await self._join(enqueue, task_id=register.task_id, payload=register.payload)
+                joined = await self._join_txn(conn, enqueue)
+        else:
+            # Most runs: registered and joined in one statement.
+            async with pools.connection(self.db) as conn:
+                joined = await self._join_txn(conn, enqueue, task_id=register.task_id,
+                                              payload=register.payload)
+        return await self._joined(enqueue, joined)
 
-    async def _join(self, action: actions.Enqueue, *, task_id: str | None = None,
-                    payload: Any = None) -> queues.Place:
-        joined = await queues.join_queue(
-            self.db, run_id=action.run_id, queue=action.queue, namespace=action.namespace,
+    async def _join_txn(self, conn: pools.Database, action: actions.Enqueue, *,
+                        task_id: str | None = None, payload: Any = None) -> queues.Joined:
+        return await queues.join_queue_txn(
+            conn, run_id=action.run_id, queue=action.queue, namespace=action.namespace,
             name=action.name, concurrency_key=action.concurrency_key, priority=action.priority,
             created_at=action.created_at, default_limit=self.settings.default_concurrency_limit,
             task_id=task_id, payload=payload)
+
+    async def _joined(self, action: actions.Enqueue, joined: queues.Joined) -> queues.Place:
+        """The place of a run that just joined its queue: its slot when it took one (or
+        held one already), else what an admission pass gives it at once."""
         if joined == "waiting":
             return await self._admit(action)
         if joined == "granted":
@@ -137,13 +144,6 @@ class Actor:
             await waitpoints.copy_tokens_txn(conn, action.fork.source_run_id, action.run_id,
                                              action.namespace, action.fork.from_step)
 
-    async def _enqueue_txn(self, conn: pools.Database, action: actions.Enqueue) -> None:
-        await queues.enqueue_run_txn(conn, run_id=action.run_id, queue=action.queue,
-                                     namespace=action.namespace, name=action.name,
-                                     concurrency_key=action.concurrency_key,
-                                     priority=action.priority, created_at=action.created_at,
-                                     default_limit=self.settings.default_concurrency_limit)
-
     async def _admit(self, action: actions.Enqueue) -> queues.Place:
         """The place of a run that just joined its line: a slot when admitted at once."""
         if await self.admit_now(action.queue, action.run_id):
@@ -158,7 +158,9 @@ class Actor:
             case actions.Warn(body=body, reason=reason, message=message):
                 self.events.record(body, "TaskRun", reason, message, "Warning")
             case actions.Enqueue():
-                return await self._join(action)
+                async with pools.connection(self.db) as conn:
+                    joined = await self._join_txn(conn, action)
+                return await self._joined(action, joined)
             case actions.ReleaseSlot():
                 # The run's pod has ended (or the run is over): no attempt of it is live.
                 await attempts.revoke_secrets(self.db, action.run_id)

@@ -111,39 +111,6 @@ async def undefine_queue(db: pools.Database, queue: str, default_limit: int) -> 
             WHERE queue = $1""", queue, default_limit)
 
 
-# Puts run $1 in line in queue $2 ($3 namespace, $4 name, $5 concurrency key, $6 priority,
-# $7 created at), once; a queue nobody defined yet is made with the default limit $8
-# (documented in README). The tail of a WITH: one round trip for both rows.
-_ENQUEUE = """
-    defined AS (
-        INSERT INTO durakube.queues (queue, concurrency_limit) VALUES ($2, $8)
-        ON CONFLICT (queue) DO NOTHING)
-    INSERT INTO durakube.queue_waiting (run_id, queue, namespace, name, concurrency_key,
-                                        priority, created_at)
-    SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::timestamptz
-    WHERE NOT EXISTS (SELECT 1 FROM durakube.queue_slots WHERE run_id = $1)
-    ON CONFLICT (run_id) DO NOTHING"""
-
-
-async def enqueue_run(db: pools.Database, *, run_id: str, queue: str, namespace: str, name: str,
-                      concurrency_key: str | None, priority: int, created_at: datetime,
-                      default_limit: int) -> None:
-    """Puts a run in line for a slot (idempotent: a run waits at most once, and not at
-    all while it holds a slot)."""
-    async with pools.transaction(db) as conn:
-        await enqueue_run_txn(conn, run_id=run_id, queue=queue, namespace=namespace, name=name,
-                              concurrency_key=concurrency_key, priority=priority,
-                              created_at=created_at, default_limit=default_limit)
-
-
-async def enqueue_run_txn(conn: Any, *, run_id: str, queue: str, namespace: str, name: str,
-                          concurrency_key: str | None, priority: int, created_at: datetime,
-                          default_limit: int) -> None:
-    """`enqueue_run` inside the caller's transaction."""
-    await conn.execute("WITH " + _ENQUEUE, run_id, queue, namespace, name, concurrency_key or "",
-                       priority, created_at, default_limit)
-
-
 # What joining a queue came to: a slot taken now, one the run held already (a pass cut
 # short after its grant, done again), or a place in line.
 Joined = Literal["granted", "held", "waiting"]
@@ -152,17 +119,30 @@ Joined = Literal["granted", "held", "waiting"]
 async def join_queue(db: pools.Database, *, run_id: str, queue: str, namespace: str, name: str,
                      concurrency_key: str | None, priority: int, created_at: datetime,
                      default_limit: int, task_id: str | None = None, payload: Any = None) -> Joined:
-    """Puts a run in line (`enqueue_run`), registering it first when `task_id` is given
-    (`runs.register_run`, status Pending: for a run with nothing else to record then, no
-    tags, debounce or fork); or, when nobody waits in the queue and it has room, gives it
-    a slot at once, as the next admission pass would have. One statement
-    (`durakube.operator_join_queue`, under the admission passes' queue lock); idempotent."""
+    """Puts a run in line for a slot, registering it first when `task_id` is given
+    (`runs.register_run`, status Pending); or, when nobody waits in the queue and it has
+    room, gives it a slot at once, as the next admission pass would have. A queue nobody
+    defined yet is made with `default_limit`. One statement
+    (`durakube.operator_join_queue`, under the admission passes' queue lock); idempotent:
+    a run waits at most once, and not at all while it holds a slot."""
     async with pools.connection(db) as conn:
-        joined: Joined = await conn.fetchval(
-            "SELECT durakube.operator_join_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            run_id, queue, namespace, name, concurrency_key or "", priority, created_at,
-            default_limit, task_id, payload)
-        return joined
+        return await join_queue_txn(conn, run_id=run_id, queue=queue, namespace=namespace,
+                                    name=name, concurrency_key=concurrency_key, priority=priority,
+                                    created_at=created_at, default_limit=default_limit,
+                                    task_id=task_id, payload=payload)
+
+
+async def join_queue_txn(conn: Any, *, run_id: str, queue: str, namespace: str, name: str,
+                         concurrency_key: str | None, priority: int, created_at: datetime,
+                         default_limit: int, task_id: str | None = None,
+                         payload: Any = None) -> Joined:
+    """`join_queue` inside the caller's transaction, which holds the queue's lock from
+    then until it ends."""
+    joined: Joined = await conn.fetchval(
+        "SELECT durakube.operator_join_queue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        run_id, queue, namespace, name, concurrency_key or "", priority, created_at,
+        default_limit, task_id, payload)
+    return joined
 
 
 async def release(db: pools.Database, run_id: str) -> bool:

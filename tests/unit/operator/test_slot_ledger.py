@@ -13,18 +13,22 @@ from durakube_operator import admitting
 
 
 async def _fill(db: pools.Database, queue: str, count: int, limit: int) -> list[str]:
+    """`count` runs waiting in line in `queue` (joined while it was paused, so none took a
+    slot as it joined), for admission passes to grant."""
     await schema.migrate(db)
     await queues.define_queue(db, queue, concurrency_limit=limit, concurrency_limit_per_key=None,
-                              paused=False)
+                              paused=True)
     ids = []
     for index in range(count):
         run_id = str(uuid.uuid4())
-        await runs.register_run(db, run_id=run_id, namespace="ns", name=f"r{index}", task_id="t",
-                                payload={}, queue=queue)
-        await queues.enqueue_run(db, run_id=run_id, queue=queue, namespace="ns", name=f"r{index}",
-                                 concurrency_key=None, priority=0, created_at=datetime.now(UTC),
-                                 default_limit=100)
+        joined = await queues.join_queue(db, run_id=run_id, queue=queue, namespace="ns",
+                                         name=f"r{index}", concurrency_key=None, priority=0,
+                                         created_at=datetime.now(UTC), default_limit=100,
+                                         task_id="t", payload={})
+        assert joined == "waiting"
         ids.append(run_id)
+    await queues.define_queue(db, queue, concurrency_limit=limit, concurrency_limit_per_key=None,
+                              paused=False)
     return ids
 
 
@@ -163,6 +167,34 @@ async def test_runs_joining_while_a_pass_grants_never_exceed_the_limit(database_
     finally:
         await pool_a.close()
         await pool_b.close()
+
+
+async def test_a_join_inside_a_transaction_holds_the_queue_until_it_commits(database_dsn: str) -> None:
+    """A run registered with more to record (tags, a debounce, a fork) joins inside that
+    transaction: it takes a free slot there, and no pass counts the slots before the
+    registration commits with it."""
+    pool = await pools.connect(database_dsn, max_size=4)
+    try:
+        await schema.migrate(pool)
+        queue = f"ns/{uuid.uuid4().hex[:8]}"
+        await queues.define_queue(pool, queue, concurrency_limit=1, concurrency_limit_per_key=None,
+                                  paused=False)
+        run_id = str(uuid.uuid4())
+        async with pools.transaction(pool) as conn:
+            await runs.register_run_txn(conn, run_id, "ns", "tagged", "t", {}, queue)
+            await runs.register_tags_txn(conn, run_id, ["blue"])
+            joined = await queues.join_queue_txn(
+                conn, run_id=run_id, queue=queue, namespace="ns", name="tagged",
+                concurrency_key=None, priority=0, created_at=datetime.now(UTC), default_limit=3)
+            assert joined == "granted"
+            other = asyncio.create_task(_join(pool, queue, "other"))
+            await asyncio.sleep(0.3)
+            assert not other.done()  # waits for the queue's lock
+        _, other_joined = await other
+        assert other_joined == "waiting"  # the one slot is the tagged run's
+        assert [slot.run_id for slot in await queues.load_slots(pool) if slot.queue == queue] == [run_id]
+    finally:
+        await pool.close()
 
 
 async def test_a_paused_queue_admits_nothing(database_dsn: str) -> None:
