@@ -3,6 +3,8 @@ for longer than its age limit, and a GET on a miss."""
 
 from __future__ import annotations
 
+import json
+import zlib
 from typing import Any
 
 import pytest
@@ -165,6 +167,29 @@ def test_a_run_at_rest_is_kept_as_text_and_read_back_whole(phase: str) -> None:
     assert cache.record(body(version="11", phase="Running"))
     (held,) = cache.held()
     assert isinstance(held._kept, dict)  # a run in motion is read on every pass: kept as dicts
+
+
+def test_a_resting_run_is_compressed_from_what_resting_runs_share() -> None:
+    """With the dictionary a typical finished run takes little more than half what it
+    took compressed alone; any body reads back as it was, one sharing nothing with the
+    dictionary too."""
+    run = {"apiVersion": "durakube.io/v1alpha1", "kind": "TaskRun",
+           "metadata": {"creationTimestamp": "2026-11-27T00:00:00Z", "generation": 1,
+                        "name": "nightly-report-28871", "namespace": "analytics",
+                        "resourceVersion": "4411902", "uid": "0b7c36a4-4f7e-4d8e-9b55-3c1f0f3f2a11"},
+           "spec": {"payload": {"day": "2026-11-26"}, "priority": 0, "taskRef": {"name": "nightly-report"}},
+           "status": {"attempt": 2, "completedSteps": 5, "completionTime": "2026-11-27T00:04:10Z",
+                      "conditions": [{"lastTransitionTime": "2026-11-27T00:04:10Z",
+                                      "message": "the task returned", "observedGeneration": 1,
+                                      "reason": "Succeeded", "status": "True", "type": "Succeeded"}],
+                      "infrastructureFailures": 1, "observedGeneration": 1, "phase": "Succeeded",
+                      "podName": "nightly-report-28871-2", "runId": "5d0c0d0e-7a43-4f0b-8f6e-2b9c7d1e0a42",
+                      "startTime": "2026-11-27T00:00:01Z"}}
+    text = json.dumps(run, separators=(",", ":")).encode()
+    assert caching.decompress(caching.compress(run)) == run
+    assert len(caching.compress(run)) < 0.6 * len(zlib.compress(text, 1))
+    odd = {"x": ["é", 1.5, None, {"y": "z" * 3000}]}
+    assert caching.decompress(caching.compress(odd)) == odd
 
 
 def test_the_taskrun_cache_rests_final_and_suspended_runs_only() -> None:
