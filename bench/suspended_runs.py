@@ -16,7 +16,7 @@ about time.
 
     .venv/bin/python bench/suspended_runs.py [--suspended 1000] [--finished 0]
 
-Suspended runs go through a worker each, 100 at a time (the queue's limit; each
+Suspended runs go through a worker each, 25 at a time (the queue's limit; each
 worker holds Postgres connections): about 3 a second on 2 cores, so 10,000 take about
 an hour; finished ones only through the operator (about 50 a second).
 `make bench-suspended` runs 1,000 suspended and 9,000 finished.
@@ -42,8 +42,11 @@ from devcluster import cluster, ports
 
 BIN = Path(sys.executable).parent
 QUIET_SECONDS = 60
-# Runs of the queue that hold a pod at once (each worker holds Postgres connections).
-CONCURRENCY = 100
+# Runs of the queue that hold a pod at once (each worker holds Postgres connections). A
+# hundred Python workers starting at once on two cores starved the API server and the
+# operator long enough for the leader to lose its Lease (it exits, and is started
+# again); 25 bring runs to rest as fast here.
+CONCURRENCY = 25
 NAMESPACE = "default"
 IMAGE = "ghcr.io/durakube/test-tasks:dev"
 TASK = {"apiVersion": "durakube.io/v1alpha1", "kind": "Task", "metadata": {"name": "napper"},
