@@ -19,9 +19,9 @@ bytes against six kilobytes as Python dicts (400 compressed without the dictiona
 and read back only when a pass looks at it (some tens of microseconds): almost every
 run present on a busy cluster is at rest, and a pass reads one rarely (when its wait
 ends, its TTL expires, or it changes). A pod event that changes nothing a decision
-reads (`pods.decisive`) is kept but is no news. Bodies read are never changed in place: callers must not
-mutate them. Knows nothing of runs but which phases rest; holds no lock (one event
-loop).
+reads (`pods.decisive`) is kept but is no news. Bodies read are never changed in
+place: callers must not mutate them. Knows nothing of runs but which phases rest;
+holds no lock (one event loop).
 """
 
 from __future__ import annotations
