@@ -111,7 +111,7 @@ cluster-down: setup
 	$(BIN)/durakube-devcluster down
 
 # Every scale goal's figure beside its peer measured in the same run, and the ratio (see
-# each script's docstring; about 40 minutes on 2 cores): the step checkpoint against a
+# each script's docstring; about 45 minutes on 2 cores): the step checkpoint against a
 # bare INSERT+COMMIT and DBOS Transact; pod starts, CPU per run and admission latency
 # against the Job controller; resume after a worker's death; 10,000 runs present
 # against the idle operator; batch triggers against one-by-one creates.
@@ -128,8 +128,9 @@ bench: setup controlplane
 bench-suspended: setup controlplane
 	$(BIN)/python bench/suspended_runs.py --suspended 1000 --finished 9000
 
-# 500 TaskRuns against 500 Jobs on one test bed: pods/s, CPU and API requests per pod,
-# and created-to-pod latency at 20/s, at equal client QPS (~10 minutes).
+# 500 TaskRuns against 500 Jobs on one test bed, three rounds a side (the median shown):
+# pods/s, CPU and API requests per pod, and created-to-pod latency at 20/s, at equal
+# client QPS (~13 minutes).
 bench-pods: setup controlplane
 	$(BIN)/python bench/pod_throughput.py
 

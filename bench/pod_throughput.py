@@ -8,7 +8,10 @@ measures each side with the same client (the Python kubernetes client, a few
 threads, one POST per object):
 
 - throughput: N one-pod Jobs created as fast as the client can, time from the first
-  create to the N-th pod seen by a watch; then the same for N TaskRuns;
+  create to the N-th pod seen by a watch; then the same for N TaskRuns; in R rounds a
+  side, the two taking turns (figures scatter by a tenth from run to run on two shared
+  cores): the table shows each side's median round by controller CPU per pod, and each
+  round's CPU per pod is printed above it;
 - CPU per started pod: utime+stime of the kube-controller-manager (Jobs) and of the
   operator (TaskRuns) over each phase, until both are quiet again;
 - API requests per pod: the controller's own (the apiserver's flow-control counters
@@ -22,10 +25,11 @@ Prints figures and ratios against the Job controller measured in the same run; i
 asserts nothing about time.
 
     .venv/bin/python bench/pod_throughput.py [--runs 500] [--rate 20] [--seconds 60]
-                                             [--qps 50] [--burst 100] [--skip-latency]
+                                             [--qps 50] [--burst 100] [--rounds 3]
+                                             [--skip-latency]
 
-About 10 minutes with the defaults on 2 cores (`make bench-pods`); a quick check:
-`--runs 100 --rate 10 --seconds 10`.
+About 13 minutes with the defaults on 2 cores (`make bench-pods`); a quick check:
+`--runs 100 --rate 10 --seconds 10 --rounds 1`.
 """
 
 from __future__ import annotations
@@ -382,6 +386,25 @@ def warm_up(client: Client, bed: cluster.Cluster) -> None:
     delete_namespace(bed, "warm-up")
 
 
+def cpu_per_pod(result: Throughput) -> float:
+    """Milliseconds of the controller's CPU per pod in one round."""
+    return 1000 * result.used.cpu.get("controller", 0) / max(1, result.pods)
+
+
+def median_round(results: list[Throughput]) -> Throughput:
+    """The round whose controller CPU per pod is the median of the rounds': its figures are
+    reported together, as one round measured them."""
+    return sorted(results, key=cpu_per_pod)[(len(results) - 1) // 2]
+
+
+def print_rounds(args: argparse.Namespace, rounds: dict[str, list[Throughput]]) -> None:
+    """Each round's CPU per pod, so that the scatter behind the median shows."""
+    if args.rounds > 1:
+        print("controller CPU ms per pod by round (the table shows the median round of each side): "
+              + "; ".join(f"{title} " + ", ".join(f"{cpu_per_pod(result):.2f}" for result in rounds[key])
+                          for key, title in (("runs", "Durakube"), ("jobs", "Job controller"))))
+
+
 def row(figure: str, ours: float | None, theirs: float | None, unit: str = "{:.2f}") -> str:
     """One line of the table; the ratio is Durakube's figure over the Job controller's."""
     def shown(value: float | None) -> str:
@@ -440,6 +463,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each latency phase")
     parser.add_argument("--qps", type=int, default=50, help="client QPS of both controllers")
     parser.add_argument("--burst", type=int, default=100, help="client burst of both controllers")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="throughput rounds a side, Jobs and TaskRuns taking turns (the median is shown)")
     parser.add_argument("--skip-latency", action="store_true", help="measure throughput only")
     args = parser.parse_args()
     limits = (f"--kube-api-qps={args.qps}", f"--kube-api-burst={args.burst}")
@@ -464,17 +489,22 @@ def main() -> int:
             warm_up(client, bed)
             controllers = {"operator": operator.pid,
                            "controller-manager": bed.components["kube-controller-manager"].process.pid}
-            throughput: dict[str, Throughput] = {}
-            for key, peer, pid in (("jobs", JOBS, controllers["controller-manager"]),
-                                   ("runs", RUNS, controllers["operator"])):
-                namespace = f"throughput-{key}"
-                beds.kubectl(bed, "create", "namespace", namespace)
-                if peer is RUNS:
-                    beds.kubectl(bed, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(TASK))
-                pids = {"controller": pid, "apiserver": bed.components["kube-apiserver"].process.pid}
-                print(f"{peer.title}: creating {args.runs} ...", flush=True)
-                throughput[key] = measure_throughput(client, peer, namespace, args.runs, pids, controllers)
-                delete_namespace(bed, namespace)
+            rounds: dict[str, list[Throughput]] = {"jobs": [], "runs": []}
+            for round_number in range(1, args.rounds + 1):
+                for key, peer, pid in (("jobs", JOBS, controllers["controller-manager"]),
+                                       ("runs", RUNS, controllers["operator"])):
+                    namespace = f"throughput-{key}-{round_number}"
+                    beds.kubectl(bed, "create", "namespace", namespace)
+                    if peer is RUNS:
+                        beds.kubectl(bed, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(TASK))
+                    pids = {"controller": pid, "apiserver": bed.components["kube-apiserver"].process.pid}
+                    print(f"{peer.title}: creating {args.runs} (round {round_number} of {args.rounds}) ...",
+                          flush=True)
+                    rounds[key].append(measure_throughput(client, peer, namespace, args.runs, pids,
+                                                          controllers))
+                    delete_namespace(bed, namespace)
+            throughput = {key: median_round(results) for key, results in rounds.items()}
+            print_rounds(args, rounds)
             latency: dict[str, Latency] = {}
             if not args.skip_latency:
                 for key, peer in (("jobs", JOBS), ("runs", RUNS)):
