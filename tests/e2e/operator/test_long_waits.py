@@ -227,6 +227,7 @@ async def bring_timers_forward(database_url: str, namespace: str) -> int:
     return int(status.split()[-1])
 
 
+@pytest.mark.timeout(900)  # 240 s to suspend, 450 s to resume at most, and the checks
 def test_operator_killed_with_200_runs_suspended_resumes_each_exactly_once(
         namespace: str, custom: kubernetes.client.CustomObjectsApi,
         core: kubernetes.client.CoreV1Api, operator: InstalledOperator) -> None:
