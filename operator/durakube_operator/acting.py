@@ -104,12 +104,15 @@ class Actor:
             async with pools.transaction(self.db) as conn:
                 await self._register_txn(conn, register)
                 joined = await self._join_txn(conn, enqueue)
-        else:
-            # Most runs: registered and joined in one statement.
-            async with pools.connection(self.db) as conn:
-                joined = await self._join_txn(conn, enqueue, task_id=register.task_id,
-                                              payload=register.payload)
-        return await self._joined(enqueue, joined)
+            return await self._joined(enqueue, joined)
+        # Most runs: registered and joined in one statement.
+        return await self._join(enqueue, task_id=register.task_id, payload=register.payload)
+
+    async def _join(self, action: actions.Enqueue, *, task_id: str | None = None,
+                    payload: Any = None) -> queues.Place:
+        async with pools.connection(self.db) as conn:
+            joined = await self._join_txn(conn, action, task_id=task_id, payload=payload)
+        return await self._joined(action, joined)
 
     async def _join_txn(self, conn: pools.Database, action: actions.Enqueue, *,
                         task_id: str | None = None, payload: Any = None) -> queues.Joined:
@@ -158,9 +161,7 @@ class Actor:
             case actions.Warn(body=body, reason=reason, message=message):
                 self.events.record(body, "TaskRun", reason, message, "Warning")
             case actions.Enqueue():
-                async with pools.connection(self.db) as conn:
-                    joined = await self._join_txn(conn, action)
-                return await self._joined(action, joined)
+                return await self._join(action)
             case actions.ReleaseSlot():
                 # The run's pod has ended (or the run is over): no attempt of it is live.
                 await attempts.revoke_secrets(self.db, action.run_id)
