@@ -1,4 +1,4 @@
-"""Typed settings read from DURAKUBE_* environment variables (pydantic-settings).
+"""Typed settings read from DURAKUBE_* environment variables.
 
 `Settings` is the base of every such model: the worker's `WorkerSettings` here,
 and the operator's own settings (which subclass it). A model names its fields;
@@ -8,35 +8,25 @@ from the file named by `<VARIABLE>_FILE` instead when that is set (as a mounted
 Secret gives it), and turns every problem into one `SettingsError` naming the
 variables, never echoing a secret.
 
-An empty variable counts as unset. Reads the environment only when a model is
-built; imports no other Durakube module, so both the worker and the operator can
-use it.
+Variable names match in any case, and an empty variable counts as unset. Reads
+the environment only in `from_environ`; a model built from keyword arguments
+reads nothing else. Plain pydantic, no settings library: every attempt pod's
+worker starts by reading its settings, and pydantic-settings added about 30 ms of
+CPU to that start. Imports no other Durakube module, so both the worker and the
+operator can use it.
 """
 
 from __future__ import annotations
 
-import contextvars
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import pydantic
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
 
 PREFIX = "DURAKUBE_"
 FILE_SUFFIX = "_FILE"
-
-# The environment that `Settings.from_environ` reads instead of os.environ, for one build.
-_environ: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
-    "durakube_environ", default=None)
-
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names each variable at fault."""
@@ -49,35 +39,8 @@ def _split_names(value: Any) -> Any:
     return value
 
 
-# A list of names in one variable, comma-separated (not JSON, as pydantic-settings would expect).
-Names = Annotated[tuple[str, ...], NoDecode, pydantic.BeforeValidator(_split_names)]
-
-
-class _EnvironmentSource(EnvSettingsSource):
-    """pydantic-settings' environment source, reading the mapping given to `from_environ`
-    (os.environ otherwise), where a secret's `<VARIABLE>_FILE` stands for the variable."""
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        environ = _environ.get()
-        variables = {name.upper(): value for name, value in (environ or os.environ).items()
-                     if value != ""}
-        settings_cls: type[Settings] = self.settings_cls  # type: ignore[assignment]
-        for field in sorted(settings_cls.secret_fields()):
-            variable = settings_cls.variable_of(field)
-            path = variables.pop(variable + FILE_SUFFIX, None)
-            if path is None:
-                continue
-            if variable in variables:
-                raise SettingsError(f"{variable} and {variable}{FILE_SUFFIX} are both set: set one")
-            try:
-                # A file written by hand or by `kubectl create secret` often ends in a newline.
-                variables[variable] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as error:
-                raise SettingsError(f"{variable}{FILE_SUFFIX}: cannot read {path}: "
-                                    f"{error.strerror or error}") from None
-        # Keys as the base source keeps them: lower case unless the model is case-sensitive.
-        return {(name if self.case_sensitive else name.lower()): value
-                for name, value in variables.items()}
+# A list of names in one variable, comma-separated.
+Names = Annotated[tuple[str, ...], pydantic.BeforeValidator(_split_names)]
 
 
 # Short phrases for the errors that settings meet most; others keep pydantic's own words.
@@ -92,11 +55,11 @@ _PROBLEMS = {
 }
 
 
-class Settings(BaseSettings):
+class Settings(pydantic.BaseModel):
     """The base of Durakube's settings models: DURAKUBE_ variables, secrets from files."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=PREFIX, env_ignore_empty=True, extra="forbid", frozen=True,
+    model_config = pydantic.ConfigDict(
+        extra="forbid", frozen=True, validate_default=True,
         validate_by_name=True, validate_by_alias=True)
 
     @classmethod
@@ -106,37 +69,44 @@ class Settings(BaseSettings):
         return {name for name, field in cls.model_fields.items() if not field.repr}
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Keyword arguments first, then the environment; no dotenv or secrets directory.
-        return init_settings, _EnvironmentSource(settings_cls)
+    def variables_of(cls, field: str) -> tuple[str, ...]:
+        """The environment variables a field is read from, the first set one winning."""
+        alias = cls.model_fields[field].validation_alias
+        if isinstance(alias, str):
+            return (alias,)
+        if isinstance(alias, pydantic.AliasChoices):
+            return tuple(choice for choice in alias.choices if isinstance(choice, str))
+        return (PREFIX + field.upper(),)
 
     @classmethod
     def variable_of(cls, field: str) -> str:
         """The environment variable a field is read from (the first, if it has several)."""
-        alias = cls.model_fields[field].validation_alias
-        if isinstance(alias, str):
-            return alias
-        if isinstance(alias, pydantic.AliasChoices) and isinstance(alias.choices[0], str):
-            return alias.choices[0]
-        return PREFIX + field.upper()
+        return cls.variables_of(field)[0]
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Self:
         """The settings from `environ` (default: os.environ); SettingsError names what is wrong."""
-        token = _environ.set(environ)
         try:
-            return cls()
+            return cls.model_validate(cls._read(os.environ if environ is None else environ))
         except pydantic.ValidationError as error:
             raise SettingsError(cls._describe(error.errors())) from None
-        finally:
-            _environ.reset(token)
+
+    @classmethod
+    def _read(cls, environ: Mapping[str, str]) -> dict[str, str]:
+        """Each field's value in `environ` by field name, where a secret's
+        `<VARIABLE>_FILE` stands for the variable; fields set nowhere are left out."""
+        variables = {name.upper(): value for name, value in environ.items() if value != ""}
+        secrets = cls.secret_fields()
+        values: dict[str, str] = {}
+        for field in cls.model_fields:
+            for variable in cls.variables_of(field):
+                value = variables.get(variable.upper())
+                if field in secrets:
+                    value = _from_file(variable, value, variables.get(variable.upper() + FILE_SUFFIX))
+                if value is not None:
+                    values[field] = value
+                    break
+        return values
 
     @classmethod
     def _describe(cls, errors: Sequence[Any]) -> str:
@@ -159,6 +129,20 @@ class Settings(BaseSettings):
         if missing:
             problems.insert(0, f"missing environment variables: {', '.join(missing)}")
         return "; ".join(problems)
+
+
+def _from_file(variable: str, value: str | None, path: str | None) -> str | None:
+    """A secret's value: the variable's, or the contents of the file its `_FILE` names."""
+    if path is None:
+        return value
+    if value is not None:
+        raise SettingsError(f"{variable} and {variable}{FILE_SUFFIX} are both set: set one")
+    try:
+        # A file written by hand or by `kubectl create secret` often ends in a newline.
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as error:
+        raise SettingsError(f"{variable}{FILE_SUFFIX}: cannot read {path}: "
+                            f"{error.strerror or error}") from None
 
 
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
