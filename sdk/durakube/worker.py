@@ -62,14 +62,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import contextlib
 import importlib
 import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import pydantic
 
@@ -436,4 +439,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    return code
+    if other_threads_alive():
+        return code  # the interpreter waits for them, as for any Python program
+    end_process(code)
+
+
+def other_threads_alive() -> bool:
+    """Whether a thread the interpreter would wait for at exit (not a daemon) still runs."""
+    main_thread = threading.main_thread()
+    return any(thread is not main_thread and not thread.daemon and thread.is_alive()
+               for thread in threading.enumerate())
+
+
+def end_process(code: int) -> NoReturn:
+    """Ends the process as the interpreter's exit would, but for tearing every module
+    down: the atexit functions run (logging's, an exporter's shutdown, the task's own),
+    the streams are flushed, and the process exits with `code`. The teardown it skips
+    cost about a tenth of a second of CPU at the end of every attempt pod."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.flush()
+    os._exit(code)

@@ -120,6 +120,46 @@ async def test_worker_process_exits_non_zero_when_nothing_can_be_recorded(
     assert "missing environment variables: DURAKUBE_DATABASE_URL" in output
 
 
+EXIT_MODULE = textwrap.dedent('''
+    import atexit, os, sys, threading, time
+    import durakube
+
+    @durakube.task(id="leave")
+    async def leave(ctx: durakube.TaskContext, payload: dict) -> str:
+        # Each of these needs the interpreter's own exit: the worker ends the process
+        # without tearing its modules down, and must not skip them.
+        atexit.register(lambda: open(payload["marker"], "w").write("atexit ran"))
+        sys.__stdout__.write("written last, without a newline")
+        if payload["thread"]:
+            def finish() -> None:
+                time.sleep(0.5)
+                open(payload["marker"] + ".thread", "w").write("thread finished")
+            threading.Thread(target=finish).start()
+        return "left"
+''')
+
+
+@pytest.mark.parametrize("thread", [False, True], ids=["alone", "with-a-thread-left-running"])
+async def test_worker_process_exits_as_the_interpreter_would(
+        pool: Any, new_run: Any, worker_dsn: str, tmp_path: Path, thread: bool) -> None:
+    (tmp_path / "exit_tasks.py").write_text(EXIT_MODULE)
+    marker = tmp_path / "marker"
+    run_id = await new_run("leave", {"marker": str(marker), "thread": thread})
+    secret = await start_attempt(pool, run_id, 1)
+    env = worker_env(worker_dsn, run_id, secret, tmp_path / "termination-log",
+                     DURAKUBE_TASK_MODULES="exit_tasks")
+
+    code, output = await run_worker(env, cwd=tmp_path)
+
+    assert code == 0, output
+    assert marker.read_text() == "atexit ran"
+    assert "written last, without a newline" in output
+    # A thread the interpreter would wait for (not a daemon) is waited for.
+    assert (tmp_path / "marker.thread").exists() == thread
+    if thread:
+        assert (tmp_path / "marker.thread").read_text() == "thread finished"
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
