@@ -1,6 +1,6 @@
 """Starting, signalling and reaping one container instance as a local process.
 
-A container instance is `python -I launching.py SPEC` in a session (and process
+A container instance is `python -I -S launching.py SPEC` in a session (and process
 group) of its own, whose stdout and stderr are piped through `logs.LogWriter`
 into the instance's CRI log file. `wait_for_exit` reports the exit the way a
 runtime does: an exit code (128 + signal for a killed process), whether the
@@ -82,7 +82,7 @@ async def spawn(spec: LaunchSpec, *, folder: Path, restart: int, cgroup_parent: 
                                      spec.memory_limit)
     spec_path, log_path, error_path, handle_out = _prepare_files(spec, folder, restart, cgroup)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-I", str(_LAUNCHER), str(spec_path),
+        sys.executable, "-I", "-S", str(_LAUNCHER), str(spec_path),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, start_new_session=True,
         env={"PATH": spec.env.get("PATH", os.defpath)},
