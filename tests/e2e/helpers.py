@@ -251,7 +251,7 @@ def run_manifest(name: str, task: str, payload: dict[str, Any] | None = None,
 def create(custom: kubernetes.client.CustomObjectsApi, namespace: str,
            *objects: dict[str, Any]) -> None:
     for body in objects:
-        plural = {"Task": "tasks", "TaskRun": "taskruns"}[body["kind"]]
+        plural = {"Task": "tasks", "TaskRun": "taskruns", "TaskQueue": "taskqueues"}[body["kind"]]
         custom.create_namespaced_custom_object("durakube.io", "v1alpha1", namespace, plural, body)
 
 
