@@ -28,6 +28,7 @@ import pydantic
 PREFIX = "DURAKUBE_"
 FILE_SUFFIX = "_FILE"
 
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names each variable at fault."""
 
@@ -75,7 +76,9 @@ class Settings(pydantic.BaseModel):
         if isinstance(alias, str):
             return (alias,)
         if isinstance(alias, pydantic.AliasChoices):
-            return tuple(choice for choice in alias.choices if isinstance(choice, str))
+            names = tuple(choice for choice in alias.choices if isinstance(choice, str))
+            if names:
+                return names
         return (PREFIX + field.upper(),)
 
     @classmethod

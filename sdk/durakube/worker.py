@@ -409,7 +409,8 @@ async def _attempt(settings: Settings, output: capturing.Output | None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `durakube-worker` console script."""
+    """The `durakube-worker` console script. Once the attempt is over it ends the process
+    itself (`end_process`), unless a thread the interpreter would wait for still runs."""
     parser = argparse.ArgumentParser(prog="durakube-worker",
                                      description="Runs one attempt of a Durakube TaskRun.")
     parser.add_argument("--module", action="append", default=[], metavar="NAME",
