@@ -84,6 +84,8 @@ class Prometheus:
             with urllib.request.urlopen(url, timeout=30) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as error:
+            if error.code == 503:
+                return []  # listening, but its storage is not open yet
             pytest.fail(f"Prometheus refused {expr}: {error.read().decode()}")
         except OSError:
             if self.process.poll() is not None:
