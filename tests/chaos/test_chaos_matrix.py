@@ -86,6 +86,11 @@ class Bed:
     def database_url(self) -> str:
         return self.operator.database_url
 
+    def after(self, scenario: str) -> None:
+        """Waits until `scenario` has finished, if it runs in this session."""
+        if scenario in self.done:
+            self.done[scenario].wait(timeout=RUNS_TIMEOUT)
+
     def begin_checks(self) -> None:
         """Holds off whole-bed faults while this scenario's checks read the API and
         Postgres; released when the scenario returns."""
@@ -382,8 +387,7 @@ def zombie(bed: Bed, table: Row) -> list[str]:
     names = [f"zombie-{then}" for then in ZOMBIE_WRITES]
     # Its workers must still hold when they are paused; a restart of the shared Postgres
     # ended one of them before it could be (once in a run here): after that scenario.
-    if "postgres" in bed.done:
-        bed.done["postgres"].wait(timeout=RUNS_TIMEOUT)
+    bed.after("postgres")
     with scope(bed, "chaos-zombie", 5,
                chaos_task("zombie", "chaos-zombie", "chaos", **pooled("zombie")),
                chaos_task("chaos-steps", "chaos-steps", "chaos")) as where, \
@@ -505,8 +509,7 @@ def postgres_restart(bed: Bed, table: Row) -> list[str]:
 def connections_terminated(bed: Bed, table: Row) -> list[str]:
     rng = seed_for(table)
     names = [f"cut-{i}" for i in range(5)]
-    if "postgres" in bed.done:  # its runs must not lose a connection: after them
-        bed.done["postgres"].wait(timeout=RUNS_TIMEOUT)
+    bed.after("postgres")  # its runs must not lose a connection: after them
     with scope(bed, "chaos-cut", 5, chaos_task("steps", "chaos-steps", "chaos")) as where:
         create_runs(where, "steps", names, {"steps": 8, "seconds": 0.8})
         table.runs = len(names)
