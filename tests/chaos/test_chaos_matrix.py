@@ -211,9 +211,11 @@ def process_gone(pid: int) -> bool:
 
 def worker_sigkill(bed: Bed, table: Row) -> list[str]:
     rng = seed_for(table)
-    names = [f"kill-{i}" for i in range(20)]
+    # 24 runs of five 0.4 s steps, each killed at most twice: 48 chances for the 20 kills,
+    # so runs that end between the pick and the kill (a busy machine) still leave enough.
+    names = [f"kill-{i}" for i in range(24)]
     with scope(bed, "chaos-kill", 5, chaos_task("steps", "chaos-steps", "chaos")) as where:
-        create_runs(where, "steps", names, {"steps": 4, "seconds": 0.4})
+        create_runs(where, "steps", names, {"steps": 5, "seconds": 0.4})
         table.runs = len(names)
         kills: Counter[str] = Counter()
         deadline = time.monotonic() + RUNS_TIMEOUT
