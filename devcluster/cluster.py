@@ -144,8 +144,14 @@ class Cluster:
                 for repository, folder in PROJECT_IMAGES.items()}, indent=2))
         return path
 
-    def start_node(self, name: str, *, extra_args: tuple[str, ...] = ()) -> Component:
-        """Starts a process node (a kubelet stand-in) registered as `name`."""
+    def start_node(self, name: str, *, labels: dict[str, str] | None = None,
+                   taints: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()) -> Component:
+        """Starts a process node (a kubelet stand-in) registered as `name`, with `labels`
+        and `taints` ("key=value:Effect") from its registration on."""
+        if labels:
+            extra_args += ("--node-labels", ",".join(f"{k}={v}" for k, v in labels.items()))
+        if taints:
+            extra_args += ("--register-with-taints", ",".join(taints))
         client = self.ca.issue(f"node-{name}", f"system:node:{name}", organization="system:nodes")
         serving = self.ca.issue(f"node-{name}-serving", f"system:node:{name}",
                                 server_names=("127.0.0.1", "localhost", name))

@@ -49,6 +49,10 @@ def parse_arguments(argv: list[str] | None = None) -> settings.Settings:
     parser.add_argument("--backoff-initial", type=float, default=10.0)
     parser.add_argument("--backoff-max", type=float, default=40.0)
     parser.add_argument("--shutdown-grace", type=float, default=5.0)
+    parser.add_argument("--node-labels", type=labels_argument, default={},
+                        help="labels the Node registers with: key=value,...")
+    parser.add_argument("--register-with-taints", type=taints_argument, default=[],
+                        help="taints the Node registers with: key=value:Effect,...")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -58,7 +62,37 @@ def parse_arguments(argv: list[str] | None = None) -> settings.Settings:
         serving_cert=args.serving_cert, serving_key=args.serving_key,
         apiserver_port=args.apiserver_port, serving_port=args.serving_port,
         image_map=args.image_map, backoff_initial=args.backoff_initial,
-        backoff_max=args.backoff_max, shutdown_grace=args.shutdown_grace)
+        backoff_max=args.backoff_max, shutdown_grace=args.shutdown_grace,
+        labels=args.node_labels, taints=args.register_with_taints)
+
+
+def labels_argument(text: str) -> dict[str, str]:
+    """`key=value,...` as the kubelet's --node-labels reads it."""
+    labels = {}
+    for item in filter(None, text.split(",")):
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise argparse.ArgumentTypeError(f"not key=value: {item!r}")
+        labels[key] = value
+    return labels
+
+
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def taints_argument(text: str) -> list[dict[str, str]]:
+    """`key=value:Effect,...` (the value may be left out) as the kubelet's
+    --register-with-taints reads it."""
+    taints = []
+    for item in filter(None, text.split(",")):
+        pair, colon, effect = item.rpartition(":")
+        key, _, value = pair.partition("=")
+        if not colon or not key or effect not in TAINT_EFFECTS:
+            raise argparse.ArgumentTypeError(
+                f"not key[=value]:Effect with Effect one of {', '.join(TAINT_EFFECTS)}: {item!r}")
+        taints.append({"key": key, "value": value, "effect": effect} if value
+                      else {"key": key, "effect": effect})
+    return taints
 
 
 async def run_node(config: settings.Settings) -> None:

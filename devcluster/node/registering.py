@@ -118,9 +118,10 @@ async def register_node(client: apicalls.Client, config: settings.Settings,
     name = config.node_name
     labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
               "kubernetes.io/arch": _architecture(), "beta.kubernetes.io/os": "linux",
-              "beta.kubernetes.io/arch": _architecture()}
+              "beta.kubernetes.io/arch": _architecture(), **config.labels}
+    spec = {"taints": config.taints} if config.taints else {}
     body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-            "spec": {}}
+            "spec": spec}
     while True:
         try:
             try:

@@ -5,7 +5,7 @@ Data only: every other module receives a `Settings` and never parses arguments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devcluster.node import cgroups
@@ -34,6 +34,11 @@ class Settings:
     watch_timeout: int = 60
     # How long containers get between SIGTERM and SIGKILL when the agent stops.
     shutdown_grace: float = 5.0
+    # Labels and taints the Node gets when it registers (the kubelet's --node-labels and
+    # --register-with-taints): a node that joins a pool is never, even for a moment, a
+    # node any pod may land on.
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def pods_dir(self) -> Path:

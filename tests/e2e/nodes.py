@@ -37,11 +37,14 @@ def kill_agent(component: devcluster_cluster.Component) -> None:
 
 @contextlib.contextmanager
 def extra_nodes(cluster: devcluster_cluster.Cluster, core: kubernetes.client.CoreV1Api
-                ) -> Iterator[Callable[[str], devcluster_cluster.Component]]:
+                ) -> Iterator[Callable[..., devcluster_cluster.Component]]:
+    """Yields `start(name, labels=None, taints=())`, which starts a node and waits until
+    it is Ready (see `Cluster.start_node`)."""
     names: list[str] = []
 
-    def start(name: str) -> devcluster_cluster.Component:
-        component = cluster.start_node(name)
+    def start(name: str, labels: dict[str, str] | None = None,
+              taints: tuple[str, ...] = ()) -> devcluster_cluster.Component:
+        component = cluster.start_node(name, labels=labels, taints=taints)
         names.append(name)
         wait_for(lambda: node_ready(core, name) == "True", timeout=60, what=f"node {name} Ready")
         return component
