@@ -49,6 +49,8 @@ class Row:
     seed: int | None = None
     result: str = "not run"
     notes: list[str] = field(default_factory=list)
+    # Seconds from the start of the scenarios to this one's end (they run at once).
+    ended: float | None = None
 
 
 # Rows in the order the scenarios ran; printed by tests/chaos/conftest.py.

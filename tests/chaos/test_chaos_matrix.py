@@ -178,12 +178,18 @@ def all_final(where: Scope, names: list[str]) -> bool:
 
 
 def pooled(pool: str) -> dict[str, Any]:
-    return {"podTemplate": {"nodeSelector": {POOL_LABEL: pool}}}
+    """A Task's pod template for the nodes of `pool` (and only them)."""
+    return {"podTemplate": {
+        "nodeSelector": {POOL_LABEL: pool},
+        "tolerations": [{"key": POOL_LABEL, "operator": "Equal", "value": pool,
+                         "effect": "NoSchedule"}]}}
 
 
-def join_pool(core: kubernetes.client.CoreV1Api, node: str, pool: str) -> None:
-    wait_until(lambda: core.patch_node(node, {"metadata": {"labels": {POOL_LABEL: pool}}}), 90,
-               f"node {node} labelled")
+def in_pool(pool: str) -> dict[str, Any]:
+    """A node of `pool` from its registration on: labelled for the pool's Tasks, and
+    tainted against every other pod, so that no other scenario's pod lands on a node
+    this one kills or pauses (and waits out the node-lost eviction)."""
+    return {"labels": {POOL_LABEL: pool}, "taints": (f"{POOL_LABEL}={pool}:NoSchedule",)}
 
 
 def readiness(operator: InstalledOperator) -> int:
@@ -318,8 +324,7 @@ def node_lost_for_good(bed: Bed, table: Row) -> list[str]:
     with scope(bed, "chaos-lost", 5,
                chaos_task("steps", "chaos-steps", "chaos", **pooled("lost"))) as where, \
             extra_nodes(bed.cluster, where.core) as start_node, holding_row(bed) as hold:
-        doomed = start_node("chaos-lost-a")
-        join_pool(where.core, "chaos-lost-a", "lost")
+        doomed = start_node("chaos-lost-a", **in_pool("lost"))
         create_runs(where, "steps", names, {"steps": 3, "seconds": 0.2, "hold_step": 2,
                                             "hold": hold.name})
         table.runs = len(names)
@@ -327,8 +332,7 @@ def node_lost_for_good(bed: Bed, table: Row) -> list[str]:
         kill_agent(doomed)
         table.faults = 1
         hold.release()
-        start_node("chaos-lost-b")
-        join_pool(where.core, "chaos-lost-b", "lost")
+        start_node("chaos-lost-b", **in_pool("lost"))
         # Node-monitor grace (16 s here) and the NoExecute toleration (20 s), then at once.
         runs = wait_for_runs(where.custom, where.namespace, names, RUNS_TIMEOUT)
         bed.begin_checks()
@@ -357,8 +361,7 @@ def node_lost_and_back(bed: Bed, table: Row) -> list[str]:
     with scope(bed, "chaos-back", 5,
                chaos_task("steps", "chaos-steps", "chaos", **pooled("back"))) as where, \
             extra_nodes(bed.cluster, where.core) as start_node, holding_row(bed) as hold:
-        node = start_node("chaos-back-a")
-        join_pool(where.core, "chaos-back-a", "back")
+        node = start_node("chaos-back-a", **in_pool("back"))
         create_runs(where, "steps", names, {"steps": 3, "seconds": 0.2, "hold_step": 2,
                                             "hold": hold.name})
         table.runs = len(names)
@@ -394,8 +397,7 @@ def zombie(bed: Bed, table: Row) -> list[str]:
                chaos_task("zombie", "chaos-zombie", "chaos", **pooled("zombie")),
                chaos_task("chaos-steps", "chaos-steps", "chaos")) as where, \
             extra_nodes(bed.cluster, where.core) as start_node, holding_row(bed) as hold:
-        paused_node = start_node("chaos-zombie-a")
-        join_pool(where.core, "chaos-zombie-a", "zombie")
+        paused_node = start_node("chaos-zombie-a", **in_pool("zombie"))
         create_objects(where.custom, where.namespace, *[
             run_manifest(f"zombie-{then}", "zombie", {"then": then, "hold": hold.name})
             for then in ZOMBIE_WRITES])
@@ -411,8 +413,7 @@ def zombie(bed: Bed, table: Row) -> list[str]:
         table.faults = sum(1 for pids in workers.values() if pids)
         os.kill(paused_node.process.pid, signal.SIGSTOP)
         try:
-            start_node("chaos-zombie-b")
-            join_pool(where.core, "chaos-zombie-b", "zombie")
+            start_node("chaos-zombie-b", **in_pool("zombie"))
             wait_until(lambda: all((((get_taskrun(where.custom, where.namespace, name).get("status")
                                       or {}).get("attempt") or 0) > attempt)
                                    for name, attempt in paused.items()), RUNS_TIMEOUT,
@@ -582,6 +583,7 @@ class Matrix:
         self.bed = bed
         self.results: dict[str, list[str] | BaseException] = {}
         self.threads: dict[str, threading.Thread] = {}
+        self.started = time.monotonic()
         for test in selected:
             title, invariants, _ = SCENARIOS[test]
             row(title, invariants)
@@ -598,6 +600,7 @@ class Matrix:
         except BaseException as error:  # pytest.fail in a thread raises Failed
             self.results[test] = error
         finally:
+            row(title).ended = time.monotonic() - self.started
             self.bed.end_checks()
             self.bed.done[SCENARIO_KEYS.get(test, test)].set()
 
