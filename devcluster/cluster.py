@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -201,9 +202,15 @@ class Cluster:
         networking.write_cni_config(network, folder / "cni", folder / "ipam", SERVICE_CIDR)
         config = runtime.write_config(folder, images.pause_name(), folder / "cni")
         began = time.monotonic()
+        cached = runtime.cached_root(build.cache_root() / "containerd", archives)
+        seeded = runtime.seed_root(folder, cached)
+        if not seeded:
+            self._import_into_cache(archives, cached, network)
+            seeded = runtime.seed_root(folder, cached)
         containerd = self._add(_spawn("containerd", runtime.command(config), self.state_dir))
         _wait("containerd", containerd, lambda: runtime.ready(folder), 60)
-        runtime.import_images(folder, archives)
+        if not seeded or not images.node_image_names() <= runtime.image_names(folder):
+            runtime.import_images(folder, archives)  # a cache elsewhere, or one that lost some
         self.timings["containerd with the images imported"] = time.monotonic() - began
 
         client = self.ca.issue(f"node-{name}", f"system:node:{name}", organization="system:nodes")
@@ -225,6 +232,23 @@ class Cluster:
         self._add(_spawn("kube-proxy", kubelet.proxy_argv(binary, kubelet.write_proxy_config(
             folder, kubeconfig=proxy_kubeconfig, name=name, cluster_cidr=str(network.subnet),
             gateway=network.gateway)), self.state_dir))
+
+    def _import_into_cache(self, archives: list[Path], cached: Path,
+                           network: networking.PodNetwork) -> None:
+        """Imports `archives` with a containerd of its own, stops it, and caches its root."""
+        folder = self.state_dir / "real-node-import"
+        folder.mkdir(parents=True, exist_ok=True)
+        networking.write_cni_config(network, folder / "cni", folder / "ipam", SERVICE_CIDR)
+        config = runtime.write_config(folder, images.pause_name(), folder / "cni")
+        importer = _spawn("containerd-import", runtime.command(config), self.state_dir)
+        try:
+            _wait("containerd", importer, lambda: runtime.ready(folder), 60)
+            runtime.import_images(folder, archives)
+        finally:
+            importer.stop()
+        runtime.save_root(folder, cached)
+        runtime.unmount_all(folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
     def _add(self, component: Component) -> Component:
         self.components[component.name] = component

@@ -131,6 +131,22 @@ def archive(image: Image) -> Path:
     return images_dir() / f"{safe}-{image_key(image)}.tar"
 
 
+def full_name(name: str) -> str:
+    """An image's name as containerd (and the kubelet) spell it: a name without a
+    registry is Docker Hub's."""
+    first = name.split("/", 1)[0]
+    if "/" not in name:
+        return f"docker.io/library/{name}"
+    if "." in first or ":" in first or first == "localhost":
+        return name
+    return f"docker.io/{name}"
+
+
+def node_image_names() -> set[str]:
+    """The names of the images the real node imports, as containerd lists them."""
+    return {full_name(pause_name()), *(full_name(image.name) for image in NODE_IMAGES)}
+
+
 def archives() -> list[Path]:
     """The archives the real node imports (the pause image first); raises when one is
     missing."""
