@@ -329,6 +329,7 @@ def node_lost_for_good(bed: Bed, table: Row) -> list[str]:
                                             "hold": hold.name})
         table.runs = len(names)
         lost = wait_until(lambda: holding(bed, where, names, "step-2"), 240, "second steps in flight")
+        leaders_before = commit_points.takeovers(bed.operator)
         kill_agent(doomed)
         table.faults = 1
         hold.release()
@@ -339,7 +340,13 @@ def node_lost_for_good(bed: Bed, table: Row) -> list[str]:
         found = common_problems(bed, where, names, runs)
         reasons = {e.involved_object.name for e in where.core.list_namespaced_event(where.namespace).items
                    if e.reason == "NodeLost"}
-        found += [f"{name}: no NodeLost event" for name in names if name not in reasons]
+        unannounced = [name for name in names if name not in reasons]
+        if unannounced and commit_points.takeovers(bed.operator) > leaders_before:
+            # Events are best effort: a leader that another scenario kills between the
+            # runs' NodeLost transitions and the sending of their Events takes them along.
+            table.notes.append(f"NodeLost Events of {len(unannounced)} runs went with a killed leader")
+        else:
+            found += [f"{name}: no NodeLost event" for name in unannounced]
         for name, attempt in lost.items():
             try:
                 pod = where.core.read_namespaced_pod(f"{name}-{attempt}", where.namespace)
