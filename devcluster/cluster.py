@@ -202,15 +202,19 @@ class Cluster:
         networking.write_cni_config(network, folder / "cni", folder / "ipam", SERVICE_CIDR)
         config = runtime.write_config(folder, images.pause_name(), folder / "cni")
         began = time.monotonic()
-        cached = runtime.cached_root(build.cache_root() / "containerd", archives)
-        seeded = runtime.seed_root(folder, cached)
-        if not seeded:
-            self._import_into_cache(archives, cached, network)
+        cache_dir = build.cache_root() / "containerd"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        seeded = False
+        if os.stat(cache_dir).st_dev == os.stat(folder).st_dev:  # else no hard links
+            cached = runtime.cached_root(cache_dir, archives)
             seeded = runtime.seed_root(folder, cached)
+            if not seeded:
+                self._import_into_cache(archives, cached, network)
+                seeded = runtime.seed_root(folder, cached)
         containerd = self._add(_spawn("containerd", runtime.command(config), self.state_dir))
         _wait("containerd", containerd, lambda: runtime.ready(folder), 60)
         if not seeded or not images.node_image_names() <= runtime.image_names(folder):
-            runtime.import_images(folder, archives)  # a cache elsewhere, or one that lost some
+            runtime.import_images(folder, archives)  # no cache here, or one that lost some
         self.timings["containerd with the images imported"] = time.monotonic() - began
 
         client = self.ca.issue(f"node-{name}", f"system:node:{name}", organization="system:nodes")
