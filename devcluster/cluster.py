@@ -199,8 +199,6 @@ class Cluster:
         self.cleanups.append(lambda: runtime.unmount_all(folder))
         self.cleanups.append(lambda: runtime.kill_containers(folder))
 
-        networking.write_cni_config(network, folder / "cni", folder / "ipam", SERVICE_CIDR)
-        config = runtime.write_config(folder, images.pause_name(), folder / "cni")
         began = time.monotonic()
         cache_dir = build.cache_root() / "containerd"
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -211,8 +209,7 @@ class Cluster:
             if not seeded:
                 self._import_into_cache(archives, cached, network)
                 seeded = runtime.seed_root(folder, cached)
-        containerd = self._add(_spawn("containerd", runtime.command(config), self.state_dir))
-        _wait("containerd", containerd, lambda: runtime.ready(folder), 60)
+        self._add(self._start_containerd("containerd", folder, network))
         if not seeded or not images.node_image_names() <= runtime.image_names(folder):
             runtime.import_images(folder, archives)  # no cache here, or one that lost some
         self.timings["containerd with the images imported"] = time.monotonic() - began
@@ -237,16 +234,27 @@ class Cluster:
             folder, kubeconfig=proxy_kubeconfig, name=name, cluster_cidr=str(network.subnet),
             gateway=network.gateway)), self.state_dir))
 
+    def _start_containerd(self, component: str, folder: Path,
+                          network: networking.PodNetwork) -> Component:
+        """Starts a containerd configured under `folder` (its root, state, socket and CNI
+        configuration) and returns it once it answers; stops it when it does not."""
+        folder.mkdir(parents=True, exist_ok=True)
+        networking.write_cni_config(network, folder / "cni", folder / "ipam", SERVICE_CIDR)
+        config = runtime.write_config(folder, images.pause_name(), folder / "cni")
+        containerd = _spawn(component, runtime.command(config), self.state_dir)
+        try:
+            _wait("containerd", containerd, lambda: runtime.ready(folder), 60)
+        except BaseException:
+            containerd.stop()
+            raise
+        return containerd
+
     def _import_into_cache(self, archives: list[Path], cached: Path,
                            network: networking.PodNetwork) -> None:
         """Imports `archives` with a containerd of its own, stops it, and caches its root."""
         folder = self.state_dir / "real-node-import"
-        folder.mkdir(parents=True, exist_ok=True)
-        networking.write_cni_config(network, folder / "cni", folder / "ipam", SERVICE_CIDR)
-        config = runtime.write_config(folder, images.pause_name(), folder / "cni")
-        importer = _spawn("containerd-import", runtime.command(config), self.state_dir)
+        importer = self._start_containerd("containerd-import", folder, network)
         try:
-            _wait("containerd", importer, lambda: runtime.ready(folder), 60)
             runtime.import_images(folder, archives)
         finally:
             importer.stop()

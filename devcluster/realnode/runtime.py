@@ -138,6 +138,7 @@ def seed_root(state_dir: Path, cached: Path) -> bool:
     if not cached.is_dir():
         return False
     target = root(state_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
     linked = subprocess.run(["cp", "-a", "--link", str(cached), str(target)],
                             capture_output=True, check=False)
     if linked.returncode != 0:
