@@ -67,7 +67,7 @@ async def operate(settings: settings_module.Settings) -> int:
         loop.add_signal_handler(number, stopping.set)  # kopf installs its own once it runs
 
     db = await pools.connect(settings.database_url, min_size=1,
-                             max_size=max(4, min(settings.workers + 2, POOL_LIMIT)), setup=_time_statements)
+                             max_size=max(4, min(settings.workers + 2, POOL_LIMIT)), init=_time_statements)
     lease_api = kubeapi.KubeApi(await kubeapi.load_client(), _LEASE_QPS)
     review_api = kubeapi.KubeApi(await kubeapi.load_client(), _REVIEW_QPS)
     identity = f"{settings.pod_name}_{secrets.token_hex(4)}"
@@ -123,9 +123,10 @@ async def _migrate(settings: settings_module.Settings) -> None:
 
 
 async def _time_statements(connection: Any) -> None:
-    """asyncpg's `setup` of each connection the replica's pool hands out: its statements are
-    timed into `durakube_postgres_query_duration_seconds`, one place for every store call.
-    Adding the same logger again is a no-op (asyncpg keeps them in a set)."""
+    """Run on each new connection of the replica's pool: its statements are timed into
+    `durakube_postgres_query_duration_seconds`, one place for every store call. Once per
+    connection, not per acquire: asyncpg keeps a connection's query loggers until it
+    closes, and adding one builds its callback by inspection each time."""
     connection.add_query_logger(metrics.observe_query)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -61,8 +61,10 @@ async def set_json_codecs(conn: Any) -> None:
 
 
 async def connect(dsn: str, *, min_size: int = 1, max_size: int = 10,
-                  statement_cache_size: int | None = None, **kwargs: Any) -> Any:
-    """An asyncpg pool with the JSON codecs installed on every connection.
+                  statement_cache_size: int | None = None,
+                  init: Callable[[Any], Awaitable[None]] | None = None, **kwargs: Any) -> Any:
+    """An asyncpg pool with the JSON codecs installed on every connection, and `init`
+    run on each new connection after them.
 
     `statement_cache_size=0` makes it safe behind PgBouncer in transaction mode
     (at the price of one more round trip per statement).
@@ -70,8 +72,14 @@ async def connect(dsn: str, *, min_size: int = 1, max_size: int = 10,
     if statement_cache_size is not None:
         kwargs["statement_cache_size"] = statement_cache_size
     kwargs.setdefault("reset", skip_session_reset)
+
+    async def initialize(conn: Any) -> None:
+        await set_json_codecs(conn)
+        if init is not None:
+            await init(conn)
+
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                     init=set_json_codecs, **kwargs)
+                                     init=initialize, **kwargs)
 
 
 async def skip_session_reset(conn: Any) -> None:
