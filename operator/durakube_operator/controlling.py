@@ -1,9 +1,9 @@
 """The controller: one work queue of runs, a few workers reconciling them.
 
 Started in kopf's start-up handler and stopped in its clean-up handler, so it runs
-only on the replica that leads (`operating`); kopf's watch handlers call its
-methods, which add keys to the queue or hand events and queue definitions to
-Postgres. A pass that raises is logged and retried after a
+only on the replica that leads (`operating`); kopf's watch handlers and its own
+watch of attempt pods (`watching`) call its methods, which add keys to the queue or
+hand events and queue definitions to Postgres. A pass that raises is logged and retried after a
 per-run back-off kept by the work queue (1 s doubling to 60 s); nothing escapes
 unclassified, and `asyncio.CancelledError` always propagates.
 """
@@ -26,6 +26,7 @@ from durakube_operator import (
     keying,
     kubeapi,
     metrics,
+    pods,
     reconciling,
     recording,
     retaining,
@@ -33,6 +34,7 @@ from durakube_operator import (
     sweeping,
     tracing,
     waking,
+    watching,
     workqueue,
 )
 from durakube_operator import settings as settings_module
@@ -60,6 +62,10 @@ class Controller:
             api, self.reads, settings.namespaces, settings.sweep_seconds,
             changed=lambda namespace, name: self.queue.add((namespace, name)),
             deleted=self._deleted_unseen)
+        # Attempt pods come through the controller's own watch, not kopf's.
+        self.pod_watch = watching.PodWatch(api, self.reads.pods, settings.namespaces,
+                                           f"{pods.LABEL_MANAGED_BY}={pods.MANAGER}",
+                                           self._pod_seen)
         self.keys = keying.KeyRings(api, db, settings)
         self.retention = retaining.RetentionLoop(db, api, self.reads, settings, self.keys)
         self.scheduling = scheduling.SchedulingLoop(api, events)
@@ -112,6 +118,12 @@ class Controller:
             self.reads.tasks.forget(meta["namespace"], meta["name"])
         else:
             self.reads.tasks.record(body)
+
+    def _pod_seen(self, body: caching.Body, deleted: bool) -> None:
+        """What the pod watch hands over: an attempt pod (or one that claims to be)."""
+        run = pods.owning_run(body)
+        if run is not None and body["metadata"].get("namespace"):
+            self.attempt_pod_changed(body, deleted, run)
 
     def attempt_pod_changed(self, body: caching.Body, deleted: bool, run_name: str) -> None:
         meta = body["metadata"]
@@ -208,6 +220,7 @@ class Controller:
         controller._tasks.append(asyncio.create_task(controller.retention.run()))
         controller._tasks.append(asyncio.create_task(controller.scheduling.run()))
         controller._tasks.append(asyncio.create_task(controller.sweeping.run()))
+        controller._tasks.append(asyncio.create_task(controller.pod_watch.run(), name="pod-watch"))
         for index in range(settings.workers):
             controller._tasks.append(asyncio.create_task(controller._work(), name=f"worker-{index}"))
         return controller

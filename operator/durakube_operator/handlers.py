@@ -10,7 +10,9 @@ client-side rate limit (#1011).
 So only `kopf.on.event` handlers, which write nothing to the watched objects, and
 start-up/clean-up handlers that own the controller (kept in a typed memo). Each
 handler translates an event into one call on the controller; none touches
-Postgres or decides anything.
+Postgres or decides anything. Attempt pods are not kopf's: the controller watches
+them itself (`watching`), two events a run that kopf's per-object machinery made
+costly.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import kopf
 
 from durakube import resources
 from durakube.store import pools
-from durakube_operator import controlling, pods, scheduling
+from durakube_operator import controlling, scheduling, watching
 from durakube_operator import settings as settings_module
 
 
@@ -48,19 +50,10 @@ class Memo(kopf.Memo):
             controller.waking.poke()
 
 
-# Watch streams can die silently (kopf #1276): a connection the apiserver never closes
-# (it was frozen, or a middlebox dropped it) delivers nothing and raises nothing. Each
-# stream is bounded three ways, and re-opened from its last resourceVersion (no re-list):
-# the apiserver ends it after SERVER_TIMEOUT, the client gives up on it after
-# CLIENT_TIMEOUT whatever happens, and a stream with no event at all for
-# INACTIVITY_TIMEOUT is taken for dead (the apiserver sends a bookmark every minute on
-# a live stream, so a quiet resource does not trip it). An apiserver restart closes
-# the connections: kopf reconnects at once (`reconnect_backoff`). Whole seconds: the
-# server's timeout goes into the URL, and the apiserver refuses "300.0".
-WATCH_SERVER_TIMEOUT = 300
-WATCH_CLIENT_TIMEOUT = 330
-WATCH_CONNECT_TIMEOUT = 10
-WATCH_INACTIVITY_TIMEOUT = 70
+# Watch streams can die silently (kopf #1276): each of kopf's streams is bounded as the
+# operator's own pod watch is (`watching`), and re-opened from its last resourceVersion
+# (no re-list). An apiserver restart closes the connections: kopf reconnects at once
+# (`reconnect_backoff`).
 # Objects per page of a watch's initial listing (at the operator's start, and again when
 # a watch's version is too old): a single answer with 10,000 TaskRuns would be parsed
 # whole, a peak of a hundred megabytes that the process keeps long after.
@@ -74,15 +67,10 @@ IDLE_TIMEOUT = 1.0
 
 
 def configure_watching(settings: kopf.OperatorSettings) -> None:
-    # Only attempt pods travel: the API server filters the pod watch by label, so the
-    # other pods of a shared cluster cost the operator nothing (kopf would otherwise
-    # receive, parse and drop every pod event of the cluster).
-    settings.watching.label_selectors["v1", "pods"] = \
-        f"{pods.LABEL_MANAGED_BY}={pods.MANAGER}"
-    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
-    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
-    settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT
-    settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT
+    settings.watching.server_timeout = watching.WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = watching.WATCH_CLIENT_TIMEOUT
+    settings.watching.connect_timeout = watching.WATCH_CONNECT_TIMEOUT
+    settings.watching.inactivity_timeout = watching.WATCH_INACTIVITY_TIMEOUT
     settings.watching.chunk_size = LIST_PAGE_SIZE
     settings.queueing.idle_timeout = IDLE_TIMEOUT
 
@@ -130,15 +118,6 @@ async def taskqueue_changed(type: str, namespace: str | None, body: kopf.Body, m
                             **_: Any) -> None:
     if namespace is not None:
         await memo.controller.queue_changed(_plain(body), deleted=type == "DELETED")
-
-
-@kopf.on.event("", "v1", "pods", labels={pods.LABEL_MANAGED_BY: pods.MANAGER})
-async def attempt_pod_changed(type: str, namespace: str | None, body: kopf.Body,
-                              memo: Memo, **_: Any) -> None:
-    pod = _plain(body)
-    run = pods.owning_run(pod)
-    if run is not None and namespace:
-        memo.controller.attempt_pod_changed(pod, type == "DELETED", run)
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "taskschedules")

@@ -27,9 +27,11 @@ import logging
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from kubernetes.aio import client as kubeclient
 from kubernetes.aio import config as kubeconfig
 from kubernetes.aio.client.api_client import RequestSerialized
@@ -53,6 +55,9 @@ MERGE_PATCH = "application/merge-patch+json"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 # Objects per page of a list.
 LIST_PAGE = 500
+# The API server's answer when a list's continue token or a watch's resourceVersion has
+# been compacted away: list again from now.
+Gone = 410
 
 
 @dataclass(frozen=True)
@@ -320,6 +325,74 @@ class KubeApi:
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return found
+
+    async def list_pods(self, namespace: str | None,
+                        label_selector: str) -> tuple[list[dict[str, Any]], str]:
+        """Every pod of a namespace, or of the cluster for None, that carries the labels of
+        `label_selector`, whole, read 500 at a time; and the resourceVersion the list was
+        read at, to watch from. Raises ApiException (410 when a page's continue token
+        expired: list again)."""
+        path = _path("api", "v1", *(("namespaces", namespace) if namespace else ()), "pods")
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            await self.limiter.acquire()
+            query: list[tuple[str, Any]] = [("limit", LIST_PAGE), ("labelSelector", label_selector)]
+            if token:
+                query.append(("continue", token))
+            request = await self.client.param_serialize(
+                method="GET", resource_path=path, query_params=query,
+                header_params={"Accept": JSON}, auth_settings=["BearerToken"])
+            response, data = await self._send(request, "list", path)
+            if not 200 <= response.status <= 299:
+                raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
+            page = json.loads(data)
+            found.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                return found, str(meta.get("resourceVersion") or "")
+
+    async def watch_pods(self, namespace: str | None, label_selector: str, resource_version: str, *,
+                         server_timeout: int, client_timeout: float, connect_timeout: float,
+                         inactivity_timeout: float) -> AsyncGenerator[dict[str, Any], None]:
+        """The watch events (`{"type": ..., "object": ...}`, bookmarks included) of the pods
+        that carry the labels of `label_selector`, from `resource_version` on, until the
+        API server ends the stream (after `server_timeout` seconds), the client gives up
+        (`client_timeout`), or no byte came for `inactivity_timeout`
+        (`asyncio.TimeoutError`). Raises ApiException when the watch is refused. Counted
+        as one request of verb "watch"; not timed (a stream's length says nothing)."""
+        path = _path("api", "v1", *(("namespaces", namespace) if namespace else ()), "pods")
+        await self.limiter.acquire()
+        request = await self.client.param_serialize(
+            method="GET", resource_path=path,
+            query_params=[("watch", "true"), ("labelSelector", label_selector),
+                          ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
+                          ("timeoutSeconds", server_timeout)],
+            header_params={"Accept": JSON}, auth_settings=["BearerToken"])
+        labels = {"verb": "watch", "resource": "pods"}
+        status = None
+        try:
+            response = await self.client.call_api(*request, _request_timeout=aiohttp.ClientTimeout(
+                total=client_timeout, sock_connect=connect_timeout, sock_read=inactivity_timeout))
+            status = response.status
+        finally:
+            metrics.API_REQUESTS.labels(**labels, code=metrics.status_class(status)).inc()
+        stream: aiohttp.ClientResponse = response.response
+        try:
+            if not 200 <= response.status <= 299:
+                data = await response.read()  # type: ignore[no-untyped-call]
+                raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
+            # One event a line; a line can span chunks, and a chunk hold several lines.
+            partial = b""
+            async for chunk in stream.content.iter_any():
+                lines = (partial + chunk).split(b"\n")
+                partial = lines.pop()
+                for line in lines:
+                    if line.strip():
+                        yield dict(json.loads(line))
+        finally:
+            stream.release()
 
     async def create_taskrun(self, namespace: str, body: dict[str, Any]) -> bool:
         """Creates a TaskRun; False when one of that name exists already."""

@@ -1,10 +1,14 @@
-"""The operator's re-list (`sweeping`) against the real API server: the metadata-only
-list reads every TaskRun, page by page, and a TaskRun deleted while the operator's
-cache still held it is found and handled as its deletion event would have been."""
+"""The operator's re-list (`sweeping`) and its own pod watch (`watching`) against the
+real API server: the metadata-only list reads every TaskRun, page by page, and a
+TaskRun deleted while the operator's cache still held it is found and handled as its
+deletion event would have been; the pod watch hands over an attempt pod's creation,
+changes and deletion, and takes the API server's "too old" for a new list."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -15,7 +19,7 @@ from kubernetes.aio import config as kubeconfig
 from test_taskrun_lifecycle import task_manifest
 
 from devcluster import cluster as devcluster_cluster
-from durakube_operator import caching, kubeapi, sweeping
+from durakube_operator import caching, kubeapi, sweeping, watching
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator")]
 
@@ -88,3 +92,74 @@ def test_a_taskrun_deleted_unseen_is_found_by_the_relist(
     # looked at again, never taken for deleted.
     assert deleted == [gone["metadata"]["uid"]]
     assert changed in ([], [(namespace, kept["metadata"]["name"])]) and repairs == 1 + len(changed)
+
+
+MANAGED = "app.kubernetes.io/managed-by=durakube"
+
+
+def unschedulable_pod(name: str) -> dict[str, Any]:
+    """An attempt pod (by its label) that no node takes: it stays Pending, and the
+    scheduler's Unschedulable condition is one change the watch must bring."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "durakube"}},
+            "spec": {"nodeSelector": {"durakube.io/test": "no-such-node"},
+                     "containers": [{"name": "main", "image": "ghcr.io/durakube/test-tasks:dev"}]}}
+
+
+def test_the_pod_watch_brings_an_attempt_pods_life_and_lists_again_when_its_version_is_too_old(
+        cluster: devcluster_cluster.Cluster, namespace: str,
+        core: kubernetes.client.CoreV1Api) -> None:
+    core.create_namespaced_pod(namespace, unschedulable_pod("listed"))
+
+    async def watched() -> tuple[list[tuple[str, str, bool]], bool]:
+        api = await api_of(cluster)
+        held = caching.ObjectCache()
+        seen: list[tuple[str, str, bool]] = []
+
+        def changed(body: dict[str, Any], deleted: bool) -> None:
+            meta = body["metadata"]
+            conditions = {condition["type"]: condition["status"]
+                          for condition in (body.get("status") or {}).get("conditions") or []}
+            seen.append((meta["name"], conditions.get("PodScheduled", ""), deleted))
+            held.forget(meta["namespace"], meta["name"]) if deleted else held.record(body)
+
+        watch = watching.PodWatch(api, held, (namespace,), MANAGED, changed)
+        task = asyncio.create_task(watch.run())
+        try:
+            await until(lambda: ("listed", "False", False) in seen)
+            await asyncio.to_thread(core.create_namespaced_pod, namespace, unschedulable_pod("watched"))
+            await until(lambda: ("watched", "False", False) in seen)
+            await asyncio.to_thread(core.delete_namespaced_pod, "watched", namespace, grace_period_seconds=0)
+            await until(lambda: any(name == "watched" and deleted for name, _, deleted in seen))
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # A version long compacted away: the API server's answer is "too old" (410).
+        try:
+            async for _ in watch.stream(namespace, "1"):
+                pass
+        except watching.Expired:
+            expired = True
+        else:
+            expired = False
+        finally:
+            await api.close()
+        return seen, expired
+
+    seen, expired = asyncio.run(watched())
+    # The listed pod first (as created, or already marked unschedulable); the watched one
+    # as created, then its Unschedulable condition, then its deletion.
+    watched_pod = [(condition, deleted) for name, condition, deleted in seen if name == "watched"]
+    assert watched_pod[0] == ("", False) and watched_pod[-1][1]
+    assert ("False", False) in watched_pod
+    assert seen[0][0] == "listed"
+    assert expired
+
+
+async def until(done: Callable[[], bool], seconds: float = 30.0) -> None:
+    for _ in range(int(seconds * 20)):
+        if done():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the pod watch did not bring it")
