@@ -41,6 +41,10 @@ from durakube_operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
 
+# The pods the operator watches: its attempt pods only, filtered by the API server, so
+# the other pods of a shared cluster never reach it.
+ATTEMPT_PODS = f"{pods.LABEL_MANAGED_BY}={pods.MANAGER}"
+
 
 class Controller:
     """The operator's one controller: its loops, its work queue and its reconciler.
@@ -64,8 +68,7 @@ class Controller:
             deleted=self._deleted_unseen)
         # Attempt pods come through the controller's own watch, not kopf's.
         self.pod_watch = watching.PodWatch(api, self.reads.pods, settings.namespaces,
-                                           f"{pods.LABEL_MANAGED_BY}={pods.MANAGER}",
-                                           self._pod_seen)
+                                           ATTEMPT_PODS, self._pod_seen)
         self.keys = keying.KeyRings(api, db, settings)
         self.retention = retaining.RetentionLoop(db, api, self.reads, settings, self.keys)
         self.scheduling = scheduling.SchedulingLoop(api, events)

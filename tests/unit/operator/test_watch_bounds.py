@@ -1,4 +1,5 @@
-"""The operator's watch streams are bounded, on the settings the installed kopf really has."""
+"""The operator's watch streams are bounded, on the settings the installed kopf really has,
+and pods are watched by the operator's own watch, for attempt pods only."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import dataclasses
 
 import kopf
 
-from durakube_operator import handlers
+from durakube_operator import controlling, handlers, watching
 
 
 def test_a_silently_dead_watch_stream_is_reopened_within_bounds() -> None:
@@ -26,19 +27,16 @@ def test_a_silently_dead_watch_stream_is_reopened_within_bounds() -> None:
     assert str(watching.server_timeout).isdigit()
 
 
-def test_only_attempt_pods_are_watched() -> None:
-    from kopf._cogs.structs import references  # the Resource kopf's watchers pass to collect()
-
-    settings = kopf.OperatorSettings()
-    handlers.configure_watching(settings)
-
-    def resource(group: str, version: str, plural: str) -> references.Resource:
-        return references.Resource(group=group, version=version, plural=plural, namespaced=True,
-                                   verbs=["list", "watch"])
-
-    selectors = settings.watching.label_selectors
-    assert selectors.collect(resource("", "v1", "pods")) == ["app.kubernetes.io/managed-by=durakube"]
-    assert selectors.collect(resource("durakube.io", "v1alpha1", "taskruns")) == []
+def test_kopf_watches_no_pods_the_operators_own_watch_takes_attempt_pods_only() -> None:
+    watched = {(selector.group, selector.any_name)
+               for selector in (handler.selector for handler in
+                                kopf.get_default_registry()._watching.get_all_handlers())
+               if selector is not None}
+    assert ("durakube.io", "taskruns") in watched
+    assert not {name for group, name in watched if group in ("", None)}
+    # The pod watch asks the API server for attempt pods only, and is bounded as kopf's.
+    assert controlling.ATTEMPT_PODS == "app.kubernetes.io/managed-by=durakube"
+    assert watching.WATCH_INACTIVITY_TIMEOUT < watching.WATCH_SERVER_TIMEOUT < watching.WATCH_CLIENT_TIMEOUT
 
 
 def test_an_idle_object_worker_lets_go_of_its_object_within_a_second() -> None:
