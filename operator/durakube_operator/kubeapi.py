@@ -303,6 +303,31 @@ class KubeApi:
                 _path("apis", resources.GROUP, resources.VERSION,
                       *(("namespaces", namespace) if namespace else ()), "taskruns"))
         found: list[ObjectKey] = []
+        async for page in self._pages(path, METADATA_LIST, label_selector):
+            for item in page.get("items") or []:
+                meta = item.get("metadata") or {}
+                found.append(ObjectKey(meta.get("namespace") or "", meta.get("name") or "",
+                                       meta.get("uid") or "", meta.get("resourceVersion") or ""))
+        return found
+
+    async def list_pods(self, namespace: str | None,
+                        label_selector: str) -> tuple[list[dict[str, Any]], str]:
+        """Every pod of a namespace, or of the cluster for None, that carries the labels of
+        `label_selector`, whole, read 500 at a time; and the resourceVersion the list was
+        read at, to watch from. Raises ApiException (410 when a page's continue token
+        expired: list again)."""
+        path = _path("api", "v1", *(("namespaces", namespace) if namespace else ()), "pods")
+        found: list[dict[str, Any]] = []
+        version = ""
+        async for page in self._pages(path, JSON, label_selector):
+            found.extend(page.get("items") or [])
+            version = str((page.get("metadata") or {}).get("resourceVersion") or "")
+        return found, version
+
+    async def _pages(self, path: str, accept: str,
+                     label_selector: str | None) -> AsyncGenerator[dict[str, Any], None]:
+        """The pages of a list (LIST_PAGE objects each, as `accept` asks for them), each
+        after a token of the rate limit."""
         token: str | None = None
         while True:
             await self.limiter.acquire()
@@ -313,45 +338,15 @@ class KubeApi:
                 query.append(("continue", token))
             request = await self.client.param_serialize(
                 method="GET", resource_path=path, query_params=query,
-                header_params={"Accept": METADATA_LIST}, auth_settings=["BearerToken"])
+                header_params={"Accept": accept}, auth_settings=["BearerToken"])
             response, data = await self._send(request, "list", path)
             if not 200 <= response.status <= 299:
                 raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
-            page = json.loads(data)
-            for item in page.get("items") or []:
-                meta = item.get("metadata") or {}
-                found.append(ObjectKey(meta.get("namespace") or "", meta.get("name") or "",
-                                       meta.get("uid") or "", meta.get("resourceVersion") or ""))
+            page: dict[str, Any] = json.loads(data)
+            yield page
             token = (page.get("metadata") or {}).get("continue")
             if not token:
-                return found
-
-    async def list_pods(self, namespace: str | None,
-                        label_selector: str) -> tuple[list[dict[str, Any]], str]:
-        """Every pod of a namespace, or of the cluster for None, that carries the labels of
-        `label_selector`, whole, read 500 at a time; and the resourceVersion the list was
-        read at, to watch from. Raises ApiException (410 when a page's continue token
-        expired: list again)."""
-        path = _path("api", "v1", *(("namespaces", namespace) if namespace else ()), "pods")
-        found: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            await self.limiter.acquire()
-            query: list[tuple[str, Any]] = [("limit", LIST_PAGE), ("labelSelector", label_selector)]
-            if token:
-                query.append(("continue", token))
-            request = await self.client.param_serialize(
-                method="GET", resource_path=path, query_params=query,
-                header_params={"Accept": JSON}, auth_settings=["BearerToken"])
-            response, data = await self._send(request, "list", path)
-            if not 200 <= response.status <= 299:
-                raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
-            page = json.loads(data)
-            found.extend(page.get("items") or [])
-            meta = page.get("metadata") or {}
-            token = meta.get("continue")
-            if not token:
-                return found, str(meta.get("resourceVersion") or "")
+                return
 
     async def watch_pods(self, namespace: str | None, label_selector: str, resource_version: str, *,
                          server_timeout: int, client_timeout: float, connect_timeout: float,

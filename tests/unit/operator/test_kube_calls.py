@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import prometheus_client
 import pytest
 from aiohttp import web
-from kubernetes.aio import client as kubeclient
 
 from durakube_operator import kubeapi, recording
 
@@ -32,22 +31,10 @@ class FakeApiServer:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeApiServer, kubeapi.KubeApi]]:
+async def fake(api_serving: Callable[[Any], Awaitable[kubeapi.KubeApi]]
+               ) -> tuple[FakeApiServer, kubeapi.KubeApi]:
     server = FakeApiServer()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    api = kubeapi.KubeApi(kubeapi.JsonApiClient(kubeclient.Configuration(host=f"http://127.0.0.1:{port}")),
-                          qps=1000)
-    try:
-        yield server, api
-    finally:
-        await api.close()
-        await runner.cleanup()
+    return server, await api_serving(server.handle)
 
 
 TASKRUN = "/apis/durakube.io/v1alpha1/namespaces/ns/taskruns/r"

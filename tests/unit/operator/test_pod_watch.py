@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
-from kubernetes.aio import client as kubeclient
 
 from durakube_operator import caching, kubeapi, watching
 
@@ -65,23 +64,13 @@ class ScriptedApiServer:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[tuple[ScriptedApiServer, kubeapi.KubeApi]]:
+async def server(api_serving: Callable[[Any], Awaitable[kubeapi.KubeApi]]
+                 ) -> AsyncIterator[tuple[ScriptedApiServer, kubeapi.KubeApi]]:
     scripted = ScriptedApiServer()
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", scripted.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    api = kubeapi.KubeApi(kubeapi.JsonApiClient(kubeclient.Configuration(host=f"http://127.0.0.1:{port}")),
-                          qps=1000)
     try:
-        yield scripted, api
+        yield scripted, await api_serving(scripted.handle)
     finally:
-        scripted.closing.set()
-        await api.close()
-        await runner.cleanup()
+        scripted.closing.set()  # silent streams end before the server does
 
 
 class Seen:
