@@ -73,6 +73,8 @@ class Actor:
     wake_waiting_runs: Callable[[], None]
     # Tells the retention loop a run finished whose TaskRun expires in this many seconds.
     finished_with_ttl: Callable[[float], None] = lambda seconds: None
+    # Asks for another pass over a run (namespace, name) once the current one is done.
+    look_again: Callable[[str, str], None] = lambda namespace, name: None
 
     async def perform(self, todo: tuple[actions.Action, ...]) -> queues.Place | None:
         """Performs `todo` in order; returns the run's place once it joined a line (a slot
@@ -230,6 +232,10 @@ class Actor:
             raise PodRefused(f"the API server refused attempt pod {pod_name}: {refused}") from error
         if created is None:
             logger.info("adopting existing pod %s/%s", action.namespace, pod_name)
+            # A pod made by a pass cut short (a replica that lost the Lease) may have run,
+            # even ended, already: its events can all be in, with none left to bring this
+            # run back once its status names the pod. The next pass reads the pod.
+            self.look_again(action.namespace, action.name)
             return
         # The next pass reads it from here, before its watch event arrives.
         self.reads.pods.record(created)

@@ -77,7 +77,9 @@ class Controller:
                              clock=conditions.now,
                              poke_admission=self.admission.poke, admit_now=self.admission.admit_now,
                              wake_waiting_runs=self.waking.poke,
-                             finished_with_ttl=self.retention.run_finished)
+                             finished_with_ttl=self.retention.run_finished,
+                             look_again=lambda namespace, name: self.queue.add((namespace, name),
+                                                                               urgent=True))
         # The leader exports each run's span when the run ends (off without an endpoint).
         self.spans = tracing.start(settings)
         self.reconciler = reconciling.Reconciler(api=api, events=events, reads=self.reads, db=db,
