@@ -188,6 +188,12 @@ def _core(namespace: str, plural: str, *rest: str) -> str:
     return _path("api", "v1", "namespaces", namespace, plural, *rest)
 
 
+def _collection(namespace: str | None, plural: str) -> str:
+    """The path of all pods or TaskRuns (`plural`) of a namespace, or of the cluster for None."""
+    group = ("api", "v1") if plural == "pods" else ("apis", resources.GROUP, resources.VERSION)
+    return _path(*group, *(("namespaces", namespace) if namespace else ()), plural)
+
+
 def _leases(namespace: str, *name: str) -> str:
     return _path("apis", "coordination.k8s.io", "v1", "namespaces", namespace, "leases", *name)
 
@@ -298,10 +304,7 @@ class KubeApi:
         """Every pod or TaskRun (`kind`) of a namespace, or of the cluster for None, as
         the API server's metadata-only list (no spec, no status), read 500 at a time:
         what the operator re-lists to catch what its watches missed."""
-        path = (_path("api", "v1", *(("namespaces", namespace) if namespace else ()), "pods")
-                if kind == "pods" else
-                _path("apis", resources.GROUP, resources.VERSION,
-                      *(("namespaces", namespace) if namespace else ()), "taskruns"))
+        path = _collection(namespace, kind)
         found: list[ObjectKey] = []
         async for page in self._pages(path, METADATA_LIST, label_selector):
             for item in page.get("items") or []:
@@ -316,7 +319,7 @@ class KubeApi:
         `label_selector`, whole, read 500 at a time; and the resourceVersion the list was
         read at, to watch from. Raises ApiException (410 when a page's continue token
         expired: list again)."""
-        path = _path("api", "v1", *(("namespaces", namespace) if namespace else ()), "pods")
+        path = _collection(namespace, "pods")
         found: list[dict[str, Any]] = []
         version = ""
         async for page in self._pages(path, JSON, label_selector):
@@ -357,7 +360,7 @@ class KubeApi:
         (`client_timeout`), or no byte came for `inactivity_timeout`
         (`asyncio.TimeoutError`). Raises ApiException when the watch is refused. Counted
         as one request of verb "watch"; not timed (a stream's length says nothing)."""
-        path = _path("api", "v1", *(("namespaces", namespace) if namespace else ()), "pods")
+        path = _collection(namespace, "pods")
         await self.limiter.acquire()
         request = await self.client.param_serialize(
             method="GET", resource_path=path,
@@ -365,7 +368,7 @@ class KubeApi:
                           ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
                           ("timeoutSeconds", server_timeout)],
             header_params={"Accept": JSON}, auth_settings=["BearerToken"])
-        labels = {"verb": "watch", "resource": "pods"}
+        labels = {"verb": "watch", "resource": resource_of(path)}
         status = None
         try:
             response = await self.client.call_api(*request, _request_timeout=aiohttp.ClientTimeout(

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from durakube_operator import caching, kubeapi
 
@@ -108,12 +108,8 @@ class PodWatch:
         """Hands over every pod listed, and as deleted every pod held from before the list
         that it lacks; returns the version to watch from."""
         began = time.monotonic()
-        try:
+        with _gone_is_expired():
             listed, version = await self.api.list_pods(namespace, self.selector)
-        except kubeapi.ApiException as error:
-            if error.status == kubeapi.Gone:
-                raise Expired from error
-            raise
         present: set[caching.Key] = set()
         for pod in listed:
             meta = pod.get("metadata") or {}
@@ -133,7 +129,7 @@ class PodWatch:
             client_timeout=WATCH_CLIENT_TIMEOUT, connect_timeout=WATCH_CONNECT_TIMEOUT,
             inactivity_timeout=WATCH_INACTIVITY_TIMEOUT)
         # Closed at once when this stops early (an error event): its connection goes with it.
-        try:
+        with _gone_is_expired():
             async with contextlib.aclosing(events):
                 async for event in events:
                     kind, body = event.get("type"), event.get("object") or {}
@@ -146,7 +142,14 @@ class PodWatch:
                     reached = (body.get("metadata") or {}).get("resourceVersion")
                     if reached:
                         yield str(reached)
-        except kubeapi.ApiException as error:
-            if error.status == kubeapi.Gone:
-                raise Expired from error
-            raise
+
+
+@contextlib.contextmanager
+def _gone_is_expired() -> Iterator[None]:
+    """The API server's 410 Gone, to a list or a watch, as `Expired`."""
+    try:
+        yield
+    except kubeapi.ApiException as error:
+        if error.status == kubeapi.Gone:
+            raise Expired from error
+        raise
