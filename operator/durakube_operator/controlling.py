@@ -68,7 +68,7 @@ class Controller:
             deleted=self._deleted_unseen)
         # Attempt pods come through the controller's own watch, not kopf's.
         self.pod_watch = watching.PodWatch(api, self.reads.pods, settings.namespaces,
-                                           ATTEMPT_PODS, self._pod_seen)
+                                           ATTEMPT_PODS, self.attempt_pod_changed)
         self.keys = keying.KeyRings(api, db, settings)
         self.retention = retaining.RetentionLoop(db, api, self.reads, settings, self.keys)
         self.scheduling = scheduling.SchedulingLoop(api, events)
@@ -124,14 +124,12 @@ class Controller:
         else:
             self.reads.tasks.record(body)
 
-    def _pod_seen(self, body: caching.Body, deleted: bool) -> None:
+    def attempt_pod_changed(self, body: caching.Body, deleted: bool) -> None:
         """What the pod watch hands over: an attempt pod (or one that claims to be)."""
-        run = pods.owning_run(body)
-        if run is not None and body["metadata"].get("namespace"):
-            self.attempt_pod_changed(body, deleted, run)
-
-    def attempt_pod_changed(self, body: caching.Body, deleted: bool, run_name: str) -> None:
         meta = body["metadata"]
+        run_name = pods.owning_run(body)
+        if run_name is None or not meta.get("namespace"):
+            return
         if deleted:
             self.reads.pods.forget(meta["namespace"], meta["name"])
         elif not self.reads.pods.record(body):
